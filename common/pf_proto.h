@@ -1,0 +1,122 @@
+/*  pf_proto — codec for the native client (PFC1) and worker (PFW1) protocols.
+
+    Shared by broker, worker agent and client library. docs/PROTOCOL.md is the
+    normative frame table; this header is its C view. Every message starts with
+    an empty delimiter frame and a protocol header frame, then one command frame
+    of one byte. Integers are fixed-size big-endian frames (u16, u32, u64).
+    Strings are frames of UTF-8 bytes without a terminator. A ROUTER socket sees
+    the peer's routing id before the empty frame: the caller pops it first.
+
+    PFC1 (client <-> broker)
+      REQUEST  C->B  "" PFC1 0x01 request_id:u64 service session command timeout_ms:u32 flags:u32 body
+      REPLY    B->C  "" PFC1 0x02 request_id:u64 flags:u32 body
+      ERROR    B->C  "" PFC1 0x03 request_id:u64 code:u16 message detail
+      CANCEL   C->B  "" PFC1 0x04 request_id:u64
+
+    PFW1 (worker agent <-> broker)
+      READY        A->B  "" PFW1 0x01 agent_id host pid:u32 service capacity:u32 sessions
+      HEARTBEAT    both  "" PFW1 0x02 bridges
+      REQUEST      B->A  "" PFW1 0x03 request_id:u64 session command bridge:u32 generation:u32 timeout_ms:u32 flags:u32 body
+      REPLY        A->B  "" PFW1 0x04 request_id:u64 bridge:u32 generation:u32 flags:u32 body
+      ERROR        A->B  "" PFW1 0x05 request_id:u64 bridge:u32 generation:u32 code:u16 message detail
+      SESSION_END  B->A  "" PFW1 0x06 session bridge:u32 generation:u32
+      SESSION_LOST A->B  "" PFW1 0x07 session bridge:u32 generation:u32
+      CANCEL       B->A  "" PFW1 0x08 request_id:u64
+      DISCONNECT   both  "" PFW1 0x09 message
+
+    Field limits: service, command, agent_id 1..255 bytes; session, host 0..255
+    bytes (empty session = no session); message 0..65535 bytes; body, detail,
+    sessions and bridges are opaque bytes (msgpack by convention) of at most
+    max_body bytes. bridge = PF_BRIDGE_ANY lets the agent choose. */
+#ifndef PF_PROTO_H_INCLUDED
+#define PF_PROTO_H_INCLUDED
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PF_PROTO_CLIENT "PFC1"
+#define PF_PROTO_WORKER "PFW1"
+
+#define PF_MAX_NAME        255
+#define PF_MAX_MESSAGE     65535
+#define PF_DEFAULT_MAX_BODY (64u * 1024 * 1024)
+#define PF_BRIDGE_ANY      0xFFFFFFFFu
+
+//  Which protocol a message belongs to.
+typedef enum { PF_PROTO_C = 1, PF_PROTO_W = 2 } pf_proto_kind_t;
+
+//  Commands; values are the byte on the wire (per protocol).
+enum {
+    PF_C_REQUEST = 0x01,
+    PF_C_REPLY = 0x02,
+    PF_C_ERROR = 0x03,
+    PF_C_CANCEL = 0x04,
+};
+enum {
+    PF_W_READY = 0x01,
+    PF_W_HEARTBEAT = 0x02,
+    PF_W_REQUEST = 0x03,
+    PF_W_REPLY = 0x04,
+    PF_W_ERROR = 0x05,
+    PF_W_SESSION_END = 0x06,
+    PF_W_SESSION_LOST = 0x07,
+    PF_W_CANCEL = 0x08,
+    PF_W_DISCONNECT = 0x09,
+};
+
+//  Request flags (REQUEST.flags); reply flags (REPLY.flags).
+#define PF_FLAG_IDEMPOTENT 0x01u
+#define PF_FLAG_SOFT       0x02u //  soft session affinity
+#define PF_FLAG_BROADCAST  0x04u
+#define PF_REPLY_REBOUND   0x01u //  session was rebound to another bridge
+
+//  A decoded message. Fields not used by a command are zero / empty.
+//  Strings are NUL-terminated copies. Frames (body, detail, sessions,
+//  bridges) are owned by the struct; pf_msg_reset frees them.
+typedef struct {
+    int proto;    //  pf_proto_kind_t
+    int command;  //  PF_C_* or PF_W_*
+    uint64_t request_id;
+    uint32_t flags;
+    uint32_t timeout_ms;
+    uint32_t bridge;
+    uint32_t generation;
+    uint32_t pid;
+    uint32_t capacity;
+    uint16_t code;  //  pf_error_t on ERROR
+    char service[PF_MAX_NAME + 1];
+    char session[PF_MAX_NAME + 1];
+    char command_name[PF_MAX_NAME + 1];
+    char agent_id[PF_MAX_NAME + 1];
+    char host[PF_MAX_NAME + 1];
+    char *message;     //  ERROR, DISCONNECT (heap, may be NULL when empty)
+    zframe_t *body;    //  C REQUEST/REPLY, W REQUEST/REPLY
+    zframe_t *detail;  //  ERROR: msgpack map {type, message, traceback} or empty
+    zframe_t *sessions; //  READY: msgpack array of [session, bridge, generation]
+    zframe_t *bridges; //  HEARTBEAT: msgpack array of [bridge, generation, state]
+} pf_msg_t;
+
+//  Zeroes a message for first use.
+void pf_msg_init (pf_msg_t *self);
+
+//  Frees owned strings and frames and zeroes the message.
+void pf_msg_reset (pf_msg_t *self);
+
+//  Decodes *msg_p (starting at the empty delimiter) into self, which it
+//  resets first. Destroys *msg_p and nulls it in every case. max_body bounds
+//  every opaque frame (0 means PF_DEFAULT_MAX_BODY). Returns PF_OK, or
+//  PF_BAD_REQUEST (wrong header, command, frame count, field size...) or
+//  PF_TOO_LARGE, with a human-readable reason in err. The request_id is kept
+//  in self whenever it could be read, so the caller can answer the error.
+int pf_msg_decode (pf_msg_t *self, zmsg_t **msg_p, size_t max_body, char *err, size_t errlen);
+
+//  Encodes self (proto and command say which frames) as a new zmsg that starts
+//  with the empty delimiter. Moves the frames out of self (they become NULL).
+//  Returns NULL if a field breaks the limits above.
+zmsg_t *pf_msg_encode (pf_msg_t *self);
+
+//  Name of a command for logs ("REQUEST"), per protocol; "?" if unknown.
+const char *pf_msg_command_name (int proto, int command);
+
+#endif
