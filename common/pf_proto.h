@@ -95,6 +95,7 @@ typedef struct {
     zframe_t *detail;  //  ERROR: msgpack map {type, message, traceback} or empty
     zframe_t *sessions; //  READY: msgpack array of [session, bridge, generation]
     zframe_t *bridges; //  HEARTBEAT: msgpack array of [bridge, generation, state]
+    bool has_request_id; //  decode: request_id was read (also after an error)
 } pf_msg_t;
 
 //  Zeroes a message for first use.
