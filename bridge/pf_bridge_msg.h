@@ -42,6 +42,12 @@ typedef struct {
 uint8_t *pf_bridge_msg_request (uint64_t id, const char *cmd, const void *args, size_t args_size,
                                 const char *session, size_t *size_p);
 
+//  True if args/args_size is exactly one msgpack object (or empty). The
+//  request copies args verbatim, so the agent checks a client's args with
+//  this first: bad args would otherwise corrupt the whole request map and
+//  read as a bridge fault instead of the client's BAD_REQUEST.
+bool pf_bridge_msg_args_valid (const void *args, size_t size);
+
 //  Decodes one frame from a bridge. Returns 0, or -1 if the bytes are not
 //  msgpack or not one of the maps above (a fatal bridge fault), with a reason
 //  in err. self is reset first; free with pf_bridge_msg_reset.
