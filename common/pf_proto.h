@@ -25,7 +25,7 @@
       DISCONNECT   both  "" PFW1 0x09 message
 
     Field limits: service, command, agent_id 1..255 bytes; session, host 0..255
-    bytes (empty session = no session); message 0..65535 bytes; body, detail,
+    bytes (empty session = no session; SESSION_END/SESSION_LOST need 1..255); message 0..65535 bytes; body, detail,
     sessions and bridges are opaque bytes (msgpack by convention) of at most
     max_body bytes. bridge = PF_BRIDGE_ANY lets the agent choose. */
 #ifndef PF_PROTO_H_INCLUDED
@@ -109,12 +109,16 @@ void pf_msg_reset (pf_msg_t *self);
 //  every opaque frame (0 means PF_DEFAULT_MAX_BODY). Returns PF_OK, or
 //  PF_BAD_REQUEST (wrong header, command, frame count, field size...) or
 //  PF_TOO_LARGE, with a human-readable reason in err. The request_id is kept
-//  in self whenever it could be read, so the caller can answer the error.
+//  in self whenever it could be read (has_request_id says so), so the caller
+//  can answer the error; on error self holds only proto, command (when known)
+//  and the request id. On success the command's opaque frames are never NULL
+//  (possibly 0 bytes) and message is NULL when empty.
 int pf_msg_decode (pf_msg_t *self, zmsg_t **msg_p, size_t max_body, char *err, size_t errlen);
 
 //  Encodes self (proto and command say which frames) as a new zmsg that starts
-//  with the empty delimiter. Moves the frames out of self (they become NULL).
-//  Returns NULL if a field breaks the limits above.
+//  with the empty delimiter. Moves the frames out of self (they become NULL);
+//  a NULL frame or message encodes as an empty frame. Returns NULL, leaving
+//  self untouched, if proto/command is unknown or a string breaks the limits.
 zmsg_t *pf_msg_encode (pf_msg_t *self);
 
 //  Name of a command for logs ("REQUEST"), per protocol; "?" if unknown.
