@@ -25,9 +25,9 @@
       DISCONNECT   both  "" PFW1 0x09 message
 
     Field limits: service, command, agent_id 1..255 bytes; session, host 0..255
-    bytes (empty session = no session; SESSION_END/SESSION_LOST need 1..255); message 0..65535 bytes; body, detail,
-    sessions and bridges are opaque bytes (msgpack by convention) of at most
-    max_body bytes. bridge = PF_BRIDGE_ANY lets the agent choose. */
+    bytes (empty session = no session; SESSION_END and SESSION_LOST need
+    1..255); message 0..65535 bytes; body, detail, sessions and bridges are
+    opaque bytes (msgpack by convention) of at most max_body bytes. bridge = PF_BRIDGE_ANY lets the agent choose. */
 #ifndef PF_PROTO_H_INCLUDED
 #define PF_PROTO_H_INCLUDED
 
