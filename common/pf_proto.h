@@ -27,7 +27,8 @@
     Field limits: service, command, agent_id 1..255 bytes; session, host 0..255
     bytes (empty session = no session; SESSION_END and SESSION_LOST need
     1..255); message 0..65535 bytes; body, detail, sessions and bridges are
-    opaque bytes (msgpack by convention) of at most max_body bytes. bridge = PF_BRIDGE_ANY lets the agent choose. */
+    opaque bytes (msgpack by convention) of at most max_body bytes.
+    bridge = PF_BRIDGE_ANY lets the agent choose. */
 #ifndef PF_PROTO_H_INCLUDED
 #define PF_PROTO_H_INCLUDED
 
