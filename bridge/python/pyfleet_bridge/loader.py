@@ -12,6 +12,7 @@ import importlib
 import importlib.machinery
 import importlib.util
 import os
+import re
 import sys
 
 __all__ = ["is_path", "load_module"]
@@ -24,13 +25,24 @@ def is_path(name):
     return name.endswith(".py") or "/" in name
 
 
+def _name_is_taken(name, path):
+    if name in sys.modules:
+        return True
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and os.path.abspath(spec.origin or "") != path
+
+
 def _module_name_for(path):
-    stem = os.path.splitext(os.path.basename(path))[0] or "module"
+    # A dotted name would make find_spec import a parent package.
+    stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0]) or "module"
     name = stem
     serial = 1
-    # Never replace a module that is already imported (a user file called
-    # json.py must not become the json module of everyone else).
-    while name in sys.modules:
+    # Never take the name of another importable module: a user file called
+    # json.py must not become the json module of everyone else.
+    while _name_is_taken(name, path):
         name = "_pyfleet_module_%d_%s" % (serial, stem)
         serial += 1
     return name
