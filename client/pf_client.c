@@ -1,0 +1,767 @@
+/*  pf_client — libpyfleet: the client side of PFC1 (see pyfleet.h).
+
+    One DEALER socket to the broker. Every request the client has not yet
+    answered lives in three places:
+      - a hash by request id, to match replies (and drop stale ones);
+      - a min-heap by expiry (deadline + margin), so the next local TIMEOUT is
+        found in O(1) and removed in O(log n) whatever the mix of timeouts;
+      - while it has not left the process, the backlog (FIFO) of encoded
+        messages waiting for the socket to accept them.
+    Replies to pf_send requests that pf_call reads while it waits for its own
+    go to a ready list that pf_recv drains first.
+
+    Why ZMQ_IMMEDIATE + our own backlog instead of letting libzmq queue: with
+    IMMEDIATE off, libzmq queues messages to a peer that is not (or no longer)
+    connected and delivers them whenever it comes back, long after the caller
+    has had its local TIMEOUT; the broker would then run work nobody waits
+    for. Our backlog sends each request only to a live connection and with the
+    deadline that remains, and drops it unsent when that deadline passes.
+    Sends never block: a full send queue (SNDHWM) also just leaves requests in
+    the backlog. */
+#include "pyfleet.h"
+#include "pf_json.h"
+#include "pf_proto.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+_Static_assert (PF_CALL_IDEMPOTENT == PF_FLAG_IDEMPOTENT, "public flag matches wire flag");
+_Static_assert (PF_CALL_SOFT_AFFINITY == PF_FLAG_SOFT, "public flag matches wire flag");
+_Static_assert (PF_CALL_BROADCAST == PF_FLAG_BROADCAST, "public flag matches wire flag");
+
+#define PF_CALL_ALL_FLAGS (PF_CALL_IDEMPOTENT | PF_CALL_SOFT_AFFINITY | PF_CALL_BROADCAST)
+
+//  High-water marks: large enough for 10 000+ requests in flight per client
+//  with room to spare, still bounded so a stuck peer cannot eat all memory.
+#define CLIENT_HWM 100000
+
+//  Index of the timeout_ms frame in an encoded REQUEST:
+//  "" PFC1 0x01 request_id service session command timeout_ms flags body
+#define REQUEST_TIMEOUT_FRAME 7
+
+typedef struct {
+    uint64_t id;
+    int64_t deadline;     //  zclock_mono () ms when the broker gives up
+    size_t heap_index;    //  position in the expiry heap
+    zmsg_t *unsent;       //  encoded REQUEST still in the backlog, else NULL
+    void *backlog_handle; //  its zlistx handle while unsent
+} request_t;
+
+struct _pf_client_t {
+    zsock_t *dealer;
+    uint32_t timeout_ms;
+    uint64_t next_id;
+    zhashx_t *requests;   //  id -> request_t, owns them
+    request_t **heap;     //  min-heap by deadline
+    size_t heap_size;
+    size_t heap_capacity;
+    zlistx_t *backlog;    //  request_t * waiting to be sent, in order
+    zlistx_t *ready;      //  pf_reply_t * waiting for pf_recv, owns them
+    char error[256];
+};
+
+struct _pf_reply_t {
+    uint64_t request_id;
+    int code;
+    bool rebound;
+    bool local;
+    char *message;
+    zframe_t *body;
+    zframe_t *detail;
+    char *error_type;
+    char *traceback;
+};
+
+//  ---------------------------------------------------------------------------
+//  Replies
+
+static pf_reply_t *reply_new (uint64_t request_id, int code, const char *message)
+{
+    pf_reply_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->request_id = request_id;
+    self->code = code;
+    self->message = strdup (message ? message : "");
+    if (!self->message) {
+        free (self);
+        return NULL;
+    }
+    return self;
+}
+
+static pf_reply_t *reply_new_local (uint64_t request_id, int code, const char *message)
+{
+    pf_reply_t *self = reply_new (request_id, code, message);
+    if (self)
+        self->local = true;
+    return self;
+}
+
+void pf_reply_destroy (pf_reply_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pf_reply_t *self = *self_p;
+    free (self->message);
+    zframe_destroy (&self->body);
+    zframe_destroy (&self->detail);
+    free (self->error_type);
+    free (self->traceback);
+    free (self);
+    *self_p = NULL;
+}
+
+//  Copy of a msgpack str, or NULL if the object is not a str.
+static char *msgpack_strdup (const msgpack_object *object)
+{
+    if (object->type != MSGPACK_OBJECT_STR)
+        return NULL;
+    return strndup (object->via.str.ptr, object->via.str.size);
+}
+
+//  Picks type, traceback (and message, if the frame had none) out of the
+//  detail map. A detail that is not such a map is kept as bytes, unread.
+static void reply_read_detail (pf_reply_t *self)
+{
+    if (!self->detail || zframe_size (self->detail) == 0)
+        return;
+    msgpack_unpacked unpacked;
+    msgpack_unpacked_init (&unpacked);
+    size_t offset = 0;
+    msgpack_unpack_return rc = msgpack_unpack_next (
+        &unpacked, (const char *) zframe_data (self->detail), zframe_size (self->detail), &offset);
+    if (rc == MSGPACK_UNPACK_SUCCESS && unpacked.data.type == MSGPACK_OBJECT_MAP) {
+        msgpack_object_map *map = &unpacked.data.via.map;
+        for (uint32_t i = 0; i < map->size; i++) {
+            msgpack_object *key = &map->ptr[i].key;
+            msgpack_object *value = &map->ptr[i].val;
+            if (key->type != MSGPACK_OBJECT_STR)
+                continue;
+            const char *name = key->via.str.ptr;
+            size_t size = key->via.str.size;
+            if (size == 4 && memcmp (name, "type", 4) == 0 && !self->error_type)
+                self->error_type = msgpack_strdup (value);
+            else if (size == 9 && memcmp (name, "traceback", 9) == 0 && !self->traceback)
+                self->traceback = msgpack_strdup (value);
+            else if (size == 7 && memcmp (name, "message", 7) == 0 && !self->message[0]) {
+                char *message = msgpack_strdup (value);
+                if (message) {
+                    free (self->message);
+                    self->message = message;
+                }
+            }
+        }
+    }
+    msgpack_unpacked_destroy (&unpacked);
+}
+
+//  Builds a reply from a decoded REPLY or ERROR, taking its frames.
+static pf_reply_t *reply_from_msg (pf_msg_t *msg)
+{
+    bool is_error = msg->command == PF_C_ERROR;
+    int code = is_error ? msg->code : PF_OK;
+    //  An ERROR that says OK is a broken peer: keep it an error.
+    if (is_error && code == PF_OK)
+        code = PF_INTERNAL;
+    pf_reply_t *self = reply_new (msg->request_id, code, is_error ? msg->message : "");
+    if (!self)
+        return NULL;
+    if (is_error) {
+        self->detail = msg->detail;
+        msg->detail = NULL;
+        reply_read_detail (self);
+    }
+    else {
+        self->body = msg->body;
+        msg->body = NULL;
+        self->rebound = (msg->flags & PF_REPLY_REBOUND) != 0;
+    }
+    return self;
+}
+
+uint64_t pf_reply_request_id (pf_reply_t *self)
+{
+    return self->request_id;
+}
+
+bool pf_reply_ok (pf_reply_t *self)
+{
+    return self->code == PF_OK;
+}
+
+int pf_reply_code (pf_reply_t *self)
+{
+    return self->code;
+}
+
+const char *pf_reply_code_name (pf_reply_t *self)
+{
+    return pf_error_name (self->code);
+}
+
+const char *pf_reply_message (pf_reply_t *self)
+{
+    return self->message;
+}
+
+static const void *frame_bytes (zframe_t *frame, size_t *size_p)
+{
+    size_t size = frame ? zframe_size (frame) : 0;
+    if (size_p)
+        *size_p = size;
+    return size ? zframe_data (frame) : NULL;
+}
+
+const void *pf_reply_detail (pf_reply_t *self, size_t *size_p)
+{
+    return frame_bytes (self->detail, size_p);
+}
+
+const char *pf_reply_error_type (pf_reply_t *self)
+{
+    return self->error_type;
+}
+
+const char *pf_reply_traceback (pf_reply_t *self)
+{
+    return self->traceback;
+}
+
+const void *pf_reply_body (pf_reply_t *self, size_t *size_p)
+{
+    return frame_bytes (self->body, size_p);
+}
+
+char *pf_reply_body_json (pf_reply_t *self)
+{
+    if (self->code != PF_OK)
+        return NULL;
+    size_t size;
+    const void *body = pf_reply_body (self, &size);
+    if (!body)
+        return strdup ("null");
+    char err[128];
+    return pf_msgpack_to_json (body, size, err, sizeof err);
+}
+
+bool pf_reply_rebound (pf_reply_t *self)
+{
+    return self->rebound;
+}
+
+bool pf_reply_local (pf_reply_t *self)
+{
+    return self->local;
+}
+
+//  ---------------------------------------------------------------------------
+//  The expiry heap
+
+static bool heap_less (request_t *a, request_t *b)
+{
+    return a->deadline < b->deadline || (a->deadline == b->deadline && a->id < b->id);
+}
+
+static void heap_place (pf_client_t *self, size_t index, request_t *request)
+{
+    self->heap[index] = request;
+    request->heap_index = index;
+}
+
+static void heap_sift_up (pf_client_t *self, size_t index)
+{
+    request_t *request = self->heap[index];
+    while (index > 0) {
+        size_t parent = (index - 1) / 2;
+        if (!heap_less (request, self->heap[parent]))
+            break;
+        heap_place (self, index, self->heap[parent]);
+        index = parent;
+    }
+    heap_place (self, index, request);
+}
+
+static void heap_sift_down (pf_client_t *self, size_t index)
+{
+    request_t *request = self->heap[index];
+    while (true) {
+        size_t child = 2 * index + 1;
+        if (child >= self->heap_size)
+            break;
+        if (child + 1 < self->heap_size && heap_less (self->heap[child + 1], self->heap[child]))
+            child++;
+        if (!heap_less (self->heap[child], request))
+            break;
+        heap_place (self, index, self->heap[child]);
+        index = child;
+    }
+    heap_place (self, index, request);
+}
+
+static int heap_push (pf_client_t *self, request_t *request)
+{
+    if (self->heap_size == self->heap_capacity) {
+        size_t capacity = self->heap_capacity ? self->heap_capacity * 2 : 1024;
+        request_t **heap = realloc (self->heap, capacity * sizeof *heap);
+        if (!heap)
+            return -1;
+        self->heap = heap;
+        self->heap_capacity = capacity;
+    }
+    self->heap[self->heap_size] = request;
+    heap_sift_up (self, self->heap_size++);
+    return 0;
+}
+
+static void heap_remove (pf_client_t *self, request_t *request)
+{
+    size_t index = request->heap_index;
+    request_t *last = self->heap[--self->heap_size];
+    if (index == self->heap_size)
+        return;
+    heap_place (self, index, last);
+    heap_sift_up (self, index);
+    heap_sift_down (self, last->heap_index);
+}
+
+//  ---------------------------------------------------------------------------
+//  The request table
+
+static size_t id_hash (const void *key)
+{
+    uint64_t id = *(const uint64_t *) key;
+    //  Ids are consecutive: mix the bits (splitmix64 finalizer).
+    id ^= id >> 30;
+    id *= 0xbf58476d1ce4e5b9ULL;
+    id ^= id >> 27;
+    id *= 0x94d049bb133111ebULL;
+    id ^= id >> 31;
+    return (size_t) id;
+}
+
+static int id_compare (const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+    return x < y ? -1 : x > y;
+}
+
+static request_t *request_find (pf_client_t *self, uint64_t id)
+{
+    return zhashx_lookup (self->requests, &id);
+}
+
+//  Removes a request from every structure and frees it.
+static void request_forget (pf_client_t *self, request_t *request)
+{
+    heap_remove (self, request);
+    if (request->backlog_handle)
+        zlistx_delete (self->backlog, request->backlog_handle);
+    zmsg_destroy (&request->unsent);
+    zhashx_delete (self->requests, &request->id);
+    free (request);
+}
+
+//  ---------------------------------------------------------------------------
+//  Socket I/O
+
+//  Sends one message without blocking. Returns 0 if it went out whole, -1 if
+//  the socket cannot take it now (no live connection, or queue full).
+static int send_now (pf_client_t *self, zmsg_t *msg)
+{
+    size_t count = zmsg_size (msg);
+    size_t index = 0;
+    for (zframe_t *frame = zmsg_first (msg); frame; frame = zmsg_next (msg), index++) {
+        int flags = ZFRAME_REUSE | (index + 1 < count ? ZFRAME_MORE : 0);
+        //  Only the first frame can be refused: libzmq takes a multipart
+        //  message whole once its first frame is in.
+        if (index == 0)
+            flags |= ZFRAME_DONTWAIT;
+        if (zframe_send (&frame, self->dealer, flags) != 0) {
+            if (index == 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static void set_timeout_frame (zmsg_t *msg, uint32_t timeout_ms)
+{
+    zframe_t *frame = zmsg_first (msg);
+    for (int index = 0; frame && index < REQUEST_TIMEOUT_FRAME; index++)
+        frame = zmsg_next (msg);
+    if (frame && zframe_size (frame) == 4) {
+        byte *data = zframe_data (frame);
+        data[0] = (byte) (timeout_ms >> 24);
+        data[1] = (byte) (timeout_ms >> 16);
+        data[2] = (byte) (timeout_ms >> 8);
+        data[3] = (byte) timeout_ms;
+    }
+}
+
+//  Sends what the socket takes from the backlog, in order. A request whose
+//  deadline has passed is dropped unsent; it times out from the heap.
+static void flush_backlog (pf_client_t *self)
+{
+    request_t *request;
+    while ((request = zlistx_first (self->backlog))) {
+        int64_t remaining = request->deadline - zclock_mono ();
+        if (remaining > 0) {
+            set_timeout_frame (request->unsent, (uint32_t) remaining);
+            if (send_now (self, request->unsent) != 0)
+                return;
+        }
+        zlistx_delete (self->backlog, request->backlog_handle);
+        request->backlog_handle = NULL;
+        zmsg_destroy (&request->unsent);
+    }
+}
+
+//  Waits up to timeout_ms for input, or for room to send when the backlog is
+//  not empty. Returns ZMQ_POLLIN/ZMQ_POLLOUT bits, 0 on timeout, -1 on error
+//  or interrupt.
+static int wait_socket (pf_client_t *self, int64_t timeout_ms)
+{
+    zmq_pollitem_t item = {zsock_resolve (self->dealer), 0, ZMQ_POLLIN, 0};
+    if (zlistx_size (self->backlog))
+        item.events |= ZMQ_POLLOUT;
+    if (timeout_ms < 0)
+        timeout_ms = 0;
+    int rc = zmq_poll (&item, 1, (long) timeout_ms);
+    if (rc < 0)
+        return -1;
+    return item.revents;
+}
+
+//  Reads one message. Returns the reply it carries if it answers an
+//  outstanding request (which is then forgotten), else NULL: malformed
+//  messages, other commands and late replies are dropped.
+static pf_reply_t *receive_reply (pf_client_t *self)
+{
+    zmsg_t *msg = zmsg_recv_nowait (self->dealer);
+    if (!msg)
+        return NULL;
+    pf_msg_t decoded;
+    pf_msg_init (&decoded);
+    char err[128];
+    pf_reply_t *reply = NULL;
+    if (pf_msg_decode (&decoded, &msg, 0, err, sizeof err) == PF_OK
+        && decoded.proto == PF_PROTO_C
+        && (decoded.command == PF_C_REPLY || decoded.command == PF_C_ERROR)) {
+        request_t *request = request_find (self, decoded.request_id);
+        if (request) {
+            reply = reply_from_msg (&decoded);
+            if (reply)
+                request_forget (self, request);
+        }
+    }
+    pf_msg_reset (&decoded);
+    return reply;
+}
+
+//  Forgets a request and returns its local TIMEOUT reply (NULL if out of
+//  memory, and then the request stays).
+static pf_reply_t *timeout_reply (pf_client_t *self, request_t *request)
+{
+    const char *message = request->unsent ? "deadline passed before the broker could be reached"
+                                          : "deadline passed with no reply from the broker";
+    pf_reply_t *reply = reply_new_local (request->id, PF_TIMEOUT, message);
+    if (reply)
+        request_forget (self, request);
+    return reply;
+}
+
+//  If the earliest request has expired, forgets it and returns its local
+//  TIMEOUT reply; else NULL.
+static pf_reply_t *expire_one (pf_client_t *self, int64_t now)
+{
+    if (self->heap_size == 0)
+        return NULL;
+    request_t *request = self->heap[0];
+    if (now < request->deadline + PF_CLIENT_TIMEOUT_MARGIN_MS)
+        return NULL;
+    return timeout_reply (self, request);
+}
+
+//  Tells the broker to cancel a request it has; best effort, never blocks.
+static void send_cancel (pf_client_t *self, uint64_t id)
+{
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_C;
+    msg.command = PF_C_CANCEL;
+    msg.request_id = id;
+    zmsg_t *encoded = pf_msg_encode (&msg);
+    pf_msg_reset (&msg);
+    if (encoded)
+        send_now (self, encoded);
+    zmsg_destroy (&encoded);
+}
+
+//  ---------------------------------------------------------------------------
+//  Client
+
+pf_client_t *pf_client_new (const char *endpoint)
+{
+    if (!endpoint || !*endpoint)
+        return NULL;
+    pf_client_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->timeout_ms = PF_CLIENT_DEFAULT_TIMEOUT_MS;
+    if (getrandom (&self->next_id, sizeof self->next_id, GRND_NONBLOCK) != sizeof self->next_id)
+        self->next_id = (uint64_t) zclock_time () * 2654435761u ^ (uint64_t) getpid ();
+    self->requests = zhashx_new ();
+    self->backlog = zlistx_new ();
+    self->ready = zlistx_new ();
+    self->dealer = zsock_new (ZMQ_DEALER);
+    if (!self->requests || !self->backlog || !self->ready || !self->dealer)
+        goto failed;
+    zhashx_set_key_hasher (self->requests, id_hash);
+    zhashx_set_key_comparator (self->requests, id_compare);
+    zhashx_set_key_duplicator (self->requests, NULL);
+    zhashx_set_key_destructor (self->requests, NULL);
+    zlistx_set_destructor (self->ready, (zlistx_destructor_fn *) pf_reply_destroy);
+
+    //  Linger 0: destroy must not block on requests no one will wait for.
+    zsock_set_linger (self->dealer, 0);
+    zsock_set_sndhwm (self->dealer, CLIENT_HWM);
+    zsock_set_rcvhwm (self->dealer, CLIENT_HWM);
+    zsock_set_immediate (self->dealer, 1);
+    if (zsock_connect (self->dealer, "%s", endpoint) != 0)
+        goto failed;
+    return self;
+
+failed:
+    pf_client_destroy (&self);
+    return NULL;
+}
+
+void pf_client_destroy (pf_client_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pf_client_t *self = *self_p;
+    while (self->heap_size)
+        request_forget (self, self->heap[0]);
+    zhashx_destroy (&self->requests);
+    zlistx_destroy (&self->backlog);
+    zlistx_destroy (&self->ready);
+    zsock_destroy (&self->dealer);
+    free (self->heap);
+    free (self);
+    *self_p = NULL;
+}
+
+void pf_client_set_timeout (pf_client_t *self, uint32_t timeout_ms)
+{
+    if (timeout_ms > 0)
+        self->timeout_ms = timeout_ms;
+}
+
+uint32_t pf_client_timeout (pf_client_t *self)
+{
+    return self->timeout_ms;
+}
+
+size_t pf_client_outstanding (pf_client_t *self)
+{
+    return self->heap_size + zlistx_size (self->ready);
+}
+
+const char *pf_client_error (pf_client_t *self)
+{
+    return self->error;
+}
+
+//  ---------------------------------------------------------------------------
+//  Requests
+
+//  Checks the arguments, encodes the REQUEST and registers it (backlog, heap,
+//  table). Returns the request, or NULL with self->error set and *code_p the
+//  error code to report.
+static request_t *request_submit (pf_client_t *self, const char *service, const char *command,
+                                  const void *args, size_t args_size,
+                                  const pf_call_options_t *options, int *code_p)
+{
+    self->error[0] = 0;
+    *code_p = PF_BAD_REQUEST;
+    const char *session = options && options->session ? options->session : "";
+    uint32_t flags = options ? options->flags : 0;
+    uint32_t timeout_ms = options && options->timeout_ms ? options->timeout_ms : self->timeout_ms;
+    size_t service_size = service ? strnlen (service, PF_MAX_NAME + 1) : 0;
+    size_t command_size = command ? strnlen (command, PF_MAX_NAME + 1) : 0;
+    if (service_size == 0 || service_size > PF_MAX_NAME) {
+        snprintf (self->error, sizeof self->error, "service name must be 1..%d bytes", PF_MAX_NAME);
+        return NULL;
+    }
+    if (command_size == 0 || command_size > PF_MAX_NAME) {
+        snprintf (self->error, sizeof self->error, "command name must be 1..%d bytes", PF_MAX_NAME);
+        return NULL;
+    }
+    if (strnlen (session, PF_MAX_NAME + 1) > PF_MAX_NAME) {
+        snprintf (self->error, sizeof self->error, "session id must be at most %d bytes",
+                  PF_MAX_NAME);
+        return NULL;
+    }
+    if (flags & ~PF_CALL_ALL_FLAGS) {
+        snprintf (self->error, sizeof self->error, "unknown flags 0x%x", flags & ~PF_CALL_ALL_FLAGS);
+        return NULL;
+    }
+    if (args_size > PF_DEFAULT_MAX_BODY || (args_size && !args)) {
+        *code_p = args_size > PF_DEFAULT_MAX_BODY ? PF_TOO_LARGE : PF_BAD_REQUEST;
+        snprintf (self->error, sizeof self->error,
+                  args ? "arguments are %zu bytes, the limit is %u" : "no arguments for %zu bytes",
+                  args_size, PF_DEFAULT_MAX_BODY);
+        return NULL;
+    }
+
+    *code_p = PF_INTERNAL;
+    request_t *request = calloc (1, sizeof *request);
+    if (!request) {
+        snprintf (self->error, sizeof self->error, "out of memory");
+        return NULL;
+    }
+    if (self->next_id == 0)
+        self->next_id++;
+    request->id = self->next_id;
+    request->deadline = zclock_mono () + timeout_ms;
+
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_C;
+    msg.command = PF_C_REQUEST;
+    msg.request_id = request->id;
+    memcpy (msg.service, service, service_size + 1);
+    memcpy (msg.command_name, command, command_size + 1);
+    strcpy (msg.session, session);
+    msg.timeout_ms = timeout_ms;
+    msg.flags = flags;
+    msg.body = zframe_new (args, args_size);
+    request->unsent = msg.body ? pf_msg_encode (&msg) : NULL;
+    pf_msg_reset (&msg);
+    if (!request->unsent) {
+        snprintf (self->error, sizeof self->error, "cannot encode the request");
+        free (request);
+        return NULL;
+    }
+    if (heap_push (self, request) != 0) {
+        zmsg_destroy (&request->unsent);
+        free (request);
+        snprintf (self->error, sizeof self->error, "out of memory");
+        return NULL;
+    }
+    zhashx_insert (self->requests, &request->id, request);
+    request->backlog_handle = zlistx_add_end (self->backlog, request);
+    self->next_id++;
+    flush_backlog (self);
+    return request;
+}
+
+int pf_send (pf_client_t *self, const char *service, const char *command, const void *args,
+             size_t args_size, const pf_call_options_t *options, uint64_t *request_id_p)
+{
+    int code;
+    request_t *request =
+        request_submit (self, service, command, args, args_size, options, &code);
+    if (!request)
+        return -1;
+    if (request_id_p)
+        *request_id_p = request->id;
+    return 0;
+}
+
+pf_reply_t *pf_recv (pf_client_t *self, int timeout_ms)
+{
+    int64_t until = timeout_ms < 0 ? -1 : zclock_mono () + timeout_ms;
+    while (true) {
+        pf_reply_t *reply = zlistx_detach (self->ready, NULL);
+        if (reply)
+            return reply;
+        if (self->heap_size == 0)
+            return NULL;
+        int64_t now = zclock_mono ();
+        reply = expire_one (self, now);
+        if (reply)
+            return reply;
+        flush_backlog (self);
+
+        int64_t wait = self->heap[0]->deadline + PF_CLIENT_TIMEOUT_MARGIN_MS - now;
+        if (until >= 0 && until - now < wait)
+            wait = until - now;
+        int events = wait_socket (self, wait);
+        if (events < 0)
+            return NULL;    //  interrupted
+        if (events & ZMQ_POLLIN) {
+            reply = receive_reply (self);
+            if (reply)
+                return reply;
+        }
+        else if (!(events & ZMQ_POLLOUT) && until >= 0 && zclock_mono () >= until)
+            return NULL;
+    }
+}
+
+pf_reply_t *pf_call (pf_client_t *self, const char *service, const char *command,
+                     const void *args, size_t args_size, const pf_call_options_t *options)
+{
+    int code;
+    request_t *request =
+        request_submit (self, service, command, args, args_size, options, &code);
+    if (!request)
+        return reply_new_local (0, code, self->error);
+    uint64_t id = request->id;
+    int64_t expiry = request->deadline + PF_CLIENT_TIMEOUT_MARGIN_MS;
+    while (true) {
+        int64_t now = zclock_mono ();
+        if (now >= expiry)
+            return timeout_reply (self, request_find (self, id));
+        int events = wait_socket (self, expiry - now);
+        if (events < 0) {
+            request = request_find (self, id);
+            if (request && !request->unsent)
+                send_cancel (self, id);
+            if (request)
+                request_forget (self, request);
+            return reply_new_local (id, PF_CANCELLED, "interrupted");
+        }
+        if (events & ZMQ_POLLOUT)
+            flush_backlog (self);
+        if (events & ZMQ_POLLIN) {
+            pf_reply_t *reply = receive_reply (self);
+            if (reply && pf_reply_request_id (reply) == id)
+                return reply;
+            if (reply)
+                zlistx_add_end (self->ready, reply);
+        }
+    }
+}
+
+int pf_cancel (pf_client_t *self, uint64_t request_id)
+{
+    self->error[0] = 0;
+    request_t *request = request_find (self, request_id);
+    if (!request) {
+        snprintf (self->error, sizeof self->error, "request %llu is not outstanding",
+                  (unsigned long long) request_id);
+        return -1;
+    }
+    if (request->unsent) {
+        //  It never left: answer it here, in its turn with other replies.
+        pf_reply_t *reply = reply_new_local (request_id, PF_CANCELLED, "cancelled before it was sent");
+        if (!reply) {
+            snprintf (self->error, sizeof self->error, "out of memory");
+            return -1;
+        }
+        request_forget (self, request);
+        zlistx_add_end (self->ready, reply);
+    }
+    else
+        send_cancel (self, request_id);
+    return 0;
+}
