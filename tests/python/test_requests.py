@@ -1,10 +1,7 @@
 """Requests and replies: the ready frame, built-ins, errors, bad requests."""
 
 import os
-import struct
 import unittest
-
-import msgpack
 
 from support import BridgeTestCase, fixture, frame, pack
 

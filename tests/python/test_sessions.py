@@ -1,8 +1,36 @@
 """Per-session state, the session_end command and hooks, the handler context."""
 
+import os
+import shutil
+import tempfile
+import textwrap
 import unittest
 
 from support import BridgeTestCase, fixture
+
+FAILING_HOOKS = """
+    from pyfleet_bridge import command, on_session_end
+
+    calls = []
+
+    @on_session_end
+    def first_hook_fails(session_id, state):
+        calls.append("first")
+        raise KeyError("missing program")
+
+    @on_session_end
+    def second_hook_still_runs(session_id, state):
+        calls.append("second")
+
+    @command
+    def hook_calls(args, ctx):
+        return calls
+
+    @command
+    def touch(args, ctx):
+        ctx.state["touched"] = True
+        return True
+"""
 
 
 class SessionStateTest(BridgeTestCase):
@@ -61,6 +89,25 @@ class SessionStateTest(BridgeTestCase):
         self.assertErrorReply(self.bridge.call(1, "session_end"), 1, "BAD_REQUEST", "BadRequest")
         self.assertErrorReply(self.bridge.call(2, "session_end", {"session": 5}), 2,
                               "BAD_REQUEST", "BadRequest")
+
+
+class FailingHookTest(BridgeTestCase):
+
+    def test_a_failing_hook_is_reported_but_the_session_still_ends(self):
+        directory = tempfile.mkdtemp(prefix="pyfleet-hooks-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "failing_hooks.py")
+        with open(path, "w") as file:
+            file.write(textwrap.dedent(FAILING_HOOKS))
+        bridge = self.start("--module", path)
+        bridge.call(1, "touch", session="s")
+        error = self.assertErrorReply(bridge.call(2, "session_end", {"session": "s"}), 2,
+                                      "PYTHON_ERROR", "KeyError")
+        self.assertIn("first_hook_fails", error["traceback"])
+        self.assertEqual(bridge.call(3, "hook_calls")["result"], ["first", "second"])
+        self.assertEqual(bridge.call(4, "stats")["result"]["sessions"], 0)
+        self.assertEqual(bridge.call(5, "session_end", {"session": "s"})["result"],
+                         {"ended": False})
 
 
 class ContextTest(BridgeTestCase):

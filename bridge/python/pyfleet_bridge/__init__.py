@@ -25,6 +25,7 @@ BadRequest answers BAD_REQUEST; any other exception answers PYTHON_ERROR
 with the exception's type, message and traceback.
 """
 
+from .builtins import register as _register_builtins
 from .runtime import (
     VERSION,
     BadRequest,
@@ -32,8 +33,10 @@ from .runtime import (
     command,
     on_session_end,
     on_startup,
+    registry as _registry,
 )
-from . import builtins as _builtins  # noqa: F401  (registers the built-in commands)
+
+_register_builtins(_registry)
 
 __version__ = VERSION
 

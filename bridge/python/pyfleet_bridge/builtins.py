@@ -8,7 +8,7 @@ import math
 import os
 import time
 
-from .runtime import BadRequest, current_runtime, registry
+from .runtime import BadRequest, current_runtime
 
 MAX_SLEEP_SECONDS = 3600
 
@@ -51,7 +51,7 @@ def stats(args, ctx):
 
 def commands(args, ctx):
     """Return the sorted names of every registered command."""
-    return registry.names()
+    return _runtime().registry.names()
 
 
 def session_end(args, ctx):
@@ -72,9 +72,11 @@ def session_end(args, ctx):
     return {"ended": _runtime().end_session(session_id)}
 
 
-registry.add("ping", ping)
-registry.add("echo", echo)
-registry.add("sleep", sleep)
-registry.add("stats", stats)
-registry.add("commands", commands)
-registry.add("session_end", session_end, keeps_session=False)
+def register(registry):
+    """Add the built-in commands to registry (the package does it on import)."""
+    registry.add("ping", ping)
+    registry.add("echo", echo)
+    registry.add("sleep", sleep)
+    registry.add("stats", stats)
+    registry.add("commands", commands)
+    registry.add("session_end", session_end, keeps_session=False)
