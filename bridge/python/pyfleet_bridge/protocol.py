@@ -137,7 +137,8 @@ def _read_exactly(source, size, allow_eof):
 
 
 def read_frame(source, max_frame=DEFAULT_MAX_FRAME):
-    """Read one frame from source and return its payload as bytes.
+    """Read one frame from source and return its payload as a bytearray
+    (not copied into bytes: a frame can be 64 MiB).
 
     Returns None on a clean end of file (before the first header byte).
     Raises FrameTooLarge if the header announces more than max_frame bytes
@@ -152,7 +153,7 @@ def read_frame(source, max_frame=DEFAULT_MAX_FRAME):
         payload = _read_exactly(source, length, allow_eof=False)
     except TruncatedFrame as exc:
         raise TruncatedFrame(HEADER_SIZE + length, HEADER_SIZE + exc.received) from None
-    return bytes(payload)
+    return payload
 
 
 def _write_all(dest, data):
