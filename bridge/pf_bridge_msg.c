@@ -49,13 +49,12 @@ uint8_t *pf_bridge_msg_request (uint64_t id, const char *cmd, const void *args, 
         return NULL;
     }
     *size_p = buffer.size;
-    return (uint8_t *) msgpack_sbuffer_release (&buffer);
+    return (uint8_t *)msgpack_sbuffer_release (&buffer);
 }
 
 bool pf_bridge_msg_args_valid (const void *args, size_t size)
 {
-    if (size == 0)
-        return true;
+    if (size == 0) return true;
     msgpack_unpacked unpacked;
     msgpack_unpacked_init (&unpacked);
     size_t offset = 0;
@@ -66,8 +65,7 @@ bool pf_bridge_msg_args_valid (const void *args, size_t size)
 
 void pf_bridge_msg_reset (pf_bridge_msg_t *self)
 {
-    if (!self)
-        return;
+    if (!self) return;
     free (self->result);
     free (self->error_type);
     free (self->error_message);
@@ -111,8 +109,7 @@ static const char *s_text (const msgpack_object *object, size_t *size_p)
 
 static bool s_text_equals (const msgpack_object *object, const char *text)
 {
-    if (!s_is_text (object))
-        return false;
+    if (!s_is_text (object)) return false;
     size_t size;
     const char *bytes = s_text (object, &size);
     return size == strlen (text) && memcmp (bytes, text, size) == 0;
@@ -122,8 +119,7 @@ static bool s_text_equals (const msgpack_object *object, const char *text)
 static const msgpack_object *s_lookup (const msgpack_object *map, const char *key)
 {
     for (uint32_t i = 0; i < map->via.map.size; i++)
-        if (s_text_equals (&map->via.map.ptr[i].key, key))
-            return &map->via.map.ptr[i].val;
+        if (s_text_equals (&map->via.map.ptr[i].key, key)) return &map->via.map.ptr[i].val;
     return NULL;
 }
 
@@ -151,10 +147,8 @@ static int s_optional_text (const msgpack_object *map, const char *key, char **o
                             size_t errlen)
 {
     const msgpack_object *value = s_lookup (map, key);
-    if (s_is_nil (value))
-        return 0;
-    if (!s_is_text (value))
-        return s_fail (err, errlen, "'%s' is not a string", key);
+    if (s_is_nil (value)) return 0;
+    if (!s_is_text (value)) return s_fail (err, errlen, "'%s' is not a string", key);
     *out = s_strdup_text (value);
     return *out ? 0 : s_fail (err, errlen, "out of memory");
 }
@@ -166,16 +160,14 @@ static int s_optional_count (const msgpack_object *map, const char *key, uint64_
 {
     const msgpack_object *value = s_lookup (map, key);
     *out = 0;
-    if (s_is_nil (value))
-        return 0;
+    if (s_is_nil (value)) return 0;
     if (value->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
         *out = value->via.u64;
         return 0;
     }
-    if ((value->type == MSGPACK_OBJECT_FLOAT64 || value->type == MSGPACK_OBJECT_FLOAT32)
-        && value->via.f64 >= 0 && value->via.f64 < 1.8e19)
-    {
-        *out = (uint64_t) value->via.f64;
+    if ((value->type == MSGPACK_OBJECT_FLOAT64 || value->type == MSGPACK_OBJECT_FLOAT32) &&
+        value->via.f64 >= 0 && value->via.f64 < 1.8e19) {
+        *out = (uint64_t)value->via.f64;
         return 0;
     }
     return s_fail (err, errlen, "'%s' is not a non-negative number", key);
@@ -194,7 +186,7 @@ static int s_reencode (const msgpack_object *object, uint8_t **data_p, size_t *s
         return -1;
     }
     *size_p = buffer.size;
-    *data_p = (uint8_t *) msgpack_sbuffer_release (&buffer);
+    *data_p = (uint8_t *)msgpack_sbuffer_release (&buffer);
     return 0;
 }
 
@@ -218,26 +210,24 @@ static int s_decode_reply (pf_bridge_msg_t *self, const msgpack_object *map,
         return 0;
     }
     const msgpack_object *error = s_lookup (map, "error");
-    if (!error)
-        return s_fail (err, errlen, "error reply without 'error'");
+    if (!error) return s_fail (err, errlen, "error reply without 'error'");
     if (error->type != MSGPACK_OBJECT_MAP)
         return s_fail (err, errlen, "error reply 'error' is not a map");
 
     char *code = NULL;
-    if (s_optional_text (error, "code", &code, err, errlen))
-        return -1;
+    if (s_optional_text (error, "code", &code, err, errlen)) return -1;
     self->code = pf_error_from_name (code);
     free (code);
-    if (self->code <= PF_OK)  //  missing, unknown, or "OK" (nonsense for an error)
+    if (self->code <= PF_OK) //  missing, unknown, or "OK" (nonsense for an error)
         self->code = PF_PYTHON_ERROR;
 
-    if (s_optional_text (error, "type", &self->error_type, err, errlen)
-        || s_optional_text (error, "message", &self->error_message, err, errlen))
+    if (s_optional_text (error, "type", &self->error_type, err, errlen) ||
+        s_optional_text (error, "message", &self->error_message, err, errlen))
         return -1;
     if (!self->error_message) {
-        self->error_message = strdup (self->error_type ? self->error_type : "error without message");
-        if (!self->error_message)
-            return s_fail (err, errlen, "out of memory");
+        self->error_message =
+            strdup (self->error_type ? self->error_type : "error without message");
+        if (!self->error_message) return s_fail (err, errlen, "out of memory");
     }
     if (s_reencode (error, &self->detail, &self->detail_size))
         return s_fail (err, errlen, "out of memory");
@@ -251,12 +241,12 @@ static int s_decode_ready (pf_bridge_msg_t *self, const msgpack_object *map, cha
     if (!s_is_nil (id) && id->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return s_fail (err, errlen, "ready 'id' is not a non-negative integer");
     const msgpack_object *pid = s_lookup (map, "pid");
-    if (!s_is_nil (pid)
-        && (pid->type != MSGPACK_OBJECT_POSITIVE_INTEGER || pid->via.u64 > UINT32_MAX))
+    if (!s_is_nil (pid) &&
+        (pid->type != MSGPACK_OBJECT_POSITIVE_INTEGER || pid->via.u64 > UINT32_MAX))
         return s_fail (err, errlen, "ready 'pid' is not a process id");
     self->kind = PF_BRIDGE_MSG_READY;
     self->id = s_is_nil (id) ? 0 : id->via.u64;
-    self->pid = s_is_nil (pid) ? 0 : (uint32_t) pid->via.u64;
+    self->pid = s_is_nil (pid) ? 0 : (uint32_t)pid->via.u64;
     return s_optional_text (map, "version", &self->version, err, errlen);
 }
 
@@ -269,46 +259,38 @@ static int s_decode_beat (pf_bridge_msg_t *self, const msgpack_object *map, char
     self->kind = PF_BRIDGE_MSG_BEAT;
     self->busy = !s_is_nil (busy);
     self->busy_id = self->busy ? busy->via.u64 : 0;
-    if (s_optional_count (map, "elapsed_ms", &self->elapsed_ms, err, errlen)
-        || s_optional_count (map, "rss_kb", &self->rss_kb, err, errlen))
+    if (s_optional_count (map, "elapsed_ms", &self->elapsed_ms, err, errlen) ||
+        s_optional_count (map, "rss_kb", &self->rss_kb, err, errlen))
         return -1;
     return 0;
 }
 
-static int s_decode_map (pf_bridge_msg_t *self, const msgpack_object *map, char *err,
-                         size_t errlen)
+static int s_decode_map (pf_bridge_msg_t *self, const msgpack_object *map, char *err, size_t errlen)
 {
     const msgpack_object *id = s_lookup (map, "id");
     const msgpack_object *ok = s_lookup (map, "ok");
-    if (id && ok)
-        return s_decode_reply (self, map, id, ok, err, errlen);
+    if (id && ok) return s_decode_reply (self, map, id, ok, err, errlen);
     const msgpack_object *event = s_lookup (map, "event");
-    if (!event)
-        return s_fail (err, errlen, "map is neither a reply (id, ok) nor an event");
-    if (s_text_equals (event, "ready"))
-        return s_decode_ready (self, map, err, errlen);
-    if (s_text_equals (event, "beat"))
-        return s_decode_beat (self, map, err, errlen);
-    if (!s_is_text (event))
-        return s_fail (err, errlen, "'event' is not a string");
+    if (!event) return s_fail (err, errlen, "map is neither a reply (id, ok) nor an event");
+    if (s_text_equals (event, "ready")) return s_decode_ready (self, map, err, errlen);
+    if (s_text_equals (event, "beat")) return s_decode_beat (self, map, err, errlen);
+    if (!s_is_text (event)) return s_fail (err, errlen, "'event' is not a string");
     size_t size;
     const char *name = s_text (event, &size);
-    return s_fail (err, errlen, "unknown event '%.*s'", size > 64 ? 64 : (int) size, name);
+    return s_fail (err, errlen, "unknown event '%.*s'", size > 64 ? 64 : (int)size, name);
 }
 
 int pf_bridge_msg_decode (pf_bridge_msg_t *self, const uint8_t *data, size_t size, char *err,
                           size_t errlen)
 {
     memset (self, 0, sizeof *self);
-    if (err && errlen)
-        err[0] = 0;
-    if (size == 0)
-        return s_fail (err, errlen, "empty frame");
+    if (err && errlen) err[0] = 0;
+    if (size == 0) return s_fail (err, errlen, "empty frame");
 
     msgpack_unpacked unpacked;
     msgpack_unpacked_init (&unpacked);
     size_t offset = 0;
-    msgpack_unpack_return rc = msgpack_unpack_next (&unpacked, (const char *) data, size, &offset);
+    msgpack_unpack_return rc = msgpack_unpack_next (&unpacked, (const char *)data, size, &offset);
     int result;
     if (rc == MSGPACK_UNPACK_CONTINUE)
         result = s_fail (err, errlen, "truncated msgpack (%zu bytes)", size);
@@ -323,7 +305,6 @@ int pf_bridge_msg_decode (pf_bridge_msg_t *self, const uint8_t *data, size_t siz
     else
         result = s_decode_map (self, &unpacked.data, err, errlen);
     msgpack_unpacked_destroy (&unpacked);
-    if (result != 0)
-        pf_bridge_msg_reset (self);
+    if (result != 0) pf_bridge_msg_reset (self);
     return result;
 }

@@ -27,11 +27,11 @@ struct _pf_frame_reader_t {
     uint8_t header[PF_FRAME_HEADER_SIZE];
     size_t header_have;
     bool in_body;
-    size_t body_size;  //  declared length of the frame being collected
+    size_t body_size; //  declared length of the frame being collected
     size_t body_have;
     size_t body_alloc;
     uint8_t *body;
-    frame_t *head;  //  complete frames, oldest first
+    frame_t *head; //  complete frames, oldest first
     frame_t *tail;
     size_t frames;
     size_t queued_bytes;
@@ -42,16 +42,14 @@ struct _pf_frame_reader_t {
 pf_frame_reader_t *pf_frame_reader_new (size_t max_frame)
 {
     pf_frame_reader_t *self = calloc (1, sizeof *self);
-    if (!self)
-        return NULL;
+    if (!self) return NULL;
     self->max_frame = max_frame ? max_frame : PF_FRAME_DEFAULT_MAX;
     return self;
 }
 
 void pf_frame_reader_destroy (pf_frame_reader_t **self_p)
 {
-    if (!self_p || !*self_p)
-        return;
+    if (!self_p || !*self_p) return;
     pf_frame_reader_t *self = *self_p;
     while (self->head) {
         frame_t *frame = self->head;
@@ -77,8 +75,7 @@ static int s_reader_fail (pf_frame_reader_t *self)
 static int s_reader_complete (pf_frame_reader_t *self)
 {
     frame_t *frame = malloc (sizeof *frame);
-    if (!frame)
-        return s_reader_fail (self);
+    if (!frame) return s_reader_fail (self);
     if (!self->body) {
         //  Zero-length frame: still a real buffer, so pop's NULL means "none".
         self->body = malloc (1);
@@ -109,18 +106,13 @@ static int s_reader_complete (pf_frame_reader_t *self)
 
 static int s_reader_reserve (pf_frame_reader_t *self, size_t needed)
 {
-    if (needed <= self->body_alloc)
-        return 0;
+    if (needed <= self->body_alloc) return 0;
     size_t alloc = self->body_alloc * 2;
-    if (alloc < BODY_MIN_ALLOC)
-        alloc = BODY_MIN_ALLOC;
-    if (alloc < needed)
-        alloc = needed;
-    if (alloc > self->body_size)
-        alloc = self->body_size;
+    if (alloc < BODY_MIN_ALLOC) alloc = BODY_MIN_ALLOC;
+    if (alloc < needed) alloc = needed;
+    if (alloc > self->body_size) alloc = self->body_size;
     uint8_t *body = realloc (self->body, alloc);
-    if (!body)
-        return -1;
+    if (!body) return -1;
     self->body = body;
     self->body_alloc = alloc;
     return 0;
@@ -128,44 +120,37 @@ static int s_reader_reserve (pf_frame_reader_t *self, size_t needed)
 
 int pf_frame_reader_feed (pf_frame_reader_t *self, const void *data, size_t size)
 {
-    if (self->failed)
-        return -1;
+    if (self->failed) return -1;
     const uint8_t *bytes = data;
     while (size > 0) {
         if (!self->in_body) {
             size_t take = PF_FRAME_HEADER_SIZE - self->header_have;
-            if (take > size)
-                take = size;
+            if (take > size) take = size;
             memcpy (self->header + self->header_have, bytes, take);
             self->header_have += take;
             bytes += take;
             size -= take;
-            if (self->header_have < PF_FRAME_HEADER_SIZE)
-                break;
-            uint64_t length = (uint64_t) self->header[0] << 24 | (uint64_t) self->header[1] << 16
-                              | (uint64_t) self->header[2] << 8 | (uint64_t) self->header[3];
+            if (self->header_have < PF_FRAME_HEADER_SIZE) break;
+            uint64_t length = (uint64_t)self->header[0] << 24 | (uint64_t)self->header[1] << 16 |
+                              (uint64_t)self->header[2] << 8 | (uint64_t)self->header[3];
             if (length > self->max_frame) {
                 self->bad_length = length;
                 return s_reader_fail (self);
             }
             self->in_body = true;
-            self->body_size = (size_t) length;
+            self->body_size = (size_t)length;
             self->body_have = 0;
-            if (length == 0 && s_reader_complete (self))
-                return -1;
+            if (length == 0 && s_reader_complete (self)) return -1;
             continue;
         }
         size_t take = self->body_size - self->body_have;
-        if (take > size)
-            take = size;
-        if (s_reader_reserve (self, self->body_have + take))
-            return s_reader_fail (self);
+        if (take > size) take = size;
+        if (s_reader_reserve (self, self->body_have + take)) return s_reader_fail (self);
         memcpy (self->body + self->body_have, bytes, take);
         self->body_have += take;
         bytes += take;
         size -= take;
-        if (self->body_have == self->body_size && s_reader_complete (self))
-            return -1;
+        if (self->body_have == self->body_size && s_reader_complete (self)) return -1;
     }
     return 0;
 }
@@ -173,16 +158,13 @@ int pf_frame_reader_feed (pf_frame_reader_t *self, const void *data, size_t size
 uint8_t *pf_frame_reader_pop (pf_frame_reader_t *self, size_t *size_p)
 {
     frame_t *frame = self->head;
-    if (!frame)
-        return NULL;
+    if (!frame) return NULL;
     self->head = frame->next;
-    if (!self->head)
-        self->tail = NULL;
+    if (!self->head) self->tail = NULL;
     self->frames--;
     self->queued_bytes -= frame->size ? frame->size : 1;
     uint8_t *data = frame->data;
-    if (size_p)
-        *size_p = frame->size;
+    if (size_p) *size_p = frame->size;
     free (frame);
     return data;
 }
@@ -230,8 +212,7 @@ pf_frame_writer_t *pf_frame_writer_new (void)
 
 void pf_frame_writer_destroy (pf_frame_writer_t **self_p)
 {
-    if (!self_p || !*self_p)
-        return;
+    if (!self_p || !*self_p) return;
     pf_frame_writer_clear (*self_p);
     free (*self_p);
     *self_p = NULL;
@@ -239,20 +220,18 @@ void pf_frame_writer_destroy (pf_frame_writer_t **self_p)
 
 int pf_frame_writer_push (pf_frame_writer_t *self, const void *data, size_t size)
 {
-    if ((uint64_t) size > UINT32_MAX || size > SIZE_MAX - sizeof (chunk_t) - PF_FRAME_HEADER_SIZE)
+    if ((uint64_t)size > UINT32_MAX || size > SIZE_MAX - sizeof (chunk_t) - PF_FRAME_HEADER_SIZE)
         return -1;
     chunk_t *chunk = malloc (sizeof *chunk + PF_FRAME_HEADER_SIZE + size);
-    if (!chunk)
-        return -1;
+    if (!chunk) return -1;
     chunk->next = NULL;
     chunk->size = PF_FRAME_HEADER_SIZE + size;
     chunk->offset = 0;
-    chunk->data[0] = (uint8_t) (size >> 24);
-    chunk->data[1] = (uint8_t) (size >> 16);
-    chunk->data[2] = (uint8_t) (size >> 8);
-    chunk->data[3] = (uint8_t) size;
-    if (size)
-        memcpy (chunk->data + PF_FRAME_HEADER_SIZE, data, size);
+    chunk->data[0] = (uint8_t)(size >> 24);
+    chunk->data[1] = (uint8_t)(size >> 16);
+    chunk->data[2] = (uint8_t)(size >> 8);
+    chunk->data[3] = (uint8_t)size;
+    if (size) memcpy (chunk->data + PF_FRAME_HEADER_SIZE, data, size);
     if (self->tail)
         self->tail->next = chunk;
     else
@@ -268,20 +247,16 @@ int pf_frame_writer_flush (pf_frame_writer_t *self, int fd)
         chunk_t *chunk = self->head;
         ssize_t written = write (fd, chunk->data + chunk->offset, chunk->size - chunk->offset);
         if (written < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
             return -1;
         }
-        if (written == 0)
-            return 0;
-        chunk->offset += (size_t) written;
-        self->pending_bytes -= (size_t) written;
+        if (written == 0) return 0;
+        chunk->offset += (size_t)written;
+        self->pending_bytes -= (size_t)written;
         if (chunk->offset == chunk->size) {
             self->head = chunk->next;
-            if (!self->head)
-                self->tail = NULL;
+            if (!self->head) self->tail = NULL;
             free (chunk);
         }
     }

@@ -44,8 +44,8 @@ static void s_bin (builder_t *b, const char *text)
 //  Decodes b's bytes; returns the decode result and frees the builder.
 static int s_decode (builder_t *b, pf_bridge_msg_t *msg, char *err, size_t errlen)
 {
-    int rc = pf_bridge_msg_decode (msg, (const uint8_t *) b->buffer.data, b->buffer.size, err,
-                                   errlen);
+    int rc =
+        pf_bridge_msg_decode (msg, (const uint8_t *)b->buffer.data, b->buffer.size, err, errlen);
     msgpack_sbuffer_destroy (&b->buffer);
     return rc;
 }
@@ -56,8 +56,7 @@ static void s_expect_fault (builder_t *b, const char *reason)
     pf_bridge_msg_t msg;
     char err[256] = "unset";
     assert_int_equal (s_decode (b, &msg, err, sizeof err), -1);
-    if (!strstr (err, reason))
-        fail_msg ("reason '%s' does not mention '%s'", err, reason);
+    if (!strstr (err, reason)) fail_msg ("reason '%s' does not mention '%s'", err, reason);
     assert_int_equal (msg.kind, 0);
     assert_null (msg.result);
     assert_null (msg.error_message);
@@ -69,8 +68,8 @@ static const msgpack_object *s_get (const msgpack_object *map, const char *key)
     assert_int_equal (map->type, MSGPACK_OBJECT_MAP);
     for (uint32_t i = 0; i < map->via.map.size; i++) {
         const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen (key)
-            && memcmp (k->via.str.ptr, key, k->via.str.size) == 0)
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen (key) &&
+            memcmp (k->via.str.ptr, key, k->via.str.size) == 0)
             return &map->via.map.ptr[i].val;
     }
     fail_msg ("key '%s' missing", key);
@@ -81,7 +80,7 @@ static void s_unpack_whole (msgpack_unpacked *unpacked, const uint8_t *data, siz
 {
     msgpack_unpacked_init (unpacked);
     size_t offset = 0;
-    assert_int_equal (msgpack_unpack_next (unpacked, (const char *) data, size, &offset),
+    assert_int_equal (msgpack_unpack_next (unpacked, (const char *)data, size, &offset),
                       MSGPACK_UNPACK_SUCCESS);
     assert_int_equal (offset, size);
 }
@@ -91,7 +90,7 @@ static void s_unpack_whole (msgpack_unpacked *unpacked, const uint8_t *data, siz
 
 static void request_decodes_back_to_id_cmd_args_session (void **state)
 {
-    (void) state;
+    (void)state;
     builder_t args;
     s_begin (&args);
     msgpack_pack_map (&args.packer, 1);
@@ -125,19 +124,19 @@ static void request_decodes_back_to_id_cmd_args_session (void **state)
 
 static void request_copies_one_mebibyte_bin_args_verbatim (void **state)
 {
-    (void) state;
+    (void)state;
     const size_t body = 1024 * 1024;
     char *payload = malloc (body);
     for (size_t i = 0; i < body; i++)
-        payload[i] = (char) (i * 7 + 3);
+        payload[i] = (char)(i * 7 + 3);
     builder_t args;
     s_begin (&args);
     msgpack_pack_bin (&args.packer, body);
     msgpack_pack_bin_body (&args.packer, payload, body);
 
     size_t size = 0;
-    uint8_t *frame
-        = pf_bridge_msg_request (1, "load", args.buffer.data, args.buffer.size, NULL, &size);
+    uint8_t *frame =
+        pf_bridge_msg_request (1, "load", args.buffer.data, args.buffer.size, NULL, &size);
     assert_non_null (frame);
     msgpack_unpacked unpacked;
     s_unpack_whole (&unpacked, frame, size);
@@ -155,7 +154,7 @@ static void request_copies_one_mebibyte_bin_args_verbatim (void **state)
 
 static void request_without_args_or_session_encodes_nil (void **state)
 {
-    (void) state;
+    (void)state;
     const char *sessions[] = {NULL, ""};
     for (int i = 0; i < 2; i++) {
         size_t size = 0;
@@ -172,7 +171,7 @@ static void request_without_args_or_session_encodes_nil (void **state)
 
 static void args_are_valid_only_as_exactly_one_msgpack_object (void **state)
 {
-    (void) state;
+    (void)state;
     const uint8_t one_map[] = {0x81, 0xa1, 'k', 0x01};
     const uint8_t two_ints[] = {0x01, 0x02};
     const uint8_t truncated[] = {0x82, 0xa1, 'k', 0x01};
@@ -189,7 +188,7 @@ static void args_are_valid_only_as_exactly_one_msgpack_object (void **state)
 
 static void ok_reply_carries_id_and_reencoded_result (void **state)
 {
-    (void) state;
+    (void)state;
     builder_t b;
     s_begin (&b);
     msgpack_pack_map (&b.packer, 4);
@@ -220,7 +219,7 @@ static void ok_reply_carries_id_and_reencoded_result (void **state)
 
 static void ok_reply_without_result_has_a_nil_result (void **state)
 {
-    (void) state;
+    (void)state;
     builder_t b;
     s_begin (&b);
     msgpack_pack_map (&b.packer, 2);
@@ -259,7 +258,7 @@ static void s_pack_error_reply (builder_t *b, const char *code)
 
 static void error_reply_carries_code_type_message_and_detail (void **state)
 {
-    (void) state;
+    (void)state;
     builder_t b;
     s_pack_error_reply (&b, "UNKNOWN_COMMAND");
     pf_bridge_msg_t msg;
@@ -282,7 +281,7 @@ static void error_reply_carries_code_type_message_and_detail (void **state)
 
 static void error_code_missing_unknown_or_ok_reads_as_python_error (void **state)
 {
-    (void) state;
+    (void)state;
     const char *codes[] = {NULL, "NO_SUCH_CODE", "OK", "timeout"};
     for (int i = 0; i < 4; i++) {
         builder_t b;
@@ -296,7 +295,7 @@ static void error_code_missing_unknown_or_ok_reads_as_python_error (void **state
 
 static void error_without_message_still_has_a_message (void **state)
 {
-    (void) state;
+    (void)state;
     builder_t b;
     s_begin (&b);
     msgpack_pack_map (&b.packer, 3);
@@ -316,7 +315,7 @@ static void error_without_message_still_has_a_message (void **state)
 
 static void ready_event_carries_pid_and_version (void **state)
 {
-    (void) state;
+    (void)state;
     builder_t b;
     s_begin (&b);
     msgpack_pack_map (&b.packer, 5);
@@ -341,7 +340,7 @@ static void ready_event_carries_pid_and_version (void **state)
 
 static void beat_while_idle_has_busy_false (void **state)
 {
-    (void) state;
+    (void)state;
     builder_t b;
     s_begin (&b);
     msgpack_pack_map (&b.packer, 4);
@@ -363,7 +362,7 @@ static void beat_while_idle_has_busy_false (void **state)
 
 static void beat_while_busy_names_the_request_with_bin_keys_too (void **state)
 {
-    (void) state;
+    (void)state;
     builder_t b;
     s_begin (&b);
     msgpack_pack_map (&b.packer, 4);
@@ -400,22 +399,22 @@ static void s_expect_raw_fault (const void *data, size_t size, const char *reaso
 
 static void empty_frame_is_a_fault (void **state)
 {
-    (void) state;
+    (void)state;
     pf_bridge_msg_t msg;
     char err[64];
-    assert_int_equal (pf_bridge_msg_decode (&msg, (const uint8_t *) "", 0, err, sizeof err), -1);
+    assert_int_equal (pf_bridge_msg_decode (&msg, (const uint8_t *)"", 0, err, sizeof err), -1);
     assert_string_equal (err, "empty frame");
 }
 
 static void garbage_bytes_are_not_msgpack (void **state)
 {
-    (void) state;
+    (void)state;
     s_expect_raw_fault (RAW ("\xc1\xc1\xc1"), "not msgpack");
 }
 
 static void truncated_msgpack_is_a_fault (void **state)
 {
-    (void) state;
+    (void)state;
     //  A map of 3 entries holding only one.
     s_expect_raw_fault (RAW ("\x83\xa2id\x01"), "truncated");
     //  A str32 announcing 4 GiB.
@@ -424,20 +423,20 @@ static void truncated_msgpack_is_a_fault (void **state)
 
 static void a_value_that_is_not_a_map_is_a_fault (void **state)
 {
-    (void) state;
+    (void)state;
     s_expect_raw_fault (RAW ("\x92\x01\x02"), "not a map");
     s_expect_raw_fault (RAW ("\xa5hello"), "not a map");
 }
 
 static void trailing_bytes_after_the_map_are_a_fault (void **state)
 {
-    (void) state;
+    (void)state;
     s_expect_raw_fault (RAW ("\x82\xa2id\x01\xa2ok\xc3\x00"), "trailing");
 }
 
 static void map_without_id_and_ok_or_event_is_a_fault (void **state)
 {
-    (void) state;
+    (void)state;
     s_expect_raw_fault (RAW ("\x81\xa2id\x01"), "neither");
     s_expect_raw_fault (RAW ("\x81\xa2ok\xc3"), "neither");
     s_expect_raw_fault (RAW ("\x80"), "neither");
@@ -445,7 +444,7 @@ static void map_without_id_and_ok_or_event_is_a_fault (void **state)
 
 static void reply_with_wrong_types_is_a_fault (void **state)
 {
-    (void) state;
+    (void)state;
     //  ok: 1 instead of a boolean
     s_expect_raw_fault (RAW ("\x82\xa2id\x01\xa2ok\x01"), "'ok'");
     //  id: -1
@@ -456,36 +455,44 @@ static void reply_with_wrong_types_is_a_fault (void **state)
     s_expect_raw_fault (RAW ("\x82\xa2id\x01\xa2ok\xc2"), "without 'error'");
     //  error: "boom" instead of a map
     s_expect_raw_fault (RAW ("\x83\xa2id\x01\xa2ok\xc2\xa5"
-                        "error\xa4"
-                        "boom"), "not a map");
+                             "error\xa4"
+                             "boom"),
+                        "not a map");
     //  error.code: 5 instead of a name
     s_expect_raw_fault (RAW ("\x83\xa2id\x01\xa2ok\xc2\xa5"
-                        "error\x81\xa4"
-                        "code\x05"), "'code'");
+                             "error\x81\xa4"
+                             "code\x05"),
+                        "'code'");
     //  error.message: [] instead of a string
     s_expect_raw_fault (RAW ("\x83\xa2id\x01\xa2ok\xc2\xa5"
-                        "error\x81\xa7"
-                        "message\x90"), "'message'");
+                             "error\x81\xa7"
+                             "message\x90"),
+                        "'message'");
 }
 
 static void events_with_wrong_types_are_faults (void **state)
 {
-    (void) state;
+    (void)state;
     s_expect_raw_fault (RAW ("\x81\xa5"
-                        "event\x05"), "'event'");
+                             "event\x05"),
+                        "'event'");
     s_expect_raw_fault (RAW ("\x81\xa5"
-                        "event\xa4"
-                        "boom"), "unknown event 'boom'");
+                             "event\xa4"
+                             "boom"),
+                        "unknown event 'boom'");
     s_expect_raw_fault (RAW ("\x82\xa5"
-                        "event\xa4"
-                        "beat\xa4"
-                        "busy\xa1x"), "'busy'");
+                             "event\xa4"
+                             "beat\xa4"
+                             "busy\xa1x"),
+                        "'busy'");
     s_expect_raw_fault (RAW ("\x82\xa5"
-                        "event\xa4"
-                        "beat\xa6rss_kb\xff"), "'rss_kb'");
+                             "event\xa4"
+                             "beat\xa6rss_kb\xff"),
+                        "'rss_kb'");
     s_expect_raw_fault (RAW ("\x82\xa5"
-                        "event\xa5"
-                        "ready\xa3pid\xa1x"), "'pid'");
+                             "event\xa5"
+                             "ready\xa3pid\xa1x"),
+                        "'pid'");
 }
 
 int main (void)

@@ -19,12 +19,12 @@
 //  Appends one encoded frame (prefix + payload of `size` bytes, byte i = seed + i).
 static size_t s_encode (uint8_t *out, size_t size, uint8_t seed)
 {
-    out[0] = (uint8_t) (size >> 24);
-    out[1] = (uint8_t) (size >> 16);
-    out[2] = (uint8_t) (size >> 8);
-    out[3] = (uint8_t) size;
+    out[0] = (uint8_t)(size >> 24);
+    out[1] = (uint8_t)(size >> 16);
+    out[2] = (uint8_t)(size >> 8);
+    out[3] = (uint8_t)size;
     for (size_t i = 0; i < size; i++)
-        out[4 + i] = (uint8_t) (seed + i);
+        out[4 + i] = (uint8_t)(seed + i);
     return 4 + size;
 }
 
@@ -35,14 +35,14 @@ static void s_expect_frame (pf_frame_reader_t *reader, size_t size, uint8_t seed
     assert_non_null (frame);
     assert_int_equal (got_size, size);
     for (size_t i = 0; i < size; i++)
-        if (frame[i] != (uint8_t) (seed + i))
+        if (frame[i] != (uint8_t)(seed + i))
             fail_msg ("byte %zu of a %zu-byte frame differs", i, size);
     free (frame);
 }
 
 static void reader_assembles_frames_fed_one_byte_at_a_time (void **state)
 {
-    (void) state;
+    (void)state;
     const size_t sizes[] = {0, 1, 3, 4, 5, 300, 70000};
     const size_t count = sizeof sizes / sizeof sizes[0];
     size_t total = 0;
@@ -52,7 +52,7 @@ static void reader_assembles_frames_fed_one_byte_at_a_time (void **state)
     size_t *ends = malloc (count * sizeof *ends);
     size_t at = 0;
     for (size_t i = 0; i < count; i++) {
-        at += s_encode (stream + at, sizes[i], (uint8_t) i);
+        at += s_encode (stream + at, sizes[i], (uint8_t)i);
         ends[i] = at;
     }
     pf_frame_reader_t *reader = pf_frame_reader_new (0);
@@ -61,34 +61,33 @@ static void reader_assembles_frames_fed_one_byte_at_a_time (void **state)
         assert_int_equal (pf_frame_reader_feed (reader, stream + i, 1), 0);
         if (i + 1 == ends[next]) {
             assert_int_equal (pf_frame_reader_frames (reader), 1);
-            s_expect_frame (reader, sizes[next], (uint8_t) next);
+            s_expect_frame (reader, sizes[next], (uint8_t)next);
             next++;
-        }
-        else
+        } else
             assert_null (pf_frame_reader_pop (reader, NULL));
     }
     assert_int_equal (next, count);
     assert_int_equal (pf_frame_reader_buffered (reader), 0);
     pf_frame_reader_destroy (&reader);
     assert_null (reader);
-    pf_frame_reader_destroy (&reader);  //  safe twice
+    pf_frame_reader_destroy (&reader); //  safe twice
     free (stream);
     free (ends);
 }
 
 static void reader_splits_many_frames_from_one_chunk (void **state)
 {
-    (void) state;
+    (void)state;
     const size_t count = 1000;
     uint8_t *stream = malloc (count * (4 + 64));
     size_t at = 0;
     for (size_t i = 0; i < count; i++)
-        at += s_encode (stream + at, i % 65, (uint8_t) i);
+        at += s_encode (stream + at, i % 65, (uint8_t)i);
     pf_frame_reader_t *reader = pf_frame_reader_new (0);
     assert_int_equal (pf_frame_reader_feed (reader, stream, at), 0);
     assert_int_equal (pf_frame_reader_frames (reader), count);
     for (size_t i = 0; i < count; i++)
-        s_expect_frame (reader, i % 65, (uint8_t) i);
+        s_expect_frame (reader, i % 65, (uint8_t)i);
     assert_null (pf_frame_reader_pop (reader, NULL));
     pf_frame_reader_destroy (&reader);
     free (stream);
@@ -96,7 +95,7 @@ static void reader_splits_many_frames_from_one_chunk (void **state)
 
 static void reader_feeds_split_at_every_boundary_of_two_frames (void **state)
 {
-    (void) state;
+    (void)state;
     uint8_t stream[4 + 9 + 4 + 0 + 4 + 2];
     size_t at = s_encode (stream, 9, 7);
     at += s_encode (stream + at, 0, 0);
@@ -115,7 +114,7 @@ static void reader_feeds_split_at_every_boundary_of_two_frames (void **state)
 
 static void zero_length_frame_is_a_frame_of_size_zero (void **state)
 {
-    (void) state;
+    (void)state;
     const uint8_t zero[4] = {0, 0, 0, 0};
     pf_frame_reader_t *reader = pf_frame_reader_new (0);
     assert_int_equal (pf_frame_reader_feed (reader, zero, 4), 0);
@@ -130,7 +129,7 @@ static void zero_length_frame_is_a_frame_of_size_zero (void **state)
 
 static void frame_of_exactly_max_frame_is_accepted (void **state)
 {
-    (void) state;
+    (void)state;
     const size_t max_frame = 200000;
     uint8_t *stream = malloc (4 + max_frame);
     s_encode (stream, max_frame, 3);
@@ -147,7 +146,7 @@ static void frame_of_exactly_max_frame_is_accepted (void **state)
 
 static void announced_length_is_not_allocated_before_the_bytes_arrive (void **state)
 {
-    (void) state;
+    (void)state;
     //  A legal but huge announcement (64 MiB) followed by 10 bytes.
     const uint8_t header[4] = {0x04, 0x00, 0x00, 0x00};
     const uint8_t body[10] = {0};
@@ -162,15 +161,15 @@ static void announced_length_is_not_allocated_before_the_bytes_arrive (void **st
 
 static void length_above_max_frame_is_a_fault_without_allocation (void **state)
 {
-    (void) state;
+    (void)state;
     const size_t max_frame = 1000;
     uint8_t stream[4 + 5 + 4];
     size_t at = s_encode (stream, 5, 1);
-    const uint32_t bad = (uint32_t) max_frame + 1;  //  header only, no body follows
-    stream[at++] = (uint8_t) (bad >> 24);
-    stream[at++] = (uint8_t) (bad >> 16);
-    stream[at++] = (uint8_t) (bad >> 8);
-    stream[at++] = (uint8_t) bad;
+    const uint32_t bad = (uint32_t)max_frame + 1; //  header only, no body follows
+    stream[at++] = (uint8_t)(bad >> 24);
+    stream[at++] = (uint8_t)(bad >> 16);
+    stream[at++] = (uint8_t)(bad >> 8);
+    stream[at++] = (uint8_t)bad;
     pf_frame_reader_t *reader = pf_frame_reader_new (max_frame);
     assert_int_equal (pf_frame_reader_feed (reader, stream, at), -1);
     assert_true (pf_frame_reader_failed (reader));
@@ -189,7 +188,7 @@ static void length_above_max_frame_is_a_fault_without_allocation (void **state)
 
 static void length_0xffffffff_is_a_fault_without_allocation (void **state)
 {
-    (void) state;
+    (void)state;
     const uint8_t header[4] = {0xff, 0xff, 0xff, 0xff};
     pf_frame_reader_t *reader = pf_frame_reader_new (0);
     //  Fed in two pieces: the fault fires when the fourth byte arrives.
@@ -206,7 +205,7 @@ static void length_0xffffffff_is_a_fault_without_allocation (void **state)
 //  many partial writes, each resumed by the next flush.
 static void writer_resumes_partial_writes_until_every_frame_is_through (void **state)
 {
-    (void) state;
+    (void)state;
     int fds[2];
     assert_int_equal (pipe2 (fds, O_CLOEXEC | O_NONBLOCK), 0);
     assert_true (fcntl (fds[1], F_SETPIPE_SZ, 4096) >= 4096);
@@ -217,7 +216,7 @@ static void writer_resumes_partial_writes_until_every_frame_is_through (void **s
     size_t total = 0;
     for (size_t i = 0; i < count; i++) {
         uint8_t *payload = malloc (sizes[i] + 4);
-        s_encode (payload, sizes[i], (uint8_t) (i * 50));
+        s_encode (payload, sizes[i], (uint8_t)(i * 50));
         assert_int_equal (pf_frame_writer_push (writer, payload + 4, sizes[i]), 0);
         total += 4 + sizes[i];
         free (payload);
@@ -236,17 +235,17 @@ static void writer_resumes_partial_writes_until_every_frame_is_through (void **s
         //  Drain the pipe in small reads, as a slow peer would.
         ssize_t got;
         while ((got = read (fds[0], buffer, sizeof buffer)) > 0)
-            assert_int_equal (pf_frame_reader_feed (reader, buffer, (size_t) got), 0);
+            assert_int_equal (pf_frame_reader_feed (reader, buffer, (size_t)got), 0);
         assert_true (got < 0 && errno == EAGAIN);
     }
-    assert_true (flushes > 70);  //  300 KB through a 4 KB pipe
+    assert_true (flushes > 70); //  300 KB through a 4 KB pipe
     assert_int_equal (pf_frame_writer_pending_bytes (writer), 0);
     ssize_t got;
     while ((got = read (fds[0], buffer, sizeof buffer)) > 0)
-        assert_int_equal (pf_frame_reader_feed (reader, buffer, (size_t) got), 0);
+        assert_int_equal (pf_frame_reader_feed (reader, buffer, (size_t)got), 0);
     assert_int_equal (pf_frame_reader_frames (reader), count);
     for (size_t i = 0; i < count; i++)
-        s_expect_frame (reader, sizes[i], (uint8_t) (i * 50));
+        s_expect_frame (reader, sizes[i], (uint8_t)(i * 50));
 
     pf_frame_reader_destroy (&reader);
     pf_frame_writer_destroy (&writer);
@@ -257,7 +256,7 @@ static void writer_resumes_partial_writes_until_every_frame_is_through (void **s
 
 static void writer_reports_a_broken_pipe_as_epipe_and_keeps_the_bytes (void **state)
 {
-    (void) state;
+    (void)state;
     struct sigaction ignore = {.sa_handler = SIG_IGN}, previous;
     sigaction (SIGPIPE, &ignore, &previous);
     int fds[2];
@@ -278,12 +277,11 @@ static void writer_reports_a_broken_pipe_as_epipe_and_keeps_the_bytes (void **st
 
 static void writer_rejects_a_frame_that_does_not_fit_the_length_prefix (void **state)
 {
-    (void) state;
-    if (sizeof (size_t) <= 4)
-        skip ();
+    (void)state;
+    if (sizeof (size_t) <= 4) skip ();
     pf_frame_writer_t *writer = pf_frame_writer_new ();
     //  Rejected on size alone, before the (unreadable) data is touched.
-    assert_int_equal (pf_frame_writer_push (writer, "", (size_t) UINT32_MAX + 1), -1);
+    assert_int_equal (pf_frame_writer_push (writer, "", (size_t)UINT32_MAX + 1), -1);
     assert_false (pf_frame_writer_pending (writer));
     pf_frame_writer_destroy (&writer);
 }
