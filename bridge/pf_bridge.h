@@ -11,7 +11,11 @@
     Containment: the child runs in its own process group and gets
     PR_SET_PDEATHSIG(SIGKILL), so it dies with its parent. An exec failure
     (bad interpreter path...) is reported by pf_bridge_spawn through an error
-    pipe, not lost. */
+    pipe, not lost. The child gets no fds but 0..2 (inherited ones are closed).
+
+    The calling process must ignore SIGPIPE (signal (SIGPIPE, SIG_IGN)): a
+    write to a dead bridge then fails with EPIPE and pf_bridge_send/flush
+    return -1, instead of the signal killing the agent. */
 #ifndef PF_BRIDGE_H_INCLUDED
 #define PF_BRIDGE_H_INCLUDED
 
@@ -32,7 +36,10 @@ typedef struct {
 } pf_bridge_options_t;
 
 //  Spawns a bridge. Returns NULL on failure, with the reason (including an
-//  exec failure in the child) written to err.
+//  exec failure in the child: "exec /no/such/python: No such file or
+//  directory") written to err; a failed child is reaped before returning.
+//  env entries must be KEY=VALUE; later entries override earlier ones and
+//  the inherited environment, PYTHONUNBUFFERED=1 is always set.
 pf_bridge_t *pf_bridge_spawn (const pf_bridge_options_t *options, char *err, size_t errlen);
 
 //  Kills the process group with SIGKILL if the child is still running, reaps
@@ -61,7 +68,11 @@ int pf_bridge_flush (pf_bridge_t *self);
 
 //  Reads what fd_out has without blocking. Returns 0 on success (complete
 //  frames, if any, are then available from pf_bridge_recv), -1 on EOF or a
-//  read error, -2 on a protocol fault (length above max_frame).
+//  read error, -2 on a protocol fault (length above max_frame; sticky).
+//  Frames completed before the EOF or fault stay available. Takes at most
+//  1 MiB per call so one chatty bridge cannot hold the loop: call again
+//  while fd_out polls readable. fd_out stays open after EOF (stop polling
+//  it); destroy closes it.
 int pf_bridge_read (pf_bridge_t *self);
 
 //  Pops the next complete frame: returns a malloc'd buffer the caller frees
@@ -69,8 +80,11 @@ int pf_bridge_read (pf_bridge_t *self);
 uint8_t *pf_bridge_recv (pf_bridge_t *self, size_t *size_p);
 
 //  Reads what the stderr pipe has without blocking and calls line_fn for each
-//  complete line (without the newline; lines longer than 4 KiB are cut and
-//  marked). Returns 0, or -1 once the pipe reached EOF (the fd is then closed).
+//  complete line (without the newline; lines longer than 4 KiB are cut to
+//  4096 bytes plus " [cut]", the rest dropped up to the next newline). The
+//  line is only valid during the call. A final line without newline is
+//  delivered at EOF. Takes at most 1 MiB per call (never blocks, even on a
+//  flood). Returns 0, or -1 once the pipe reached EOF (the fd is then closed).
 typedef void(pf_bridge_line_fn) (void *arg, pf_bridge_t *bridge, const char *line);
 int pf_bridge_drain_stderr (pf_bridge_t *self, pf_bridge_line_fn *line_fn, void *arg);
 
@@ -82,7 +96,9 @@ int pf_bridge_signal (pf_bridge_t *self, int sig);
 int pf_bridge_signal_group (pf_bridge_t *self, int sig);
 
 //  Non-blocking reap. Returns 1 if the child has exited (its wait status in
-//  *status_p), 0 if it is still running. Once reaped, stays reaped.
+//  *status_p, which may be NULL), 0 if it is still running. Once reaped,
+//  stays reaped; signal/signal_group/rss_kb then fail (the pid may be reused).
+//  If someone else reaped it (ECHILD), it counts as reaped with status 0.
 int pf_bridge_reap (pf_bridge_t *self, int *status_p);
 
 //  Marks the child reaped when the caller reaped it elsewhere (waitpid(-1)).
