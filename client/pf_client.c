@@ -30,9 +30,9 @@
 #include <string.h>
 #include <sys/random.h>
 
-_Static_assert (PF_CALL_IDEMPOTENT == PF_FLAG_IDEMPOTENT, "public flag matches wire flag");
-_Static_assert (PF_CALL_SOFT_AFFINITY == PF_FLAG_SOFT, "public flag matches wire flag");
-_Static_assert (PF_CALL_BROADCAST == PF_FLAG_BROADCAST, "public flag matches wire flag");
+_Static_assert(PF_CALL_IDEMPOTENT == PF_FLAG_IDEMPOTENT, "public flag matches wire flag");
+_Static_assert(PF_CALL_SOFT_AFFINITY == PF_FLAG_SOFT, "public flag matches wire flag");
+_Static_assert(PF_CALL_BROADCAST == PF_FLAG_BROADCAST, "public flag matches wire flag");
 
 #define PF_CALL_ALL_FLAGS (PF_CALL_IDEMPOTENT | PF_CALL_SOFT_AFFINITY | PF_CALL_BROADCAST)
 
@@ -56,12 +56,12 @@ struct _pf_client_t {
     zsock_t *dealer;
     uint32_t timeout_ms;
     uint64_t next_id;
-    zhashx_t *requests;   //  id -> request_t, owns them
-    request_t **heap;     //  min-heap by deadline
+    zhashx_t *requests; //  id -> request_t, owns them
+    request_t **heap;   //  min-heap by deadline
     size_t heap_size;
     size_t heap_capacity;
-    zlistx_t *backlog;    //  request_t * waiting to be sent, in order
-    zlistx_t *ready;      //  pf_reply_t * waiting for pf_recv, owns them
+    zlistx_t *backlog; //  request_t * waiting to be sent, in order
+    zlistx_t *ready;   //  pf_reply_t * waiting for pf_recv, owns them
     char error[256];
 };
 
@@ -83,8 +83,7 @@ struct _pf_reply_t {
 static pf_reply_t *reply_new (uint64_t request_id, int code, const char *message)
 {
     pf_reply_t *self = calloc (1, sizeof *self);
-    if (!self)
-        return NULL;
+    if (!self) return NULL;
     self->request_id = request_id;
     self->code = code;
     self->message = strdup (message ? message : "");
@@ -98,15 +97,13 @@ static pf_reply_t *reply_new (uint64_t request_id, int code, const char *message
 static pf_reply_t *reply_new_local (uint64_t request_id, int code, const char *message)
 {
     pf_reply_t *self = reply_new (request_id, code, message);
-    if (self)
-        self->local = true;
+    if (self) self->local = true;
     return self;
 }
 
 void pf_reply_destroy (pf_reply_t **self_p)
 {
-    if (!self_p || !*self_p)
-        return;
+    if (!self_p || !*self_p) return;
     pf_reply_t *self = *self_p;
     free (self->message);
     zframe_destroy (&self->body);
@@ -120,8 +117,7 @@ void pf_reply_destroy (pf_reply_t **self_p)
 //  Copy of a msgpack str, or NULL if the object is not a str.
 static char *msgpack_strdup (const msgpack_object *object)
 {
-    if (object->type != MSGPACK_OBJECT_STR)
-        return NULL;
+    if (object->type != MSGPACK_OBJECT_STR) return NULL;
     return strndup (object->via.str.ptr, object->via.str.size);
 }
 
@@ -129,20 +125,18 @@ static char *msgpack_strdup (const msgpack_object *object)
 //  detail map. A detail that is not such a map is kept as bytes, unread.
 static void reply_read_detail (pf_reply_t *self)
 {
-    if (!self->detail || zframe_size (self->detail) == 0)
-        return;
+    if (!self->detail || zframe_size (self->detail) == 0) return;
     msgpack_unpacked unpacked;
     msgpack_unpacked_init (&unpacked);
     size_t offset = 0;
     msgpack_unpack_return rc = msgpack_unpack_next (
-        &unpacked, (const char *) zframe_data (self->detail), zframe_size (self->detail), &offset);
+        &unpacked, (const char *)zframe_data (self->detail), zframe_size (self->detail), &offset);
     if (rc == MSGPACK_UNPACK_SUCCESS && unpacked.data.type == MSGPACK_OBJECT_MAP) {
         msgpack_object_map *map = &unpacked.data.via.map;
         for (uint32_t i = 0; i < map->size; i++) {
             msgpack_object *key = &map->ptr[i].key;
             msgpack_object *value = &map->ptr[i].val;
-            if (key->type != MSGPACK_OBJECT_STR)
-                continue;
+            if (key->type != MSGPACK_OBJECT_STR) continue;
             const char *name = key->via.str.ptr;
             size_t size = key->via.str.size;
             if (size == 4 && memcmp (name, "type", 4) == 0 && !self->error_type)
@@ -167,17 +161,14 @@ static pf_reply_t *reply_from_msg (pf_msg_t *msg)
     bool is_error = msg->command == PF_C_ERROR;
     int code = is_error ? msg->code : PF_OK;
     //  An ERROR that says OK is a broken peer: keep it an error.
-    if (is_error && code == PF_OK)
-        code = PF_INTERNAL;
+    if (is_error && code == PF_OK) code = PF_INTERNAL;
     pf_reply_t *self = reply_new (msg->request_id, code, is_error ? msg->message : "");
-    if (!self)
-        return NULL;
+    if (!self) return NULL;
     if (is_error) {
         self->detail = msg->detail;
         msg->detail = NULL;
         reply_read_detail (self);
-    }
-    else {
+    } else {
         self->body = msg->body;
         msg->body = NULL;
         self->rebound = (msg->flags & PF_REPLY_REBOUND) != 0;
@@ -213,8 +204,7 @@ const char *pf_reply_message (pf_reply_t *self)
 static const void *frame_bytes (zframe_t *frame, size_t *size_p)
 {
     size_t size = frame ? zframe_size (frame) : 0;
-    if (size_p)
-        *size_p = size;
+    if (size_p) *size_p = size;
     return size ? zframe_data (frame) : NULL;
 }
 
@@ -240,12 +230,10 @@ const void *pf_reply_body (pf_reply_t *self, size_t *size_p)
 
 char *pf_reply_body_json (pf_reply_t *self)
 {
-    if (self->code != PF_OK)
-        return NULL;
+    if (self->code != PF_OK) return NULL;
     size_t size;
     const void *body = pf_reply_body (self, &size);
-    if (!body)
-        return strdup ("null");
+    if (!body) return strdup ("null");
     char err[128];
     return pf_msgpack_to_json (body, size, err, sizeof err);
 }
@@ -279,8 +267,7 @@ static void heap_sift_up (pf_client_t *self, size_t index)
     request_t *request = self->heap[index];
     while (index > 0) {
         size_t parent = (index - 1) / 2;
-        if (!heap_less (request, self->heap[parent]))
-            break;
+        if (!heap_less (request, self->heap[parent])) break;
         heap_place (self, index, self->heap[parent]);
         index = parent;
     }
@@ -292,12 +279,10 @@ static void heap_sift_down (pf_client_t *self, size_t index)
     request_t *request = self->heap[index];
     while (true) {
         size_t child = 2 * index + 1;
-        if (child >= self->heap_size)
-            break;
+        if (child >= self->heap_size) break;
         if (child + 1 < self->heap_size && heap_less (self->heap[child + 1], self->heap[child]))
             child++;
-        if (!heap_less (self->heap[child], request))
-            break;
+        if (!heap_less (self->heap[child], request)) break;
         heap_place (self, index, self->heap[child]);
         index = child;
     }
@@ -309,8 +294,7 @@ static int heap_push (pf_client_t *self, request_t *request)
     if (self->heap_size == self->heap_capacity) {
         size_t capacity = self->heap_capacity ? self->heap_capacity * 2 : 1024;
         request_t **heap = realloc (self->heap, capacity * sizeof *heap);
-        if (!heap)
-            return -1;
+        if (!heap) return -1;
         self->heap = heap;
         self->heap_capacity = capacity;
     }
@@ -323,8 +307,7 @@ static void heap_remove (pf_client_t *self, request_t *request)
 {
     size_t index = request->heap_index;
     request_t *last = self->heap[--self->heap_size];
-    if (index == self->heap_size)
-        return;
+    if (index == self->heap_size) return;
     heap_place (self, index, last);
     heap_sift_up (self, index);
     heap_sift_down (self, last->heap_index);
@@ -335,19 +318,19 @@ static void heap_remove (pf_client_t *self, request_t *request)
 
 static size_t id_hash (const void *key)
 {
-    uint64_t id = *(const uint64_t *) key;
+    uint64_t id = *(const uint64_t *)key;
     //  Ids are consecutive: mix the bits (splitmix64 finalizer).
     id ^= id >> 30;
     id *= 0xbf58476d1ce4e5b9ULL;
     id ^= id >> 27;
     id *= 0x94d049bb133111ebULL;
     id ^= id >> 31;
-    return (size_t) id;
+    return (size_t)id;
 }
 
 static int id_compare (const void *a, const void *b)
 {
-    uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
 }
 
@@ -360,8 +343,7 @@ static request_t *request_find (pf_client_t *self, uint64_t id)
 static void request_forget (pf_client_t *self, request_t *request)
 {
     heap_remove (self, request);
-    if (request->backlog_handle)
-        zlistx_delete (self->backlog, request->backlog_handle);
+    if (request->backlog_handle) zlistx_delete (self->backlog, request->backlog_handle);
     zmsg_destroy (&request->unsent);
     zhashx_delete (self->requests, &request->id);
     free (request);
@@ -380,11 +362,9 @@ static int send_now (pf_client_t *self, zmsg_t *msg)
         int flags = ZFRAME_REUSE | (index + 1 < count ? ZFRAME_MORE : 0);
         //  Only the first frame can be refused: libzmq takes a multipart
         //  message whole once its first frame is in.
-        if (index == 0)
-            flags |= ZFRAME_DONTWAIT;
+        if (index == 0) flags |= ZFRAME_DONTWAIT;
         if (zframe_send (&frame, self->dealer, flags) != 0) {
-            if (index == 0)
-                return -1;
+            if (index == 0) return -1;
         }
     }
     return 0;
@@ -397,10 +377,10 @@ static void set_timeout_frame (zmsg_t *msg, uint32_t timeout_ms)
         frame = zmsg_next (msg);
     if (frame && zframe_size (frame) == 4) {
         byte *data = zframe_data (frame);
-        data[0] = (byte) (timeout_ms >> 24);
-        data[1] = (byte) (timeout_ms >> 16);
-        data[2] = (byte) (timeout_ms >> 8);
-        data[3] = (byte) timeout_ms;
+        data[0] = (byte)(timeout_ms >> 24);
+        data[1] = (byte)(timeout_ms >> 16);
+        data[2] = (byte)(timeout_ms >> 8);
+        data[3] = (byte)timeout_ms;
     }
 }
 
@@ -412,9 +392,8 @@ static void flush_backlog (pf_client_t *self)
     while ((request = zlistx_first (self->backlog))) {
         int64_t remaining = request->deadline - zclock_mono ();
         if (remaining > 0) {
-            set_timeout_frame (request->unsent, (uint32_t) remaining);
-            if (send_now (self, request->unsent) != 0)
-                return;
+            set_timeout_frame (request->unsent, (uint32_t)remaining);
+            if (send_now (self, request->unsent) != 0) return;
         }
         zlistx_delete (self->backlog, request->backlog_handle);
         request->backlog_handle = NULL;
@@ -423,18 +402,18 @@ static void flush_backlog (pf_client_t *self)
 }
 
 //  Waits up to timeout_ms for input, or for room to send when the backlog is
-//  not empty. Returns ZMQ_POLLIN/ZMQ_POLLOUT bits, 0 on timeout, -1 on error
-//  or interrupt.
+//  not empty. Returns ZMQ_POLLIN/ZMQ_POLLOUT bits, 0 on timeout or a stray
+//  signal (callers loop), -1 on error or interrupt.
 static int wait_socket (pf_client_t *self, int64_t timeout_ms)
 {
     zmq_pollitem_t item = {zsock_resolve (self->dealer), 0, ZMQ_POLLIN, 0};
-    if (zlistx_size (self->backlog))
-        item.events |= ZMQ_POLLOUT;
-    if (timeout_ms < 0)
-        timeout_ms = 0;
-    int rc = zmq_poll (&item, 1, (long) timeout_ms);
-    if (rc < 0)
-        return -1;
+    if (zlistx_size (self->backlog)) item.events |= ZMQ_POLLOUT;
+    if (timeout_ms < 0) timeout_ms = 0;
+    int rc = zmq_poll (&item, 1, (long)timeout_ms);
+    //  Any signal interrupts the poll (SIGCHLD in a program that embeds us);
+    //  only SIGINT/SIGTERM, which CZMQ's handler records, stop the wait.
+    if (rc < 0 && errno == EINTR && !zsys_interrupted) return 0;
+    if (rc < 0) return -1;
     return item.revents;
 }
 
@@ -444,20 +423,18 @@ static int wait_socket (pf_client_t *self, int64_t timeout_ms)
 static pf_reply_t *receive_reply (pf_client_t *self)
 {
     zmsg_t *msg = zmsg_recv_nowait (self->dealer);
-    if (!msg)
-        return NULL;
+    if (!msg) return NULL;
     pf_msg_t decoded;
     pf_msg_init (&decoded);
     char err[128];
     pf_reply_t *reply = NULL;
-    if (pf_msg_decode (&decoded, &msg, 0, err, sizeof err) == PF_OK
-        && decoded.proto == PF_PROTO_C
-        && (decoded.command == PF_C_REPLY || decoded.command == PF_C_ERROR)) {
+    if (pf_msg_decode (&decoded, &msg, 0, err, sizeof err) == PF_OK &&
+        decoded.proto == PF_PROTO_C &&
+        (decoded.command == PF_C_REPLY || decoded.command == PF_C_ERROR)) {
         request_t *request = request_find (self, decoded.request_id);
         if (request) {
             reply = reply_from_msg (&decoded);
-            if (reply)
-                request_forget (self, request);
+            if (reply) request_forget (self, request);
         }
     }
     pf_msg_reset (&decoded);
@@ -471,8 +448,7 @@ static pf_reply_t *timeout_reply (pf_client_t *self, request_t *request)
     const char *message = request->unsent ? "deadline passed before the broker could be reached"
                                           : "deadline passed with no reply from the broker";
     pf_reply_t *reply = reply_new_local (request->id, PF_TIMEOUT, message);
-    if (reply)
-        request_forget (self, request);
+    if (reply) request_forget (self, request);
     return reply;
 }
 
@@ -480,11 +456,9 @@ static pf_reply_t *timeout_reply (pf_client_t *self, request_t *request)
 //  TIMEOUT reply; else NULL.
 static pf_reply_t *expire_one (pf_client_t *self, int64_t now)
 {
-    if (self->heap_size == 0)
-        return NULL;
+    if (self->heap_size == 0) return NULL;
     request_t *request = self->heap[0];
-    if (now < request->deadline + PF_CLIENT_TIMEOUT_MARGIN_MS)
-        return NULL;
+    if (now < request->deadline + PF_CLIENT_TIMEOUT_MARGIN_MS) return NULL;
     return timeout_reply (self, request);
 }
 
@@ -498,8 +472,7 @@ static void send_cancel (pf_client_t *self, uint64_t id)
     msg.request_id = id;
     zmsg_t *encoded = pf_msg_encode (&msg);
     pf_msg_reset (&msg);
-    if (encoded)
-        send_now (self, encoded);
+    if (encoded) send_now (self, encoded);
     zmsg_destroy (&encoded);
 }
 
@@ -508,33 +481,29 @@ static void send_cancel (pf_client_t *self, uint64_t id)
 
 pf_client_t *pf_client_new (const char *endpoint)
 {
-    if (!endpoint || !*endpoint)
-        return NULL;
+    if (!endpoint || !*endpoint) return NULL;
     pf_client_t *self = calloc (1, sizeof *self);
-    if (!self)
-        return NULL;
+    if (!self) return NULL;
     self->timeout_ms = PF_CLIENT_DEFAULT_TIMEOUT_MS;
     if (getrandom (&self->next_id, sizeof self->next_id, GRND_NONBLOCK) != sizeof self->next_id)
-        self->next_id = (uint64_t) zclock_time () * 2654435761u ^ (uint64_t) getpid ();
+        self->next_id = (uint64_t)zclock_time () * 2654435761u ^ (uint64_t)getpid ();
     self->requests = zhashx_new ();
     self->backlog = zlistx_new ();
     self->ready = zlistx_new ();
     self->dealer = zsock_new (ZMQ_DEALER);
-    if (!self->requests || !self->backlog || !self->ready || !self->dealer)
-        goto failed;
+    if (!self->requests || !self->backlog || !self->ready || !self->dealer) goto failed;
     zhashx_set_key_hasher (self->requests, id_hash);
     zhashx_set_key_comparator (self->requests, id_compare);
     zhashx_set_key_duplicator (self->requests, NULL);
     zhashx_set_key_destructor (self->requests, NULL);
-    zlistx_set_destructor (self->ready, (zlistx_destructor_fn *) pf_reply_destroy);
+    zlistx_set_destructor (self->ready, (zlistx_destructor_fn *)pf_reply_destroy);
 
     //  Linger 0: destroy must not block on requests no one will wait for.
     zsock_set_linger (self->dealer, 0);
     zsock_set_sndhwm (self->dealer, CLIENT_HWM);
     zsock_set_rcvhwm (self->dealer, CLIENT_HWM);
     zsock_set_immediate (self->dealer, 1);
-    if (zsock_connect (self->dealer, "%s", endpoint) != 0)
-        goto failed;
+    if (zsock_connect (self->dealer, "%s", endpoint) != 0) goto failed;
     return self;
 
 failed:
@@ -544,8 +513,7 @@ failed:
 
 void pf_client_destroy (pf_client_t **self_p)
 {
-    if (!self_p || !*self_p)
-        return;
+    if (!self_p || !*self_p) return;
     pf_client_t *self = *self_p;
     while (self->heap_size)
         request_forget (self, self->heap[0]);
@@ -560,8 +528,7 @@ void pf_client_destroy (pf_client_t **self_p)
 
 void pf_client_set_timeout (pf_client_t *self, uint32_t timeout_ms)
 {
-    if (timeout_ms > 0)
-        self->timeout_ms = timeout_ms;
+    if (timeout_ms > 0) self->timeout_ms = timeout_ms;
 }
 
 uint32_t pf_client_timeout (pf_client_t *self)
@@ -610,7 +577,8 @@ static request_t *request_submit (pf_client_t *self, const char *service, const 
         return NULL;
     }
     if (flags & ~PF_CALL_ALL_FLAGS) {
-        snprintf (self->error, sizeof self->error, "unknown flags 0x%x", flags & ~PF_CALL_ALL_FLAGS);
+        snprintf (self->error, sizeof self->error, "unknown flags 0x%x",
+                  flags & ~PF_CALL_ALL_FLAGS);
         return NULL;
     }
     if (args_size > PF_DEFAULT_MAX_BODY || (args_size && !args)) {
@@ -627,8 +595,7 @@ static request_t *request_submit (pf_client_t *self, const char *service, const 
         snprintf (self->error, sizeof self->error, "out of memory");
         return NULL;
     }
-    if (self->next_id == 0)
-        self->next_id++;
+    if (self->next_id == 0) self->next_id++;
     request->id = self->next_id;
     request->deadline = zclock_mono () + timeout_ms;
 
@@ -667,12 +634,9 @@ int pf_send (pf_client_t *self, const char *service, const char *command, const 
              size_t args_size, const pf_call_options_t *options, uint64_t *request_id_p)
 {
     int code;
-    request_t *request =
-        request_submit (self, service, command, args, args_size, options, &code);
-    if (!request)
-        return -1;
-    if (request_id_p)
-        *request_id_p = request->id;
+    request_t *request = request_submit (self, service, command, args, args_size, options, &code);
+    if (!request) return -1;
+    if (request_id_p) *request_id_p = request->id;
     return 0;
 }
 
@@ -681,63 +645,48 @@ pf_reply_t *pf_recv (pf_client_t *self, int timeout_ms)
     int64_t until = timeout_ms < 0 ? -1 : zclock_mono () + timeout_ms;
     while (true) {
         pf_reply_t *reply = zlistx_detach (self->ready, NULL);
-        if (reply)
-            return reply;
-        if (self->heap_size == 0)
-            return NULL;
+        if (reply) return reply;
+        if (self->heap_size == 0) return NULL;
         int64_t now = zclock_mono ();
         reply = expire_one (self, now);
-        if (reply)
-            return reply;
+        if (reply) return reply;
         flush_backlog (self);
 
         int64_t wait = self->heap[0]->deadline + PF_CLIENT_TIMEOUT_MARGIN_MS - now;
-        if (until >= 0 && until - now < wait)
-            wait = until - now;
+        if (until >= 0 && until - now < wait) wait = until - now;
         int events = wait_socket (self, wait);
-        if (events < 0)
-            return NULL;    //  interrupted
+        if (events < 0) return NULL; //  interrupted
         if (events & ZMQ_POLLIN) {
             reply = receive_reply (self);
-            if (reply)
-                return reply;
-        }
-        else if (!(events & ZMQ_POLLOUT) && until >= 0 && zclock_mono () >= until)
+            if (reply) return reply;
+        } else if (!(events & ZMQ_POLLOUT) && until >= 0 && zclock_mono () >= until)
             return NULL;
     }
 }
 
-pf_reply_t *pf_call (pf_client_t *self, const char *service, const char *command,
-                     const void *args, size_t args_size, const pf_call_options_t *options)
+pf_reply_t *pf_call (pf_client_t *self, const char *service, const char *command, const void *args,
+                     size_t args_size, const pf_call_options_t *options)
 {
     int code;
-    request_t *request =
-        request_submit (self, service, command, args, args_size, options, &code);
-    if (!request)
-        return reply_new_local (0, code, self->error);
+    request_t *request = request_submit (self, service, command, args, args_size, options, &code);
+    if (!request) return reply_new_local (0, code, self->error);
     uint64_t id = request->id;
     int64_t expiry = request->deadline + PF_CLIENT_TIMEOUT_MARGIN_MS;
     while (true) {
         int64_t now = zclock_mono ();
-        if (now >= expiry)
-            return timeout_reply (self, request_find (self, id));
+        if (now >= expiry) return timeout_reply (self, request_find (self, id));
         int events = wait_socket (self, expiry - now);
         if (events < 0) {
             request = request_find (self, id);
-            if (request && !request->unsent)
-                send_cancel (self, id);
-            if (request)
-                request_forget (self, request);
+            if (request && !request->unsent) send_cancel (self, id);
+            if (request) request_forget (self, request);
             return reply_new_local (id, PF_CANCELLED, "interrupted");
         }
-        if (events & ZMQ_POLLOUT)
-            flush_backlog (self);
+        if (events & ZMQ_POLLOUT) flush_backlog (self);
         if (events & ZMQ_POLLIN) {
             pf_reply_t *reply = receive_reply (self);
-            if (reply && pf_reply_request_id (reply) == id)
-                return reply;
-            if (reply)
-                zlistx_add_end (self->ready, reply);
+            if (reply && pf_reply_request_id (reply) == id) return reply;
+            if (reply) zlistx_add_end (self->ready, reply);
         }
     }
 }
@@ -748,20 +697,20 @@ int pf_cancel (pf_client_t *self, uint64_t request_id)
     request_t *request = request_find (self, request_id);
     if (!request) {
         snprintf (self->error, sizeof self->error, "request %llu is not outstanding",
-                  (unsigned long long) request_id);
+                  (unsigned long long)request_id);
         return -1;
     }
     if (request->unsent) {
         //  It never left: answer it here, in its turn with other replies.
-        pf_reply_t *reply = reply_new_local (request_id, PF_CANCELLED, "cancelled before it was sent");
+        pf_reply_t *reply =
+            reply_new_local (request_id, PF_CANCELLED, "cancelled before it was sent");
         if (!reply) {
             snprintf (self->error, sizeof self->error, "out of memory");
             return -1;
         }
         request_forget (self, request);
         zlistx_add_end (self->ready, reply);
-    }
-    else
+    } else
         send_cancel (self, request_id);
     return 0;
 }

@@ -63,9 +63,9 @@ typedef struct _pf_reply_t pf_reply_t;
 //  Per-request options. A NULL options pointer, or a zeroed struct, means: no
 //  session, the client's timeout, no flags.
 typedef struct {
-    const char *session;  //  session id, 1..255 bytes; NULL or "" for none
-    uint32_t timeout_ms;  //  deadline from now; 0 = the client's timeout
-    uint32_t flags;       //  PF_CALL_* bits
+    const char *session; //  session id, 1..255 bytes; NULL or "" for none
+    uint32_t timeout_ms; //  deadline from now; 0 = the client's timeout
+    uint32_t flags;      //  PF_CALL_* bits
 } pf_call_options_t;
 
 //  ---------------------------------------------------------------------------
@@ -104,8 +104,8 @@ const char *pf_client_error (pf_client_t *self);
 //  too large) give a local BAD_REQUEST/TOO_LARGE, no answer by the deadline
 //  a local TIMEOUT, an interrupt (SIGINT) a local CANCELLED. While it waits,
 //  replies to requests sent with pf_send are kept for pf_recv.
-pf_reply_t *pf_call (pf_client_t *self, const char *service, const char *command,
-                     const void *args, size_t args_size, const pf_call_options_t *options);
+pf_reply_t *pf_call (pf_client_t *self, const char *service, const char *command, const void *args,
+                     size_t args_size, const pf_call_options_t *options);
 
 //  Asynchronous send: queues one request and returns at once, setting
 //  *request_id_p (may be NULL) to its id. Ids are 64-bit, consecutive in send

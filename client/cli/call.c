@@ -22,12 +22,12 @@ typedef struct {
     uint32_t timeout_ms;
     uint32_t flags;
     bool json;
-    bool load;          //  --count or --concurrency given
+    bool load; //  --count or --concurrency given
     uint64_t count;
     uint64_t concurrency;
     const char *service;
     const char *command;
-    const char *args;   //  JSON text, "-" for stdin
+    const char *args; //  JSON text, "-" for stdin
 } options_t;
 
 static void print_call_usage (FILE *stream)
@@ -69,12 +69,10 @@ static char *read_stream (FILE *stream, size_t *size_p)
     char *data = malloc (capacity);
     while (data) {
         size += fread (data + size, 1, capacity - size, stream);
-        if (size < capacity)
-            break;
+        if (size < capacity) break;
         capacity *= 2;
         char *bigger = realloc (data, capacity);
-        if (!bigger)
-            free (data);
+        if (!bigger) free (data);
         data = bigger;
     }
     if (data && ferror (stream)) {
@@ -116,32 +114,48 @@ static int parse_options (int argc, char **argv, options_t *options)
     uint64_t value;
     while ((option = getopt_long (argc, argv, "b:s:t:jn:c:h", long_options, NULL)) != -1) {
         switch (option) {
-        case 'b': options->broker = optarg; break;
-        case 's': options->session = optarg; break;
+        case 'b':
+            options->broker = optarg;
+            break;
+        case 's':
+            options->session = optarg;
+            break;
         case 't':
             if (cli_parse_integer (optarg, 1, UINT32_MAX, &value)) {
                 fprintf (stderr, "pyfleet call: --timeout wants milliseconds > 0, not '%s'\n",
                          optarg);
                 return -1;
             }
-            options->timeout_ms = (uint32_t) value;
+            options->timeout_ms = (uint32_t)value;
             break;
-        case OPT_IDEMPOTENT: options->flags |= PF_CALL_IDEMPOTENT; break;
-        case OPT_SOFT: options->flags |= PF_CALL_SOFT_AFFINITY; break;
-        case OPT_BROADCAST: options->flags |= PF_CALL_BROADCAST; break;
-        case 'j': options->json = true; break;
+        case OPT_IDEMPOTENT:
+            options->flags |= PF_CALL_IDEMPOTENT;
+            break;
+        case OPT_SOFT:
+            options->flags |= PF_CALL_SOFT_AFFINITY;
+            break;
+        case OPT_BROADCAST:
+            options->flags |= PF_CALL_BROADCAST;
+            break;
+        case 'j':
+            options->json = true;
+            break;
         case 'n':
         case 'c':
             if (cli_parse_integer (optarg, 1, 100000000, &value)) {
-                fprintf (stderr, "pyfleet call: --%s wants a number from 1 to 100000000, not '%s'\n",
+                fprintf (stderr,
+                         "pyfleet call: --%s wants a number from 1 to 100000000, not '%s'\n",
                          option == 'n' ? "count" : "concurrency", optarg);
                 return -1;
             }
             *(option == 'n' ? &options->count : &options->concurrency) = value;
             options->load = true;
             break;
-        case 'h': print_call_usage (stdout); return 1;
-        default: return -1;    //  getopt said what was wrong
+        case 'h':
+            print_call_usage (stdout);
+            return 1;
+        default:
+            return -1; //  getopt said what was wrong
         }
     }
     int positional = argc - optind;
@@ -151,8 +165,7 @@ static int parse_options (int argc, char **argv, options_t *options)
     }
     options->service = argv[optind];
     options->command = argv[optind + 1];
-    if (positional == 3)
-        options->args = argv[optind + 2];
+    if (positional == 3) options->args = argv[optind + 2];
     return 0;
 }
 
@@ -182,7 +195,7 @@ static int print_envelope (pf_reply_t *reply)
         }
     }
     printf ("{\"ok\":%s,\"request_id\":%llu,", ok ? "true" : "false",
-            (unsigned long long) pf_reply_request_id (reply));
+            (unsigned long long)pf_reply_request_id (reply));
     if (ok)
         printf ("\"result\":%s", result);
     else {
@@ -221,8 +234,7 @@ static int print_reply (pf_reply_t *reply)
     const char *type = pf_reply_error_type (reply);
     const char *traceback = pf_reply_traceback (reply);
     fprintf (stderr, "%s: ", pf_reply_code_name (reply));
-    if (type)
-        fprintf (stderr, "%s: ", type);
+    if (type) fprintf (stderr, "%s: ", type);
     fprintf (stderr, "%s\n", *message ? message : "(no message)");
     if (traceback && *traceback)
         fprintf (stderr, "%s%s", traceback, traceback[strlen (traceback) - 1] == '\n' ? "" : "\n");
@@ -244,8 +256,7 @@ static int call_once (pf_client_t *client, const options_t *options, const void 
         //  Refused before sending: the command line was wrong.
         fprintf (stderr, "pyfleet call: %s\n", pf_reply_message (reply));
         exit_code = CLI_EXIT_USAGE;
-    }
-    else
+    } else
         exit_code = options->json ? print_envelope (reply) : print_reply (reply);
     pf_reply_destroy (&reply);
     return exit_code;
@@ -256,16 +267,15 @@ static int call_once (pf_client_t *client, const options_t *options, const void 
 
 static int compare_int64 (const void *a, const void *b)
 {
-    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return x < y ? -1 : x > y;
 }
 
 //  Nearest-rank percentile of sorted values.
 static int64_t percentile (const int64_t *sorted, size_t count, int percent)
 {
-    if (count == 0)
-        return 0;
-    size_t rank = (count * (size_t) percent + 99) / 100;
+    if (count == 0) return 0;
+    size_t rank = (count * (size_t)percent + 99) / 100;
     return sorted[rank ? rank - 1 : 0];
 }
 
@@ -273,7 +283,7 @@ static int call_load (pf_client_t *client, const options_t *options, const void 
                       size_t args_size)
 {
     pf_call_options_t call_options = {options->session, options->timeout_ms, options->flags};
-    size_t total = (size_t) options->count;
+    size_t total = (size_t)options->count;
     int64_t *sent_at = calloc (total, sizeof *sent_at);     //  by id - first id
     int64_t *latencies = calloc (total, sizeof *latencies); //  of successes, us
     if (!sent_at || !latencies) {
@@ -282,7 +292,7 @@ static int call_load (pf_client_t *client, const options_t *options, const void 
         fprintf (stderr, "pyfleet: out of memory\n");
         return CLI_EXIT_FAILURE;
     }
-    size_t errors_by_code[PF_ERROR_COUNT + 1] = {0};    //  last slot: unknown codes
+    size_t errors_by_code[PF_ERROR_COUNT + 1] = {0}; //  last slot: unknown codes
     size_t sent = 0, answered = 0, succeeded = 0, errors = 0;
     uint64_t first_id = 0;
     bool interrupted = false;
@@ -292,15 +302,13 @@ static int call_load (pf_client_t *client, const options_t *options, const void 
     while (answered < total) {
         while (sent < total && sent - answered < options->concurrency) {
             uint64_t id;
-            if (pf_send (client, options->service, options->command, args, args_size,
-                         &call_options, &id)
-                != 0) {
+            if (pf_send (client, options->service, options->command, args, args_size, &call_options,
+                         &id) != 0) {
                 fprintf (stderr, "pyfleet call: %s\n", pf_client_error (client));
                 exit_code = CLI_EXIT_USAGE;
                 goto done;
             }
-            if (sent == 0)
-                first_id = id;
+            if (sent == 0) first_id = id;
             sent_at[id - first_id] = zclock_usecs ();
             sent++;
         }
@@ -320,8 +328,8 @@ static int call_load (pf_client_t *client, const options_t *options, const void 
         answered++;
         pf_reply_destroy (&reply);
     }
-    double elapsed = (double) (zclock_usecs () - start) / 1e6;
-    double rate = elapsed > 0 ? (double) answered / elapsed : 0;
+    double elapsed = (double)(zclock_usecs () - start) / 1e6;
+    double rate = elapsed > 0 ? (double)answered / elapsed : 0;
     qsort (latencies, succeeded, sizeof *latencies, compare_int64);
     int64_t p50 = percentile (latencies, succeeded, 50);
     int64_t p99 = percentile (latencies, succeeded, 99);
@@ -339,19 +347,18 @@ static int call_load (pf_client_t *client, const options_t *options, const void 
             }
         printf ("},\"concurrency\":%llu,\"elapsed_s\":%.6f,\"req_per_s\":%.1f,"
                 "\"p50_us\":%lld,\"p99_us\":%lld,\"max_us\":%lld,\"interrupted\":%s}\n",
-                (unsigned long long) options->concurrency, elapsed, rate, (long long) p50,
-                (long long) p99, (long long) max, interrupted ? "true" : "false");
-    }
-    else {
+                (unsigned long long)options->concurrency, elapsed, rate, (long long)p50,
+                (long long)p99, (long long)max, interrupted ? "true" : "false");
+    } else {
         printf ("requests:   %zu answered of %zu, %llu in flight at most\n", answered, total,
-                (unsigned long long) options->concurrency);
+                (unsigned long long)options->concurrency);
         printf ("errors:     %zu", errors);
         for (int code = 0; code <= PF_ERROR_COUNT; code++)
             if (errors_by_code[code])
                 printf (" %s=%zu", pf_error_name (code), errors_by_code[code]);
         printf ("\nelapsed:    %.3f s%s\n", elapsed, interrupted ? " (interrupted)" : "");
         printf ("latency:    p50 %lld us, p99 %lld us, max %lld us (successful requests)\n",
-                (long long) p50, (long long) p99, (long long) max);
+                (long long)p50, (long long)p99, (long long)max);
         printf ("throughput: %.1f req/s\n", rate);
     }
     //  Exit with the most frequent error's code, so a script sees why.
@@ -360,8 +367,7 @@ static int call_load (pf_client_t *client, const options_t *options, const void 
     else if (errors) {
         int worst = 0;
         for (int code = 1; code <= PF_ERROR_COUNT; code++)
-            if (errors_by_code[code] > errors_by_code[worst])
-                worst = code;
+            if (errors_by_code[code] > errors_by_code[worst]) worst = code;
         exit_code = cli_exit_code (worst);
     }
 done:
@@ -377,8 +383,7 @@ int cli_call (int argc, char **argv)
     options_t options = {0};
     int rc = parse_options (argc, argv, &options);
     if (rc != 0) {
-        if (rc < 0)
-            fprintf (stderr, "Try 'pyfleet call --help'.\n");
+        if (rc < 0) fprintf (stderr, "Try 'pyfleet call --help'.\n");
         return rc < 0 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
     }
     //  Arguments are checked before anything is sent.

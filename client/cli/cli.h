@@ -11,18 +11,18 @@
 //  the table is printed by `pyfleet --help` and documented in docs/CLIENT.md.
 enum {
     CLI_EXIT_OK = 0,
-    CLI_EXIT_FAILURE = 1,      //  local failure: out of memory, unreadable reply
-    CLI_EXIT_USAGE = 2,        //  bad command line, invalid JSON arguments
-    CLI_EXIT_TIMEOUT = 3,      //  TIMEOUT
-    CLI_EXIT_BUSY = 4,         //  BUSY
-    CLI_EXIT_PYTHON = 5,       //  PYTHON_ERROR
-    CLI_EXIT_NOT_FOUND = 6,    //  UNKNOWN_SERVICE, UNKNOWN_COMMAND
-    CLI_EXIT_SESSION = 7,      //  SESSION_LOST
-    CLI_EXIT_WORKER = 8,       //  WORKER_LOST, BRIDGE_CRASHED
-    CLI_EXIT_CANCELLED = 9,    //  CANCELLED, SHUTTING_DOWN, interrupted
-    CLI_EXIT_REJECTED = 10,    //  BAD_REQUEST, TOO_LARGE (from the broker)
+    CLI_EXIT_FAILURE = 1,       //  local failure: out of memory, unreadable reply
+    CLI_EXIT_USAGE = 2,         //  bad command line, invalid JSON arguments
+    CLI_EXIT_TIMEOUT = 3,       //  TIMEOUT
+    CLI_EXIT_BUSY = 4,          //  BUSY
+    CLI_EXIT_PYTHON = 5,        //  PYTHON_ERROR
+    CLI_EXIT_NOT_FOUND = 6,     //  UNKNOWN_SERVICE, UNKNOWN_COMMAND
+    CLI_EXIT_SESSION = 7,       //  SESSION_LOST
+    CLI_EXIT_WORKER = 8,        //  WORKER_LOST, BRIDGE_CRASHED
+    CLI_EXIT_CANCELLED = 9,     //  CANCELLED, SHUTTING_DOWN, interrupted
+    CLI_EXIT_REJECTED = 10,     //  BAD_REQUEST, TOO_LARGE (from the broker)
     CLI_EXIT_UNAUTHORIZED = 11, //  UNAUTHORIZED
-    CLI_EXIT_INTERNAL = 12,    //  INTERNAL, or a code this tool does not know
+    CLI_EXIT_INTERNAL = 12,     //  INTERNAL, or a code this tool does not know
 };
 
 //  The text of the exit-code table, for --help.

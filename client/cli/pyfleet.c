@@ -44,33 +44,42 @@ static void print_usage (FILE *stream)
 int cli_exit_code (int error_code)
 {
     switch (error_code) {
-    case PF_OK: return CLI_EXIT_OK;
-    case PF_TIMEOUT: return CLI_EXIT_TIMEOUT;
-    case PF_BUSY: return CLI_EXIT_BUSY;
-    case PF_PYTHON_ERROR: return CLI_EXIT_PYTHON;
+    case PF_OK:
+        return CLI_EXIT_OK;
+    case PF_TIMEOUT:
+        return CLI_EXIT_TIMEOUT;
+    case PF_BUSY:
+        return CLI_EXIT_BUSY;
+    case PF_PYTHON_ERROR:
+        return CLI_EXIT_PYTHON;
     case PF_UNKNOWN_SERVICE:
-    case PF_UNKNOWN_COMMAND: return CLI_EXIT_NOT_FOUND;
-    case PF_SESSION_LOST: return CLI_EXIT_SESSION;
+    case PF_UNKNOWN_COMMAND:
+        return CLI_EXIT_NOT_FOUND;
+    case PF_SESSION_LOST:
+        return CLI_EXIT_SESSION;
     case PF_WORKER_LOST:
-    case PF_BRIDGE_CRASHED: return CLI_EXIT_WORKER;
+    case PF_BRIDGE_CRASHED:
+        return CLI_EXIT_WORKER;
     case PF_CANCELLED:
-    case PF_SHUTTING_DOWN: return CLI_EXIT_CANCELLED;
+    case PF_SHUTTING_DOWN:
+        return CLI_EXIT_CANCELLED;
     case PF_BAD_REQUEST:
-    case PF_TOO_LARGE: return CLI_EXIT_REJECTED;
-    case PF_UNAUTHORIZED: return CLI_EXIT_UNAUTHORIZED;
-    default: return CLI_EXIT_INTERNAL;
+    case PF_TOO_LARGE:
+        return CLI_EXIT_REJECTED;
+    case PF_UNAUTHORIZED:
+        return CLI_EXIT_UNAUTHORIZED;
+    default:
+        return CLI_EXIT_INTERNAL;
     }
 }
 
 int cli_parse_integer (const char *text, uint64_t min, uint64_t max, uint64_t *value_p)
 {
-    if (!text || *text < '0' || *text > '9')
-        return -1;
+    if (!text || *text < '0' || *text > '9') return -1;
     errno = 0;
     char *end;
     unsigned long long value = strtoull (text, &end, 10);
-    if (errno || *end || value < min || value > max)
-        return -1;
+    if (errno || *end || value < min || value > max) return -1;
     *value_p = value;
     return 0;
 }
@@ -82,13 +91,12 @@ int main (int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     const char *command = argv[1];
-    if (strcmp (command, "--help") == 0 || strcmp (command, "-h") == 0
-        || strcmp (command, "help") == 0) {
+    if (strcmp (command, "--help") == 0 || strcmp (command, "-h") == 0 ||
+        strcmp (command, "help") == 0) {
         print_usage (stdout);
         return CLI_EXIT_OK;
     }
-    if (strcmp (command, "call") == 0)
-        return cli_call (argc - 1, argv + 1);
+    if (strcmp (command, "call") == 0) return cli_call (argc - 1, argv + 1);
     fprintf (stderr, "pyfleet: unknown command '%s'\n\n", command);
     print_usage (stderr);
     return CLI_EXIT_USAGE;

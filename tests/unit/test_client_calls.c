@@ -79,7 +79,8 @@ static zframe_t *pack_python_error (void)
     msgpack_pack_str_with_body (&packer, "message", 7);
     msgpack_pack_str_with_body (&packer, "bad value", 9);
     msgpack_pack_str_with_body (&packer, "traceback", 9);
-    const char *traceback = "Traceback (most recent call last):\n  File \"x.py\"\nValueError: bad value\n";
+    const char *traceback =
+        "Traceback (most recent call last):\n  File \"x.py\"\nValueError: bad value\n";
     msgpack_pack_str_with_body (&packer, traceback, strlen (traceback));
     zframe_t *frame = zframe_new (buffer.data, buffer.size);
     msgpack_sbuffer_destroy (&buffer);
@@ -89,14 +90,13 @@ static zframe_t *pack_python_error (void)
 static void handle_request (zsock_t *router)
 {
     zmsg_t *msg = zmsg_recv (router);
-    if (!msg)
-        return;
+    if (!msg) return;
     zframe_t *identity = zmsg_pop (msg);
     pf_msg_t request;
     pf_msg_init (&request);
     char err[128];
-    if (pf_msg_decode (&request, &msg, 0, err, sizeof err) != PF_OK
-        || request.command != PF_C_REQUEST) {
+    if (pf_msg_decode (&request, &msg, 0, err, sizeof err) != PF_OK ||
+        request.command != PF_C_REQUEST) {
         zframe_destroy (&identity);
         pf_msg_reset (&request);
         return;
@@ -108,8 +108,7 @@ static void handle_request (zsock_t *router)
             reply_with (router, zframe_dup (identity), id, 0, zframe_dup (request.body));
         reply_with (router, identity, id, 0, request.body);
         request.body = NULL;
-    }
-    else if (streq (command, "rebound"))
+    } else if (streq (command, "rebound"))
         reply_with (router, identity, id, PF_REPLY_REBOUND, zframe_new ("\xc3", 1));
     else if (streq (command, "inspect"))
         reply_with (router, identity, id, 0, pack_inspect (&request));
@@ -123,15 +122,13 @@ static void handle_request (zsock_t *router)
             error.code = PF_PYTHON_ERROR;
             error.message = strdup ("bad value");
             error.detail = pack_python_error ();
-        }
-        else {
+        } else {
             error.code = PF_BUSY;
             error.message = strdup ("queue full, retry in 100 ms");
         }
         send_to (router, identity, &error);
         pf_msg_reset (&error);
-    }
-    else if (streq (command, "noisy")) {
+    } else if (streq (command, "noisy")) {
         zmsg_t *garbage = zmsg_new ();
         zmsg_addmem (garbage, "", 0);
         zmsg_addstr (garbage, "PFC1");
@@ -148,8 +145,7 @@ static void handle_request (zsock_t *router)
         pf_msg_reset (&worker);
         reply_with (router, identity, id, 0, request.body);
         request.body = NULL;
-    }
-    else    //  silent, and anything else
+    } else //  silent, and anything else
         zframe_destroy (&identity);
     pf_msg_reset (&request);
 }
@@ -159,7 +155,7 @@ static void fake_broker (zsock_t *pipe, void *endpoint)
     zsock_t *router = zsock_new (ZMQ_ROUTER);
     zsock_set_sndhwm (router, 200000);
     zsock_set_rcvhwm (router, 200000);
-    int rc = zsock_bind (router, "%s", (const char *) endpoint);
+    int rc = zsock_bind (router, "%s", (const char *)endpoint);
     zsock_signal (pipe, 0);
     zstr_send (pipe, rc >= 0 ? zsock_endpoint (router) : "");
     zpoller_t *poller = zpoller_new (pipe, router, NULL);
@@ -168,7 +164,7 @@ static void fake_broker (zsock_t *pipe, void *endpoint)
         if (which == router)
             handle_request (router);
         else
-            break;    //  $TERM from the pipe, or interrupted
+            break; //  $TERM from the pipe, or interrupted
     }
     zpoller_destroy (&poller);
     zsock_destroy (&router);
@@ -208,7 +204,9 @@ static int teardown (void **state)
 static void call_returns_the_result_body (void **state)
 {
     fixture_t *fixture = *state;
-    const char args[] = "\x82\xa1" "a\x01\xa1" "b\x92\xc3\xc0";    //  {"a":1,"b":[true,null]}
+    const char args[] = "\x82\xa1"
+                        "a\x01\xa1"
+                        "b\x92\xc3\xc0"; //  {"a":1,"b":[true,null]}
     pf_reply_t *reply = pf_call (fixture->client, "svc", "echo", args, sizeof args - 1, NULL);
     assert_true (pf_reply_ok (reply));
     assert_int_equal (pf_reply_code (reply), PF_OK);
@@ -357,12 +355,11 @@ static void ten_thousand_requests_in_flight_are_all_answered (void **state)
     enum { COUNT = 10000 };
     uint64_t first_id = 0;
     for (uint32_t i = 0; i < COUNT; i++) {
-        unsigned char body[5] = {0xce, (unsigned char) (i >> 24), (unsigned char) (i >> 16),
-                                 (unsigned char) (i >> 8), (unsigned char) i};    //  uint32 i
+        unsigned char body[5] = {0xce, (unsigned char)(i >> 24), (unsigned char)(i >> 16),
+                                 (unsigned char)(i >> 8), (unsigned char)i}; //  uint32 i
         uint64_t id;
         assert_int_equal (pf_send (fixture->client, "svc", "echo", body, 5, NULL, &id), 0);
-        if (i == 0)
-            first_id = id;
+        if (i == 0) first_id = id;
     }
     assert_int_equal (pf_client_outstanding (fixture->client), COUNT);
     static bool seen[COUNT];
@@ -378,8 +375,8 @@ static void ten_thousand_requests_in_flight_are_all_answered (void **state)
         size_t size;
         const unsigned char *body = pf_reply_body (reply, &size);
         assert_int_equal (size, 5);
-        uint32_t echoed = (uint32_t) body[1] << 24 | (uint32_t) body[2] << 16
-                          | (uint32_t) body[3] << 8 | body[4];
+        uint32_t echoed =
+            (uint32_t)body[1] << 24 | (uint32_t)body[2] << 16 | (uint32_t)body[3] << 8 | body[4];
         assert_int_equal (echoed, index);
         pf_reply_destroy (&reply);
     }
@@ -410,13 +407,13 @@ static void cancel_of_a_sent_request_still_gets_one_reply (void **state)
 //  it is reachable.
 static void requests_sent_before_the_broker_starts_are_delivered (void **state)
 {
-    (void) state;
-    char *endpoint = zsys_sprintf ("ipc:///tmp/pyfleet-test-client-%d.ipc", (int) getpid ());
+    (void)state;
+    char *endpoint = zsys_sprintf ("ipc:///tmp/pyfleet-test-client-%d.ipc", (int)getpid ());
     pf_client_t *client = pf_client_new (endpoint);
     pf_call_options_t options = {NULL, 5000, 0};
     uint64_t id;
     assert_int_equal (pf_send (client, "svc", "echo", "\x2a", 1, &options, &id), 0);
-    assert_null (pf_recv (client, 100));    //  nobody there yet
+    assert_null (pf_recv (client, 100)); //  nobody there yet
 
     zactor_t *broker = zactor_new (fake_broker, endpoint);
     char *bound = zstr_recv (broker);

@@ -28,7 +28,7 @@ static char *unused_endpoint (void)
 
 static void call_without_broker_times_out_locally_after_deadline_plus_margin (void **state)
 {
-    (void) state;
+    (void)state;
     char *endpoint = unused_endpoint ();
     pf_client_t *client = pf_client_new (endpoint);
     assert_non_null (client);
@@ -46,7 +46,7 @@ static void call_without_broker_times_out_locally_after_deadline_plus_margin (vo
     assert_null (pf_reply_body_json (reply));
     assert_in_range (elapsed, 300, 300 + PF_CLIENT_TIMEOUT_MARGIN_MS + 400);
     pf_reply_destroy (&reply);
-    pf_reply_destroy (&reply);    //  safe twice
+    pf_reply_destroy (&reply); //  safe twice
     assert_int_equal (pf_client_outstanding (client), 0);
     pf_client_destroy (&client);
     pf_client_destroy (&client);
@@ -55,12 +55,12 @@ static void call_without_broker_times_out_locally_after_deadline_plus_margin (vo
 
 static void client_timeout_is_the_default_deadline (void **state)
 {
-    (void) state;
+    (void)state;
     char *endpoint = unused_endpoint ();
     pf_client_t *client = pf_client_new (endpoint);
     assert_int_equal (pf_client_timeout (client), PF_CLIENT_DEFAULT_TIMEOUT_MS);
     pf_client_set_timeout (client, 200);
-    pf_client_set_timeout (client, 0);    //  ignored: must be > 0
+    pf_client_set_timeout (client, 0); //  ignored: must be > 0
     assert_int_equal (pf_client_timeout (client), 200);
     int64_t start = zclock_mono ();
     pf_reply_t *reply = pf_call (client, "svc", "echo", NULL, 0, NULL);
@@ -74,7 +74,7 @@ static void client_timeout_is_the_default_deadline (void **state)
 
 static void thousand_sends_get_exactly_one_timeout_each (void **state)
 {
-    (void) state;
+    (void)state;
     char *endpoint = unused_endpoint ();
     pf_client_t *client = pf_client_new (endpoint);
     pf_call_options_t options = {NULL, 300, PF_CALL_IDEMPOTENT};
@@ -83,9 +83,8 @@ static void thousand_sends_get_exactly_one_timeout_each (void **state)
     for (int i = 0; i < COUNT; i++) {
         uint64_t id;
         assert_int_equal (pf_send (client, "svc", "echo", NULL, 0, &options, &id), 0);
-        if (i == 0)
-            first_id = id;
-        assert_true (id == first_id + (uint64_t) i);    //  consecutive ids
+        if (i == 0) first_id = id;
+        assert_true (id == first_id + (uint64_t)i); //  consecutive ids
     }
     assert_int_equal (pf_client_outstanding (client), COUNT);
     static bool seen[COUNT];
@@ -114,7 +113,7 @@ static void thousand_sends_get_exactly_one_timeout_each (void **state)
 
 static void recv_returns_null_when_its_wait_ends_first (void **state)
 {
-    (void) state;
+    (void)state;
     char *endpoint = unused_endpoint ();
     pf_client_t *client = pf_client_new (endpoint);
     pf_call_options_t options = {NULL, 10000, 0};
@@ -125,19 +124,19 @@ static void recv_returns_null_when_its_wait_ends_first (void **state)
     assert_in_range (elapsed, 100, 600);
     assert_null (pf_recv (client, 0));
     assert_int_equal (pf_client_outstanding (client), 1);
-    pf_client_destroy (&client);    //  with a request outstanding: no leak, no hang
+    pf_client_destroy (&client); //  with a request outstanding: no leak, no hang
     zstr_free (&endpoint);
 }
 
 static void cancel_of_an_unsent_request_answers_it_once (void **state)
 {
-    (void) state;
+    (void)state;
     char *endpoint = unused_endpoint ();
     pf_client_t *client = pf_client_new (endpoint);
     uint64_t id;
     assert_int_equal (pf_send (client, "svc", "sleep", NULL, 0, NULL, &id), 0);
     assert_int_equal (pf_cancel (client, id), 0);
-    assert_int_equal (pf_cancel (client, id), -1);    //  already answered
+    assert_int_equal (pf_cancel (client, id), -1); //  already answered
     assert_true (strlen (pf_client_error (client)) > 0);
     pf_reply_t *reply = pf_recv (client, 1000);
     assert_non_null (reply);
@@ -153,7 +152,7 @@ static void cancel_of_an_unsent_request_answers_it_once (void **state)
 
 static void invalid_arguments_are_refused_before_sending (void **state)
 {
-    (void) state;
+    (void)state;
     char *endpoint = unused_endpoint ();
     pf_client_t *client = pf_client_new (endpoint);
     char long_name[PF_MAX_NAME_TEST + 2];
@@ -178,7 +177,7 @@ static void invalid_arguments_are_refused_before_sending (void **state)
     assert_true (pf_reply_local (reply));
     pf_reply_destroy (&reply);
     //  The size is checked before the bytes are read.
-    reply = pf_call (client, "svc", "echo", "x", (size_t) 64 * 1024 * 1024 + 1, NULL);
+    reply = pf_call (client, "svc", "echo", "x", (size_t)64 * 1024 * 1024 + 1, NULL);
     assert_int_equal (pf_reply_code (reply), PF_TOO_LARGE);
     pf_reply_destroy (&reply);
     pf_client_destroy (&client);
@@ -187,7 +186,7 @@ static void invalid_arguments_are_refused_before_sending (void **state)
 
 static void invalid_endpoint_gives_no_client (void **state)
 {
-    (void) state;
+    (void)state;
     assert_null (pf_client_new ("nonsense"));
     assert_null (pf_client_new (""));
     assert_null (pf_client_new (NULL));
