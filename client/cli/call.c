@@ -108,6 +108,9 @@ static int parse_options (int argc, char **argv, options_t *options)
     options->concurrency = 1;
     options->args = "{}";
 
+    //  getopt prefixes its messages with argv[0].
+    static char program_name[] = "pyfleet call";
+    argv[0] = program_name;
     optind = 1;
     opterr = 1;
     int option;
