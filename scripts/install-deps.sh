@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
     build-essential cmake pkg-config
     libzmq3-dev libczmq-dev libmsgpack-dev libcmocka-dev libjansson-dev
-    python3 python3-msgpack
+    python3 python3-msgpack python3-zmq
     valgrind procps tmux
 )
 

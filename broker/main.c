@@ -1,0 +1,170 @@
+/*  pyfleet-broker — binds one ROUTER for clients and worker agents and runs
+    the broker logic (pf_broker) around a single poll loop. */
+#include "pf_broker.h"
+#include "pf_log.h"
+#include "pf_proto.h"
+#include <getopt.h>
+#include <signal.h>
+
+static volatile sig_atomic_t interrupted = 0;
+
+static void on_signal (int sig)
+{
+    (void) sig;
+    interrupted = 1;
+}
+
+//  Never blocks: a slow or gone peer costs a counted failure, not a stall.
+//  ROUTER_MANDATORY makes an unroutable peer an error instead of a silent drop.
+static int router_send (void *arg, zframe_t *routing_id, zmsg_t *msg)
+{
+    zsock_t *router = arg;
+    int rc = zframe_send (&routing_id, router, ZFRAME_MORE | ZFRAME_REUSE | ZFRAME_DONTWAIT);
+    zframe_t *frame;
+    while (rc == 0 && (frame = zmsg_pop (msg))) {
+        int more = zmsg_size (msg) > 0 ? ZFRAME_MORE : 0;
+        rc = zframe_send (&frame, router, more | ZFRAME_DONTWAIT);
+        zframe_destroy (&frame);
+    }
+    zmsg_destroy (&msg);
+    return rc;
+}
+
+static void usage (FILE *out)
+{
+    fprintf (out,
+             "usage: pyfleet-broker [options]\n"
+             "  --bind EP          endpoint for clients and agents (default tcp://127.0.0.1:5555)\n"
+             "  --queue-max N      queued requests per service before BUSY (default 10000)\n"
+             "  --timeout MS       deadline of requests that set none (default 30000)\n"
+             "  --heartbeat MS     heartbeat interval with agents (default 1000)\n"
+             "  --liveness N       missed heartbeats before an agent is dead (default 3)\n"
+             "  --max-body BYTES   largest request or reply body (default 67108864)\n"
+             "  --log-level LEVEL  debug, info, warn or error (default info)\n");
+}
+
+//  Parses a whole decimal number in [min, max]; -1 if it is not one.
+static int parse_number (const char *text, long long min, long long max, long long *value)
+{
+    char *end;
+    errno = 0;
+    long long number = strtoll (text, &end, 10);
+    if (errno || end == text || *end || number < min || number > max)
+        return -1;
+    *value = number;
+    return 0;
+}
+
+int main (int argc, char *argv[])
+{
+    pf_broker_config_t config;
+    pf_broker_config_defaults (&config);
+    const char *bind = "tcp://127.0.0.1:5555";
+    int log_level = PF_LOG_INFO;
+
+    static struct option options[] = {
+        {"bind", required_argument, 0, 'b'},      {"queue-max", required_argument, 0, 'q'},
+        {"timeout", required_argument, 0, 't'},   {"heartbeat", required_argument, 0, 'h'},
+        {"liveness", required_argument, 0, 'l'},  {"max-body", required_argument, 0, 'm'},
+        {"log-level", required_argument, 0, 'L'}, {"help", no_argument, 0, 'H'},
+        {0, 0, 0, 0}};
+    int option, index = 0;
+    while ((option = getopt_long (argc, argv, "", options, &index)) != -1) {
+        long long value = 0;
+        int rc = 0;
+        switch (option) {
+        case 'b':
+            bind = optarg;
+            break;
+        case 'q':
+            rc = parse_number (optarg, 1, 100000000, &value);
+            config.queue_max = (size_t) value;
+            break;
+        case 't':
+            rc = parse_number (optarg, 1, UINT32_MAX, &value);
+            config.default_timeout_ms = (uint32_t) value;
+            break;
+        case 'h':
+            rc = parse_number (optarg, 10, 3600000, &value);
+            config.heartbeat_ms = (uint32_t) value;
+            break;
+        case 'l':
+            rc = parse_number (optarg, 1, 1000, &value);
+            config.liveness = (uint32_t) value;
+            break;
+        case 'm':
+            rc = parse_number (optarg, 1024, 1LL << 31, &value);
+            config.max_body = (size_t) value;
+            break;
+        case 'L':
+            log_level = pf_log_level_parse (optarg);
+            rc = log_level < 0 ? -1 : 0;
+            break;
+        case 'H':
+            usage (stdout);
+            return 0;
+        default:
+            usage (stderr);
+            return 2;
+        }
+        if (rc != 0) {
+            fprintf (stderr, "pyfleet-broker: invalid value '%s' for --%s\n", optarg,
+                     options[index].name);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf (stderr, "pyfleet-broker: unexpected argument '%s'\n", argv[optind]);
+        usage (stderr);
+        return 2;
+    }
+    pf_log_init ("broker", log_level);
+
+    //  Our own handlers, without SA_RESTART, so a signal interrupts the poll.
+    zsys_handler_set (NULL);
+    struct sigaction action = {.sa_handler = on_signal};
+    sigaction (SIGINT, &action, NULL);
+    sigaction (SIGTERM, &action, NULL);
+    signal (SIGPIPE, SIG_IGN);
+
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    zsock_set_router_mandatory (router, 1);
+    zsock_set_sndhwm (router, 1000000);
+    zsock_set_rcvhwm (router, 1000000);
+    zsock_set_linger (router, 0);
+    if (zsock_bind (router, "%s", bind) < 0) {
+        pf_error ("cannot bind %s: %s", bind, zmq_strerror (zmq_errno ()));
+        zsock_destroy (&router);
+        return 1;
+    }
+    pf_broker_t *broker = pf_broker_new (&config, router_send, router, zclock_mono ());
+    pf_info ("listening on %s (pid %d)", bind, getpid ());
+
+    int64_t next_tick = 0;
+    while (!interrupted) {
+        int64_t now = zclock_mono ();
+        if (now >= next_tick)
+            next_tick = now + pf_broker_tick (broker, now);
+        zmq_pollitem_t item = {zsock_resolve (router), 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll (&item, 1, next_tick - now);
+        if (rc < 0 && zmq_errno () != EINTR)
+            break;
+        //  Read a bounded batch, so timers still run under a flood.
+        for (int batch = 0; batch < 1000 && (zsock_events (router) & ZMQ_POLLIN); batch++) {
+            zmsg_t *msg = zmsg_recv (router);
+            if (!msg)
+                break;
+            pf_broker_handle (broker, &msg, zclock_mono ());
+        }
+    }
+    pf_info ("shutting down");
+    pf_broker_shutdown (broker);
+    pf_broker_stats_t stats;
+    pf_broker_stats (broker, &stats);
+    pf_info ("served %llu requests, %llu malformed messages, %llu send failures",
+             (unsigned long long) stats.requests, (unsigned long long) stats.malformed,
+             (unsigned long long) stats.send_failures);
+    pf_broker_destroy (&broker);
+    zsock_destroy (&router);
+    return 0;
+}

@@ -1,0 +1,67 @@
+/*  pf_broker — the broker's state and logic, without sockets.
+
+    The broker routes client REQUESTs to worker agents that have a free
+    bridge (credit-based: the broker only sends work to a bridge it knows is
+    idle, least recently used agent first), queues the rest per service
+    within a bound, answers every accepted request exactly once, expires
+    queued requests at their deadline, and tracks agents by heartbeat.
+
+    All I/O stays at the edge: pf_broker_handle takes one message as read from
+    the ROUTER socket (routing id first), and every outgoing message goes
+    through the send callback, so this module is tested without sockets. */
+#ifndef PF_BROKER_H_INCLUDED
+#define PF_BROKER_H_INCLUDED
+
+#include <czmq.h>
+#include <stdint.h>
+
+typedef struct _pf_broker_t pf_broker_t;
+
+typedef struct {
+    size_t queue_max;          //  queued requests per service (default 10 000)
+    uint32_t default_timeout_ms; //  deadline for requests that set none (30 000)
+    uint32_t heartbeat_ms;     //  broker<->agent heartbeat interval (1 000)
+    uint32_t liveness;         //  missed heartbeats before an agent is dead (3)
+    uint32_t inflight_grace_ms; //  after a running request's deadline, how long the agent gets to answer (1 500)
+    uint32_t startup_grace_ms; //  after start, requests for a service never seen yet wait for it (5 000)
+    size_t max_body;           //  largest body accepted (64 MiB)
+} pf_broker_config_t;
+
+//  Fills config with the defaults above.
+void pf_broker_config_defaults (pf_broker_config_t *config);
+
+//  Sends msg (which it takes and destroys) to the peer with routing_id.
+//  Returns 0, or -1 if the message could not be queued (it is freed then).
+typedef int(pf_broker_send_fn) (void *arg, zframe_t *routing_id, zmsg_t *msg);
+
+pf_broker_t *pf_broker_new (const pf_broker_config_t *config, pf_broker_send_fn *send, void *arg,
+                            int64_t now);
+void pf_broker_destroy (pf_broker_t **self_p);
+
+//  Handles one message read from the ROUTER (routing id frame first).
+//  Takes ownership of *msg_p and nulls it.
+void pf_broker_handle (pf_broker_t *self, zmsg_t **msg_p, int64_t now);
+
+//  Runs timers (deadlines, heartbeats, agent expiry). Returns the number of
+//  milliseconds until it next needs to run.
+int64_t pf_broker_tick (pf_broker_t *self, int64_t now);
+
+//  Says DISCONNECT to every agent (broker shutting down).
+void pf_broker_shutdown (pf_broker_t *self);
+
+//  Counters, for logs, tests and (later) the management endpoint.
+typedef struct {
+    uint64_t requests;        //  accepted client requests
+    uint64_t replies;         //  terminal answers sent, any kind
+    uint64_t errors[32];      //  terminal answers by pf_error_t code (errors[0] = successes)
+    uint64_t malformed;       //  messages dropped or refused as malformed
+    uint64_t send_failures;   //  outgoing messages that could not be queued
+    uint64_t late_replies;    //  agent answers for requests already answered
+    size_t agents;
+    size_t queued;
+    size_t inflight;
+} pf_broker_stats_t;
+
+void pf_broker_stats (pf_broker_t *self, pf_broker_stats_t *stats);
+
+#endif

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite: C units (cmocka, ctest), the Python runtime's unittest
+# suite, and the integration/fault tests against real processes on loopback,
+# first on the normal build, then the C units and integration tests again on
+# an ASan+UBSan build. Ends with one line "tests: N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3
+logs=$(mktemp -d)
+passed=0
+failed=0
+status=0
+
+# stage NAME COMMAND...: runs one stage, counts its tests from its output.
+stage() {
+    local name=$1
+    shift
+    echo "=== $name"
+    "$@" 2>&1 | tee "$logs/$name.log"
+    local rc=${PIPESTATUS[0]}
+    local ran fails
+    if grep -q "tests passed" "$logs/$name.log"; then # ctest
+        ran=$(grep -oE "failed out of [0-9]+" "$logs/$name.log" | tail -1 | grep -oE "[0-9]+$")
+        fails=$(grep -oE "[0-9]+ tests failed" "$logs/$name.log" | tail -1 | grep -oE "^[0-9]+")
+    else # unittest
+        ran=$(grep -oE "^Ran [0-9]+ test" "$logs/$name.log" | tail -1 | grep -oE "[0-9]+")
+        fails=$(grep -oE "(failures|errors)=[0-9]+" "$logs/$name.log" | grep -oE "[0-9]+" | awk '{s += $1} END {print s + 0}')
+    fi
+    ran=${ran:-0}
+    fails=${fails:-0}
+    if [ "$rc" -ne 0 ] && [ "$fails" -eq 0 ]; then fails=1; fi
+    passed=$((passed + ran - fails))
+    failed=$((failed + fails))
+    [ "$rc" -ne 0 ] && status=1
+    echo "=== $name: exit $rc"
+}
+
+./scripts/build.sh build || exit 1
+stage unit ctest --test-dir build --output-on-failure
+stage python $PY -m unittest discover -s tests/python -t . -v
+stage integration env PYFLEET_BUILD=build $PY -m unittest discover -s tests/integration -t . -v
+
+./scripts/build.sh build-asan -DPYFLEET_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug || exit 1
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+stage unit-asan ctest --test-dir build-asan --output-on-failure
+stage integration-asan env PYFLEET_BUILD=build-asan $PY -m unittest discover -s tests/integration -t . -v
+
+rm -rf "$logs"
+echo "tests: $passed passed, $failed failed"
+exit $status

@@ -1,0 +1,217 @@
+"""Start and stop a real pyfleet fleet (broker + worker agents) on loopback.
+
+Every wait is on an event (a log line, a reply) with a bounded timeout, and
+every process started here is stopped by its pid in stop(). The build tree
+is taken from $PYFLEET_BUILD (default: build/ at the repository root).
+"""
+
+import os
+import re
+import shlex
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import msgpack
+import zmq
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.abspath(os.environ.get("PYFLEET_BUILD", os.path.join(ROOT, "build")))
+BIN = os.path.join(BUILD, "bin")
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+PYTHON = "/usr/bin/python3"
+
+ERROR_CODES = ["OK", "BAD_REQUEST", "UNKNOWN_SERVICE", "UNKNOWN_COMMAND", "BUSY", "TIMEOUT",
+               "CANCELLED", "SESSION_LOST", "WORKER_LOST", "BRIDGE_CRASHED", "PYTHON_ERROR",
+               "TOO_LARGE", "UNAUTHORIZED", "SHUTTING_DOWN", "INTERNAL"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Process:
+    """A daemon whose stderr is collected line by line, so tests can wait on log events."""
+
+    def __init__(self, name, argv, env=None):
+        self.name = name
+        wrap = shlex.split(os.environ.get("PYFLEET_WRAP", ""))
+        self.proc = subprocess.Popen(wrap + argv, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     env=env)
+        self.pid = self.proc.pid
+        self.lines = []
+        self.cond = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self.cond:
+                self.lines.append(line)
+                self.cond.notify_all()
+        with self.cond:
+            self.cond.notify_all()
+
+    def count(self, pattern):
+        regex = re.compile(pattern)
+        with self.cond:
+            return sum(1 for line in self.lines if regex.search(line))
+
+    def wait_for(self, pattern, count=1, timeout=10.0):
+        """Waits until `count` log lines match `pattern`; returns them."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                found = [line for line in self.lines if regex.search(line)]
+                if len(found) >= count:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("%s: %d/%d lines matching %r within %.1f s; log tail:\n%s"
+                                         % (self.name, len(found), count, pattern, timeout,
+                                            "\n".join(self.lines[-30:])))
+                self.cond.wait(left)
+
+    def log(self):
+        with self.cond:
+            return "\n".join(self.lines)
+
+    def signal(self, sig):
+        if self.proc.poll() is None:
+            os.kill(self.pid, sig)
+
+    def stop(self, timeout=10.0):
+        """SIGTERM, then SIGKILL after timeout; returns the exit status."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.reader.join(5)
+        self.proc.stderr.close()
+        return self.proc.returncode
+
+
+class Fleet:
+    def __init__(self):
+        self.endpoint = "tcp://127.0.0.1:%d" % free_port()
+        self.broker = None
+        self.workers = []
+
+    def start_broker(self, *args):
+        self.broker = Process("broker", [os.path.join(BIN, "pyfleet-broker"),
+                                         "--bind", self.endpoint] + list(args))
+        self.broker.wait_for("listening on")
+        return self.broker
+
+    def start_worker(self, service="test", bridges=2, modules=(), args=(), wait_ready=True):
+        argv = [os.path.join(BIN, "pyfleet-worker"), "--broker", self.endpoint,
+                "--service", service, "--bridges", str(bridges), "--python", PYTHON]
+        for module in modules:
+            argv += ["--module", module]
+        worker = Process("worker%d" % len(self.workers), argv + list(args))
+        self.workers.append(worker)
+        if wait_ready:
+            worker.wait_for(r"-> ready after", count=bridges, timeout=30)
+            self.broker.wait_for(r"ready for '%s'" % re.escape(service),
+                                 count=len([w for w in self.workers]), timeout=10)
+        return worker
+
+    def cli(self, *args, stdin=None, timeout=60):
+        """Runs `pyfleet` with --broker; returns (exit status, stdout, stderr)."""
+        argv = [os.path.join(BIN, "pyfleet")] + list(args[:1]) + ["--broker", self.endpoint] \
+            + list(args[1:])
+        done = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout)
+        return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+    def client(self):
+        return RawClient(self.endpoint)
+
+    def stop(self):
+        statuses = [w.stop() for w in self.workers]
+        if self.broker:
+            statuses.append(self.broker.stop())
+        return statuses
+
+
+class RawClient:
+    """A PFC1 client written from docs/PROTOCOL.md, independent of the C codec,
+    that can also send deliberately malformed frames."""
+
+    def __init__(self, endpoint):
+        self.context = zmq.Context.instance()
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.connect(endpoint)
+        self.next_id = 1
+
+    def close(self):
+        self.socket.close(0)
+
+    def send_request(self, service, command, args=None, session="", timeout_ms=0, flags=0,
+                     request_id=None, raw_body=None):
+        if request_id is None:
+            request_id = self.next_id
+            self.next_id += 1
+        body = raw_body if raw_body is not None else msgpack.packb(
+            {} if args is None else args, use_bin_type=True)
+        self.socket.send_multipart([
+            b"", b"PFC1", b"\x01", struct.pack(">Q", request_id), service.encode(),
+            session.encode(), command.encode(), struct.pack(">I", timeout_ms),
+            struct.pack(">I", flags), body])
+        return request_id
+
+    def send_raw(self, frames):
+        self.socket.send_multipart(frames)
+
+    def recv(self, timeout=10.0):
+        """The next answer as a dict, or raises AssertionError after timeout."""
+        if not self.socket.poll(int(timeout * 1000)):
+            raise AssertionError("no answer within %.1f s" % timeout)
+        frames = self.socket.recv_multipart()
+        assert frames[0] == b"" and frames[1] == b"PFC1", frames[:3]
+        request_id = struct.unpack(">Q", frames[3])[0]
+        if frames[2] == b"\x02":
+            return {"id": request_id, "ok": True,
+                    "flags": struct.unpack(">I", frames[4])[0],
+                    "result": msgpack.unpackb(frames[5], raw=False) if frames[5] else None}
+        assert frames[2] == b"\x03", frames[2]
+        code = struct.unpack(">H", frames[4])[0]
+        return {"id": request_id, "ok": False, "code": ERROR_CODES[code],
+                "message": frames[5].decode(),
+                "detail": msgpack.unpackb(frames[6], raw=False) if frames[6] else None}
+
+    def call(self, service, command, args=None, **kw):
+        request_id = self.send_request(service, command, args, **kw)
+        reply = self.recv(timeout=kw.get("timeout_ms", 0) / 1000.0 + 10)
+        assert reply["id"] == request_id, (reply, request_id)
+        return reply
+
+
+def pid_alive(pid):
+    """True if pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def wait_until(predicate, timeout, interval=0.02):
+    """Polls a cheap predicate until true or timeout (bounded); returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
