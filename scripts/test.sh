@@ -19,9 +19,9 @@ stage() {
     "$@" 2>&1 | tee "$logs/$name.log"
     local rc=${PIPESTATUS[0]}
     local ran fails
-    if grep -q "tests passed" "$logs/$name.log"; then # ctest
-        ran=$(grep -oE "failed out of [0-9]+" "$logs/$name.log" | tail -1 | grep -oE "[0-9]+$")
-        fails=$(grep -oE "[0-9]+ tests failed" "$logs/$name.log" | tail -1 | grep -oE "^[0-9]+")
+    if grep -q "tests passed" "$logs/$name.log"; then # ctest -V: count cmocka's own lines
+        ran=$(grep -oE "\[  (PASSED|FAILED)  \] [0-9]+ test" "$logs/$name.log" | grep -oE "[0-9]+" | awk '{s += $1} END {print s + 0}')
+        fails=$(grep -oE "\[  FAILED  \] [0-9]+ test" "$logs/$name.log" | grep -oE "[0-9]+" | awk '{s += $1} END {print s + 0}')
     else # unittest
         ran=$(grep -oE "^Ran [0-9]+ test" "$logs/$name.log" | tail -1 | grep -oE "[0-9]+")
         fails=$(grep -oE "(failures|errors)=[0-9]+" "$logs/$name.log" | grep -oE "[0-9]+" | awk '{s += $1} END {print s + 0}')
@@ -36,13 +36,13 @@ stage() {
 }
 
 ./scripts/build.sh build || exit 1
-stage unit ctest --test-dir build --output-on-failure
-stage python $PY -m unittest discover -s tests/python -t . -v
+stage unit ctest --test-dir build -V
+stage python $PY -m unittest discover -s tests/python -v
 stage integration env PYFLEET_BUILD=build $PY -m unittest discover -s tests/integration -t . -v
 
 ./scripts/build.sh build-asan -DPYFLEET_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug || exit 1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-stage unit-asan ctest --test-dir build-asan --output-on-failure
+stage unit-asan ctest --test-dir build-asan -V
 stage integration-asan env PYFLEET_BUILD=build-asan $PY -m unittest discover -s tests/integration -t . -v
 
 rm -rf "$logs"

@@ -125,7 +125,7 @@ static bool slot_serving (slot_t *slot)
     return slot->state == BRIDGE_READY || slot->state == BRIDGE_BUSY;
 }
 
-//  The serving bridges as msgpack [[index, generation, 0], ...].
+//  The serving bridges as msgpack [[index, generation, state], ...].
 static zframe_t *roster_frame (agent_t *self)
 {
     msgpack_sbuffer buffer;
@@ -143,7 +143,8 @@ static zframe_t *roster_frame (agent_t *self)
         msgpack_pack_array (&packer, 3);
         msgpack_pack_uint32 (&packer, (uint32_t) slot->index);
         msgpack_pack_uint32 (&packer, slot->generation);
-        msgpack_pack_uint32 (&packer, 0);
+        const char *state = state_names[slot->state];
+        msgpack_pack_str_with_body (&packer, state, strlen (state));
     }
     zframe_t *frame = zframe_new (buffer.data, buffer.size);
     msgpack_sbuffer_destroy (&buffer);
