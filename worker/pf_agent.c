@@ -252,7 +252,10 @@ static void broker_lost (agent_t *self, const char *why, int64_t now)
 
 static void slot_set_state (slot_t *slot, bridge_state_t state, const char *reason, int64_t now)
 {
-    pf_info ("bridge %d gen %u: %s -> %s after %lld ms (%s)", slot->index, slot->generation,
+    //  ready <-> busy happens on every request: logged only at debug level.
+    bool routine = (slot->state == BRIDGE_READY && state == BRIDGE_BUSY)
+                || (slot->state == BRIDGE_BUSY && state == BRIDGE_READY);
+    pf_log (routine ? PF_LOG_DEBUG : PF_LOG_INFO, "bridge %d gen %u: %s -> %s after %lld ms (%s)", slot->index, slot->generation,
              state_names[slot->state], state_names[state], (long long) (now - slot->state_since),
              reason);
     slot->state = state;
