@@ -40,6 +40,12 @@ stage unit ctest --test-dir build -V
 stage python $PY -m unittest discover -s tests/python -v
 stage integration env PYFLEET_BUILD=build $PY -m unittest discover -s tests/integration -t . -v
 
+# The integration path under valgrind: a leak or memory error makes a daemon
+# exit 99, which the tests check.
+stage integration-valgrind env PYFLEET_BUILD=build \
+    PYFLEET_WRAP="valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99" \
+    $PY -m unittest tests.integration.test_end_to_end -v
+
 ./scripts/build.sh build-asan -DPYFLEET_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug || exit 1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 stage unit-asan ctest --test-dir build-asan -V

@@ -25,7 +25,11 @@ class EndToEnd(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.client.close()
-        cls.fleet.stop()
+        # A clean exit (0) also means no leak or memory error under valgrind
+        # or ASan, which make a daemon exit non-zero.
+        statuses = cls.fleet.stop()
+        if statuses != [0, 0]:
+            raise AssertionError("worker and broker exit statuses: %s" % statuses)
 
     def test_one_mib_payload_echoes_back_byte_exact(self):
         payload = os.urandom(1024 * 1024)
