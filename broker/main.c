@@ -36,6 +36,8 @@ static void usage (FILE *out)
              "usage: pyfleet-broker [options]\n"
              "  --bind EP          endpoint for clients and agents (default tcp://127.0.0.1:5555)\n"
              "  --queue-max N      queued requests per service before BUSY (default 10000)\n"
+             "  --session-queue-max N  waiting requests per session before BUSY (default 1000)\n"
+             "  --session-ttl S    idle sessions expire after S seconds (default 1800)\n"
              "  --timeout MS       deadline of requests that set none (default 30000)\n"
              "  --heartbeat MS     heartbeat interval with agents (default 1000)\n"
              "  --liveness N       missed heartbeats before an agent is dead (default 3)\n"
@@ -64,6 +66,8 @@ int main (int argc, char *argv[])
 
     static struct option options[] = {
         {"bind", required_argument, 0, 'b'},      {"queue-max", required_argument, 0, 'q'},
+        {"session-queue-max", required_argument, 0, 'Q'},
+        {"session-ttl", required_argument, 0, 's'},
         {"timeout", required_argument, 0, 't'},   {"heartbeat", required_argument, 0, 'h'},
         {"liveness", required_argument, 0, 'l'},  {"max-body", required_argument, 0, 'm'},
         {"log-level", required_argument, 0, 'L'}, {"help", no_argument, 0, 'H'},
@@ -79,6 +83,14 @@ int main (int argc, char *argv[])
         case 'q':
             rc = parse_number (optarg, 1, 100000000, &value);
             config.queue_max = (size_t) value;
+            break;
+        case 'Q':
+            rc = parse_number (optarg, 1, 100000000, &value);
+            config.session_queue_max = (size_t) value;
+            break;
+        case 's':
+            rc = parse_number (optarg, 1, 365LL * 24 * 3600, &value);
+            config.session_ttl_s = (uint32_t) value;
             break;
         case 't':
             rc = parse_number (optarg, 1, UINT32_MAX, &value);

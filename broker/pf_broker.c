@@ -1,4 +1,4 @@
-/*  pf_broker — routing, queueing, deadlines and agent tracking.
+/*  pf_broker — routing, sessions, queueing, deadlines and agent tracking.
 
     Credits without prefetch: an agent lists the bridges that serve (HEARTBEAT)
     and the broker sends a bridge at most one request at a time, so the broker
@@ -6,11 +6,26 @@
     agent's buffer behind a slow one. Agents of a service are kept in LRU
     order; a dispatch moves the chosen agent to the end.
 
+    Where a request waits:
+    - no session: in its service's queue, until any idle bridge takes it;
+    - a session's requests form a chain (FIFO, one at a time). Only the head
+      is active. An unbound session's head waits in the service queue and
+      binds the session to the bridge that takes it; a bound session's head
+      waits in that bridge's own pending list, which a bridge serves before
+      the service queue;
+    - a broadcast request's copies wait in every serving bridge's pending list.
+
+    Sessions are checked lazily: a session names (agent serial, bridge,
+    generation), and a binding whose agent is gone or whose bridge moved to
+    another generation is found stale on its next use. So losing an agent
+    costs O(its bridges), not O(sessions), and a session costs only its table
+    entry. Idle sessions expire in LRU order (the TTL is the same for all).
+
     Every accepted request is answered exactly once: by the agent's REPLY or
     ERROR, or by the broker itself (queue deadline, in-flight deadline plus a
-    grace, agent lost). A request the broker already answered stays in the
-    table, marked answered, until its agent reports back or dies, so a late
-    reply is recognised and dropped, never delivered twice. */
+    grace, agent lost, cancel). A request the broker already answered stays
+    in the table, marked answered, until its agent reports back or dies, so a
+    late reply is recognised and dropped, never delivered twice. */
 #include "pf_broker.h"
 #include "pf_error.h"
 #include "pf_log.h"
@@ -22,16 +37,20 @@
 
 typedef struct _agent_t agent_t;
 typedef struct _service_t service_t;
+typedef struct _session_t session_t;
 typedef struct _request_t request_t;
 
 typedef struct {
     uint32_t generation;
     bool serving;       //  listed in the agent's last HEARTBEAT
+    bool draining;      //  serves only the sessions bound to it
     request_t *request; //  the request it runs, if any
+    zlistx_t *pending;  //  requests only this bridge may run (created on demand)
 } bridge_slot_t;
 
 struct _agent_t {
     char key[2 * 256 + 1]; //  routing id in hex, the agents table key
+    uint64_t serial;       //  unique per registration; sessions name it
     zframe_t *routing_id;
     char agent_id[PF_MAX_NAME + 1];
     char host[PF_MAX_NAME + 1];
@@ -51,33 +70,66 @@ struct _service_t {
     zlistx_t *agents; //  agent_t, least recently used first
 };
 
+//  Kept small: a million live sessions must be cheap.
+struct _session_t {
+    session_t *older, *newer; //  LRU list, oldest first
+    request_t *head, *tail;   //  waiting chain; head is the active request
+    uint64_t agent_serial;    //  0 while unbound
+    uint32_t bridge, generation;
+    uint32_t count; //  requests in the chain
+    int64_t last_used;
+    char key[]; //  service length byte, service, session id, NUL
+};
+
 struct _request_t {
     uint64_t id;      //  broker-wide, used towards agents
     zframe_t *client; //  routing id; NULL once answered
     pf_msg_t msg;     //  the client's REQUEST (service, session, command, body...)
     service_t *service;
+    session_t *session;
+    request_t *session_next;
+    request_t *parent; //  broadcast copy: the request it answers into
     int64_t deadline;
-    void *queue_handle; //  in service->queue while queued
-    agent_t *agent;     //  while running
+    zlistx_t *queue; //  service queue or a bridge's pending list, while waiting
+    void *queue_handle;
+    agent_t *agent; //  while running
     uint32_t bridge;
     int attempts;
+    bool answered; //  its terminal answer went out (it may still run)
+    bool rebound;
+    char *cancel_key;
+    //  Broadcast parent: copies still out, and their results.
+    uint32_t remaining;
+    uint32_t result_count;
+    msgpack_sbuffer *results;
 };
 
 struct _pf_broker_t {
     pf_broker_config_t config;
     pf_broker_send_fn *send;
     void *send_arg;
-    zhashx_t *agents;   //  hex routing id -> agent_t
-    zhashx_t *services; //  name -> service_t
-    zhashx_t *requests; //  uint64 id -> request_t
+    zhashx_t *agents;    //  hex routing id -> agent_t
+    zhashx_t *serials;   //  serial -> agent_t
+    zhashx_t *services;  //  name -> service_t
+    zhashx_t *requests;  //  uint64 id -> request_t
+    zhashx_t *cancels;   //  "client hex/request id" -> request_t
+    zhashx_t *sessions;  //  key -> session_t
+    session_t *oldest, *newest;
     uint64_t next_id;
+    uint64_t next_serial;
     int64_t started;
     pf_broker_stats_t stats;
 };
 
+static void dispatch (pf_broker_t *self, service_t *service, int64_t now);
+static void run_bridge (pf_broker_t *self, agent_t *agent, uint32_t bridge, int64_t now);
+static void request_done (pf_broker_t *self, request_t *request, int64_t now);
+
 void pf_broker_config_defaults (pf_broker_config_t *config)
 {
     config->queue_max = 10000;
+    config->session_queue_max = 1000;
+    config->session_ttl_s = 1800;
     config->default_timeout_ms = 30000;
     config->heartbeat_ms = 1000;
     config->liveness = 3;
@@ -101,6 +153,31 @@ static int id_compare (const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static zhashx_t *id_table (void)
+{
+    zhashx_t *table = zhashx_new ();
+    zhashx_set_key_hasher (table, id_hash);
+    zhashx_set_key_comparator (table, id_compare);
+    zhashx_set_key_duplicator (table, NULL);
+    zhashx_set_key_destructor (table, NULL);
+    return table;
+}
+
+//  A session key: the service's length as one byte (never 0), the service,
+//  the session id, NUL. Unambiguous, and a plain C string for zhashx.
+static void session_key (char *key, const char *service, const char *session)
+{
+    size_t length = strlen (service);
+    key[0] = (char) length;
+    memcpy (key + 1, service, length);
+    strcpy (key + 1 + length, session);
+}
+
+static const char *session_id_of (session_t *session)
+{
+    return session->key + 1 + (unsigned char) session->key[0];
+}
+
 static void request_destroy (request_t **self_p)
 {
     request_t *self = *self_p;
@@ -108,6 +185,9 @@ static void request_destroy (request_t **self_p)
         return;
     zframe_destroy (&self->client);
     pf_msg_reset (&self->msg);
+    free (self->cancel_key);
+    if (self->results)
+        msgpack_sbuffer_free (self->results);
     free (self);
     *self_p = NULL;
 }
@@ -142,6 +222,8 @@ static void agent_free (void **item)
     agent_t *self = *item;
     if (!self)
         return;
+    for (uint32_t index = 0; index < self->bridge_count; index++)
+        zlistx_destroy (&self->bridges[index].pending);
     zframe_destroy (&self->routing_id);
     free (self->bridges);
     free (self);
@@ -159,14 +241,18 @@ pf_broker_t *pf_broker_new (const pf_broker_config_t *config, pf_broker_send_fn 
     self->send_arg = arg;
     self->agents = zhashx_new ();
     zhashx_set_destructor (self->agents, agent_free);
+    self->serials = id_table ();
     self->services = zhashx_new ();
     zhashx_set_destructor (self->services, service_destroy);
-    self->requests = zhashx_new ();
-    zhashx_set_key_hasher (self->requests, id_hash);
-    zhashx_set_key_comparator (self->requests, id_compare);
-    zhashx_set_key_duplicator (self->requests, NULL);
-    zhashx_set_key_destructor (self->requests, NULL);
+    self->requests = id_table ();
+    self->cancels = zhashx_new ();
+    zhashx_set_key_duplicator (self->cancels, NULL);
+    zhashx_set_key_destructor (self->cancels, NULL);
+    self->sessions = zhashx_new ();
+    zhashx_set_key_duplicator (self->sessions, NULL);
+    zhashx_set_key_destructor (self->sessions, NULL);
     self->next_id = 1;
+    self->next_serial = 1;
     self->started = now;
     return self;
 }
@@ -180,6 +266,12 @@ void pf_broker_destroy (pf_broker_t **self_p)
          request = zhashx_next (self->requests))
         request_destroy (&request);
     zhashx_destroy (&self->requests);
+    zhashx_destroy (&self->cancels);
+    for (session_t *session = zhashx_first (self->sessions); session;
+         session = zhashx_next (self->sessions))
+        free (session);
+    zhashx_destroy (&self->sessions);
+    zhashx_destroy (&self->serials);
     zhashx_destroy (&self->agents);
     zhashx_destroy (&self->services);
     free (self);
@@ -214,7 +306,7 @@ static void send_disconnect (pf_broker_t *self, zframe_t *routing_id, const char
 }
 
 //  Answers a client with an error; client and request id given directly so
-//  that malformed requests (never accepted) can be answered too.
+//  that requests never accepted can be answered too.
 static void send_client_error (pf_broker_t *self, zframe_t *client, uint64_t request_id, int code,
                                const char *message, zframe_t **detail_p)
 {
@@ -224,60 +316,305 @@ static void send_client_error (pf_broker_t *self, zframe_t *client, uint64_t req
     msg.command = PF_C_ERROR;
     msg.request_id = request_id;
     msg.code = (uint16_t) code;
-    msg.message = message && *message ? strdup (message) : NULL;
+    msg.message = message && *message ? strndup (message, PF_MAX_MESSAGE) : NULL;
     if (detail_p) {
         msg.detail = *detail_p;
         *detail_p = NULL;
     }
     send_to (self, client, &msg);
     pf_msg_reset (&msg);
+    self->stats.errors[code < 32 ? code : PF_INTERNAL]++;
 }
 
-//  Removes a request from the table and frees it.
-static void request_forget (pf_broker_t *self, request_t *request)
-{
-    zhashx_delete (self->requests, &request->id);
-    request_destroy (&request);
-}
-
-//  Gives the request its one terminal error answer. The request stays in
-//  the table if it still runs on an agent (to recognise the late reply).
-static void request_fail (pf_broker_t *self, request_t *request, int code, const char *message,
-                          zframe_t **detail_p)
-{
-    if (request->client) {
-        send_client_error (self, request->client, request->msg.request_id, code, message,
-                           detail_p);
-        zframe_destroy (&request->client);
-        self->stats.replies++;
-        self->stats.errors[code < 32 ? code : PF_INTERNAL]++;
-    }
-    if (!request->agent)
-        request_forget (self, request);
-}
-
-static void request_succeed (pf_broker_t *self, request_t *request, uint32_t flags,
-                             zframe_t **body_p)
+static void send_client_reply (pf_broker_t *self, request_t *request, uint32_t flags,
+                               zframe_t *body)
 {
     pf_msg_t msg;
     pf_msg_init (&msg);
     msg.proto = PF_PROTO_C;
     msg.command = PF_C_REPLY;
     msg.request_id = request->msg.request_id;
-    msg.flags = flags;
-    msg.body = *body_p;
-    *body_p = NULL;
+    msg.flags = flags | (request->rebound ? PF_REPLY_REBOUND : 0);
+    msg.body = body;
     send_to (self, request->client, &msg);
     pf_msg_reset (&msg);
-    zframe_destroy (&request->client);
-    self->stats.replies++;
     self->stats.errors[PF_OK]++;
+}
+
+//  --------------------------------------------------------------------------
+//  Requests: waiting, answering, forgetting
+
+static void request_enqueue (request_t *request, zlistx_t *queue, bool at_front)
+{
+    request->queue = queue;
+    request->queue_handle = at_front ? zlistx_add_start (queue, request)
+                                     : zlistx_add_end (queue, request);
+}
+
+static void request_dequeue (request_t *request)
+{
+    if (request->queue) {
+        zlistx_detach (request->queue, request->queue_handle);
+        request->queue = NULL;
+        request->queue_handle = NULL;
+    }
+}
+
+//  Frees a request that is answered and runs nowhere.
+static void request_forget (pf_broker_t *self, request_t *request)
+{
+    if (request->cancel_key)
+        zhashx_delete (self->cancels, request->cancel_key);
+    zhashx_delete (self->requests, &request->id);
+    request_destroy (&request);
+}
+
+//  Appends one broadcast copy's outcome to its parent's combined result; the
+//  last copy sends it.
+static void broadcast_collect (pf_broker_t *self, request_t *copy, int code, const char *message,
+                               zframe_t *body, int64_t now)
+{
+    request_t *parent = copy->parent;
+    msgpack_packer packer;
+    msgpack_packer_init (&packer, parent->results, msgpack_sbuffer_write);
+    msgpack_pack_map (&packer, 5);
+    msgpack_pack_str_with_body (&packer, "agent", 5);
+    msgpack_pack_str_with_body (&packer, copy->msg.agent_id, strlen (copy->msg.agent_id));
+    msgpack_pack_str_with_body (&packer, "bridge", 6);
+    msgpack_pack_uint32 (&packer, copy->bridge);
+    msgpack_pack_str_with_body (&packer, "ok", 2);
+    if (code == PF_OK)
+        msgpack_pack_true (&packer);
+    else
+        msgpack_pack_false (&packer);
+    if (code == PF_OK) {
+        msgpack_pack_str_with_body (&packer, "result", 6);
+        if (body && zframe_size (body))
+            msgpack_sbuffer_write (parent->results, (const char *) zframe_data (body),
+                                   zframe_size (body));
+        else
+            msgpack_pack_nil (&packer);
+    }
+    else {
+        msgpack_pack_str_with_body (&packer, "error", 5);
+        const char *name = pf_error_name (code);
+        msgpack_pack_str_with_body (&packer, name, strlen (name));
+    }
+    msgpack_pack_str_with_body (&packer, "message", 7);
+    message = message ? message : "";
+    msgpack_pack_str_with_body (&packer, message, strlen (message));
+    parent->result_count++;
+    if (--parent->remaining > 0)
+        return;
+    //  All copies are in: [{agent, bridge, ok, result|error, message}, ...]
+    if (!parent->answered) {
+        parent->answered = true;
+        msgpack_sbuffer head;
+        msgpack_sbuffer_init (&head);
+        msgpack_packer head_packer;
+        msgpack_packer_init (&head_packer, &head, msgpack_sbuffer_write);
+        msgpack_pack_array (&head_packer, parent->result_count);
+        zframe_t *combined = zframe_new (NULL, head.size + parent->results->size);
+        memcpy (zframe_data (combined), head.data, head.size);
+        memcpy (zframe_data (combined) + head.size, parent->results->data,
+                parent->results->size);
+        msgpack_sbuffer_destroy (&head);
+        send_client_reply (self, parent, 0, combined);
+        zframe_destroy (&parent->client);
+        self->stats.replies++;
+    }
+    request_done (self, parent, now);
+}
+
+//  The one terminal error answer of a request.
+static void request_fail (pf_broker_t *self, request_t *request, int code, const char *message,
+                          zframe_t **detail_p, int64_t now)
+{
+    if (request->answered)
+        ;
+    else if (request->parent) {
+        request->answered = true;
+        broadcast_collect (self, request, code, message, NULL, now);
+    }
+    else {
+        request->answered = true;
+        send_client_error (self, request->client, request->msg.request_id, code, message,
+                           detail_p);
+        zframe_destroy (&request->client);
+        self->stats.replies++;
+    }
+    request_done (self, request, now);
+}
+
+static void request_succeed (pf_broker_t *self, request_t *request, uint32_t flags,
+                             zframe_t **body_p, int64_t now)
+{
+    if (request->answered)
+        ;
+    else if (request->parent) {
+        request->answered = true;
+        broadcast_collect (self, request, PF_OK, NULL, *body_p, now);
+    }
+    else {
+        request->answered = true;
+        send_client_reply (self, request, flags, *body_p);
+        *body_p = NULL;
+        self->stats.replies++;
+    }
+    zframe_destroy (&request->client);
+    request_done (self, request, now);
+}
+
+//  --------------------------------------------------------------------------
+//  Sessions
+
+static void session_unlink (pf_broker_t *self, session_t *session)
+{
+    if (session->older)
+        session->older->newer = session->newer;
+    else
+        self->oldest = session->newer;
+    if (session->newer)
+        session->newer->older = session->older;
+    else
+        self->newest = session->older;
+    session->older = session->newer = NULL;
+}
+
+static void session_touch (pf_broker_t *self, session_t *session, int64_t now)
+{
+    session->last_used = now;
+    if (self->newest == session)
+        return;
+    session_unlink (self, session);
+    session->older = self->newest;
+    if (self->newest)
+        self->newest->newer = session;
+    self->newest = session;
+    if (!self->oldest)
+        self->oldest = session;
+}
+
+static session_t *session_require (pf_broker_t *self, const char *service, const char *id,
+                                   int64_t now)
+{
+    char key[2 * PF_MAX_NAME + 2];
+    session_key (key, service, id);
+    session_t *session = zhashx_lookup (self->sessions, key);
+    if (!session) {
+        size_t size = strlen (key) + 1;
+        session = calloc (1, sizeof *session + size);
+        memcpy (session->key, key, size);
+        zhashx_insert (self->sessions, session->key, session);
+        session_touch (self, session, now);
+    }
+    return session;
+}
+
+static void session_delete (pf_broker_t *self, session_t *session)
+{
+    session_unlink (self, session);
+    zhashx_delete (self->sessions, session->key);
+    free (session);
+}
+
+static void session_bind (session_t *session, agent_t *agent, uint32_t bridge)
+{
+    session->agent_serial = agent->serial;
+    session->bridge = bridge;
+    session->generation = agent->bridges[bridge].generation;
+}
+
+//  The agent holding a bound session's bridge, or NULL if that bridge (this
+//  generation) is gone.
+static agent_t *session_holder (pf_broker_t *self, session_t *session)
+{
+    agent_t *agent = zhashx_lookup (self->serials, &session->agent_serial);
+    if (!agent || session->bridge >= agent->bridge_count)
+        return NULL;
+    bridge_slot_t *slot = &agent->bridges[session->bridge];
+    if (!slot->serving || slot->generation != session->generation)
+        return NULL;
+    return agent;
+}
+
+static void send_session_end (pf_broker_t *self, session_t *session, int64_t now)
+{
+    agent_t *agent = session_holder (self, session);
+    if (!agent)
+        return;
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_W;
+    msg.command = PF_W_SESSION_END;
+    snprintf (msg.session, sizeof msg.session, "%s", session_id_of (session));
+    msg.bridge = session->bridge;
+    msg.generation = session->generation;
+    send_to_agent (self, agent, &msg, now);
+    pf_msg_reset (&msg);
+}
+
+//  Makes a session's head request active: on its bridge if the session is
+//  bound there, in the service queue if unbound. A stale binding is a lost
+//  session: SESSION_LOST under hard affinity, a fresh binding under soft.
+static void session_activate (pf_broker_t *self, request_t *request, int64_t now)
+{
+    session_t *session = request->session;
+    if (session->agent_serial) {
+        agent_t *agent = session_holder (self, session);
+        if (agent) {
+            bridge_slot_t *slot = &agent->bridges[session->bridge];
+            if (!slot->pending)
+                slot->pending = zlistx_new ();
+            request_enqueue (request, slot->pending, false);
+            run_bridge (self, agent, session->bridge, now);
+            return;
+        }
+        self->stats.sessions_lost++;
+        session->agent_serial = 0;
+        if (!(request->msg.flags & PF_FLAG_SOFT)) {
+            request_fail (self, request, PF_SESSION_LOST,
+                          "the bridge holding this session is gone", NULL, now);
+            return;
+        }
+        request->rebound = true;
+    }
+    request_enqueue (request, request->service->queue, false);
+    dispatch (self, request->service, now);
+}
+
+//  A request of a session leaves the chain (answered, or about to be); the
+//  next one becomes active.
+static void session_advance (pf_broker_t *self, request_t *request, int64_t now)
+{
+    session_t *session = request->session;
+    request->session = NULL;
+    if (session->head != request)
+        return; //  never activated (refused before it joined)
+    session->head = request->session_next;
+    if (!session->head)
+        session->tail = NULL;
+    session->count--;
+    session_touch (self, session, now);
+    if (session->head)
+        session_activate (self, session->head, now);
 }
 
 //  --------------------------------------------------------------------------
 //  Dispatch
 
-//  The first agent in LRU order with an idle serving bridge, and that bridge.
+//  Called once a request has its terminal answer (and is no longer waiting):
+//  frees it unless it still runs, and moves its session along.
+static void request_done (pf_broker_t *self, request_t *request, int64_t now)
+{
+    request_dequeue (request);
+    if (request->session)
+        session_advance (self, request, now);
+    if (!request->agent)
+        request_forget (self, request);
+}
+
+//  The first agent in LRU order with an idle bridge that takes new work.
 static agent_t *find_idle_bridge (service_t *service, uint32_t *bridge_p)
 {
     for (agent_t *agent = zlistx_first (service->agents); agent;
@@ -285,7 +622,8 @@ static agent_t *find_idle_bridge (service_t *service, uint32_t *bridge_p)
         for (uint32_t step = 0; step < agent->bridge_count; step++) {
             uint32_t index = (agent->cursor + step) % agent->bridge_count;
             bridge_slot_t *slot = &agent->bridges[index];
-            if (slot->serving && !slot->request) {
+            if (slot->serving && !slot->draining && !slot->request
+                && !(slot->pending && zlistx_size (slot->pending))) {
                 agent->cursor = index + 1;
                 *bridge_p = index;
                 return agent;
@@ -302,6 +640,8 @@ static void start_request (pf_broker_t *self, request_t *request, agent_t *agent
     request->agent = agent;
     request->bridge = bridge;
     request->attempts++;
+    if (request->session && !request->session->agent_serial)
+        session_bind (request->session, agent, bridge);
     zlistx_move_end (agent->service->agents, agent->service_handle);
 
     pf_msg_t msg;
@@ -316,11 +656,27 @@ static void start_request (pf_broker_t *self, request_t *request, agent_t *agent
     int64_t left = request->deadline - now;
     msg.timeout_ms = (uint32_t) (left > 0 ? left : 1);
     msg.flags = request->msg.flags;
-    //  The body goes to the agent as is; a copy stays for a possible re-run
-    //  of an idempotent request on another agent.
+    //  A copy of the body stays for a possible re-run of an idempotent
+    //  request on another agent, and for the other broadcast copies.
     msg.body = request->msg.body ? zframe_dup (request->msg.body) : NULL;
     send_to_agent (self, agent, &msg, now);
     pf_msg_reset (&msg);
+}
+
+//  Gives an idle bridge its next request: its own pending list first (bound
+//  sessions, broadcast copies), then, unless it drains, the service queue.
+static void run_bridge (pf_broker_t *self, agent_t *agent, uint32_t bridge, int64_t now)
+{
+    bridge_slot_t *slot = &agent->bridges[bridge];
+    if (!slot->serving || slot->request)
+        return;
+    request_t *request = slot->pending ? zlistx_first (slot->pending) : NULL;
+    if (!request && !slot->draining)
+        request = zlistx_first (agent->service->queue);
+    if (!request)
+        return;
+    request_dequeue (request);
+    start_request (self, request, agent, bridge, now);
 }
 
 static void dispatch (pf_broker_t *self, service_t *service, int64_t now)
@@ -330,24 +686,55 @@ static void dispatch (pf_broker_t *self, service_t *service, int64_t now)
         agent_t *agent = find_idle_bridge (service, &bridge);
         if (!agent)
             return;
-        request_t *request = zlistx_detach (service->queue, NULL);
-        request->queue_handle = NULL;
+        request_t *request = zlistx_first (service->queue);
+        request_dequeue (request);
         start_request (self, request, agent, bridge, now);
     }
 }
 
-static void enqueue (service_t *service, request_t *request, bool at_front)
-{
-    request->queue_handle = at_front ? zlistx_add_start (service->queue, request)
-                                     : zlistx_add_end (service->queue, request);
-}
-
-//  Takes a request back from its agent's bridge (agent lost or the request
-//  never started). Idempotent or never-started requests run again.
+//  Takes a request off the bridge that ran it.
 static void request_unbind (request_t *request)
 {
     request->agent->bridges[request->bridge].request = NULL;
     request->agent = NULL;
+}
+
+//  A request that was waiting for, or running on, a bridge that is gone.
+//  ran: it may have started, so only idempotent requests run again.
+static void request_orphaned (pf_broker_t *self, request_t *request, bool ran, int64_t now)
+{
+    if (request->answered) {
+        request_done (self, request, now);
+        return;
+    }
+    bool may_rerun = !ran || (request->msg.flags & PF_FLAG_IDEMPOTENT);
+    if (request->parent)
+        request_fail (self, request, ran ? PF_WORKER_LOST : PF_SESSION_LOST,
+                      "the bridge went away", NULL, now);
+    else if (request->session) {
+        //  The binding is stale now; activation reports or rebinds it.
+        if (may_rerun && request->session->head == request)
+            session_activate (self, request, now);
+        else
+            request_fail (self, request, ran ? PF_WORKER_LOST : PF_SESSION_LOST,
+                          "the bridge holding this session is gone", NULL, now);
+    }
+    else if (may_rerun && request->attempts < 2)
+        request_enqueue (request, request->service->queue, true);
+    else
+        request_fail (self, request, PF_WORKER_LOST, "the agent running the request was lost",
+                      NULL, now);
+}
+
+//  A bridge stopped serving: its pending requests go elsewhere or fail.
+static void bridge_gone (pf_broker_t *self, agent_t *agent, uint32_t bridge, int64_t now)
+{
+    bridge_slot_t *slot = &agent->bridges[bridge];
+    request_t *request;
+    while (slot->pending && (request = zlistx_first (slot->pending))) {
+        request_dequeue (request);
+        request_orphaned (self, request, false, now);
+    }
 }
 
 //  --------------------------------------------------------------------------
@@ -357,20 +744,19 @@ static void agent_remove (pf_broker_t *self, agent_t *agent, const char *why, in
 {
     pf_info ("agent %s (%s pid %u) removed: %s", agent->agent_id, agent->host, agent->pid, why);
     service_t *service = agent->service;
-    for (uint32_t index = 0; index < agent->bridge_count; index++) {
-        request_t *request = agent->bridges[index].request;
-        if (!request)
-            continue;
-        request_unbind (request);
-        if (!request->client)
-            request_forget (self, request);
-        else if ((request->msg.flags & PF_FLAG_IDEMPOTENT) && request->attempts < 2)
-            enqueue (service, request, true);
-        else
-            request_fail (self, request, PF_WORKER_LOST, "the agent running the request was lost",
-                          NULL);
-    }
+    //  Out of the tables first, so sessions bound here read as lost.
+    zhashx_delete (self->serials, &agent->serial);
     zlistx_delete (service->agents, agent->service_handle);
+    for (uint32_t index = 0; index < agent->bridge_count; index++) {
+        bridge_slot_t *slot = &agent->bridges[index];
+        slot->serving = false;
+        request_t *request = slot->request;
+        if (request) {
+            request_unbind (request);
+            request_orphaned (self, request, true, now);
+        }
+        bridge_gone (self, agent, index, now);
+    }
     zhashx_delete (self->agents, agent->key);
     dispatch (self, service, now);
 }
@@ -389,6 +775,127 @@ static void routing_key (zframe_t *routing_id, char *key)
     key[2 * size] = 0;
 }
 
+//  Copies a msgpack str or bin object into text (at most size-1 bytes); -1
+//  if it is neither or too long.
+static int object_text (msgpack_object *object, char *text, size_t size)
+{
+    const char *data;
+    uint32_t length;
+    if (object->type == MSGPACK_OBJECT_STR) {
+        data = object->via.str.ptr;
+        length = object->via.str.size;
+    }
+    else if (object->type == MSGPACK_OBJECT_BIN) {
+        data = object->via.bin.ptr;
+        length = object->via.bin.size;
+    }
+    else
+        return -1;
+    if (length >= size || memchr (data, 0, length))
+        return -1;
+    memcpy (text, data, length);
+    text[length] = 0;
+    return 0;
+}
+
+//  Parses a msgpack array of arrays whose first two elements (after an
+//  optional leading string) are unsigned integers; calls fn for each entry.
+//  Returns the number of malformed entries, or -1 if the frame is not such
+//  an array at all.
+typedef void(entry_fn) (pf_broker_t *self, agent_t *agent, msgpack_object *entry, int64_t now);
+
+static int for_each_entry (pf_broker_t *self, agent_t *agent, zframe_t *frame, entry_fn *fn,
+                           int64_t now)
+{
+    if (!frame || zframe_size (frame) == 0)
+        return 0;
+    msgpack_unpacked result;
+    msgpack_unpacked_init (&result);
+    size_t offset = 0;
+    int rc = -1;
+    if (msgpack_unpack_next (&result, (const char *) zframe_data (frame), zframe_size (frame),
+                             &offset)
+            == MSGPACK_UNPACK_SUCCESS
+        && offset == zframe_size (frame) && result.data.type == MSGPACK_OBJECT_ARRAY) {
+        rc = 0;
+        for (uint32_t i = 0; i < result.data.via.array.size; i++) {
+            msgpack_object *entry = &result.data.via.array.ptr[i];
+            if (entry->type != MSGPACK_OBJECT_ARRAY || entry->via.array.size < 3)
+                rc++;
+            else
+                fn (self, agent, entry, now);
+        }
+    }
+    msgpack_unpacked_destroy (&result);
+    return rc;
+}
+
+//  READY's sessions entry [session, bridge, generation]: a restarted broker
+//  (or a re-registering agent) learns which bridge holds which session.
+static void adopt_session (pf_broker_t *self, agent_t *agent, msgpack_object *entry, int64_t now)
+{
+    msgpack_object *item = entry->via.array.ptr;
+    char id[PF_MAX_NAME + 1];
+    if (object_text (&item[0], id, sizeof id) != 0 || !*id
+        || item[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER
+        || item[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER
+        || item[1].via.u64 >= agent->bridge_count) {
+        self->stats.malformed++;
+        return;
+    }
+    session_t *session = session_require (self, agent->service->name, id, now);
+    session->agent_serial = agent->serial;
+    session->bridge = (uint32_t) item[1].via.u64;
+    session->generation = (uint32_t) item[2].via.u64;
+}
+
+//  HEARTBEAT's bridges entry [index, generation, state].
+static void update_bridge (pf_broker_t *self, agent_t *agent, msgpack_object *entry, int64_t now)
+{
+    (void) now;
+    msgpack_object *item = entry->via.array.ptr;
+    char state[32] = "";
+    if (item[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER
+        || item[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER
+        || item[0].via.u64 >= agent->bridge_count) {
+        self->stats.malformed++;
+        return;
+    }
+    object_text (&item[2], state, sizeof state);
+    bridge_slot_t *slot = &agent->bridges[item[0].via.u64];
+    slot->generation = (uint32_t) item[1].via.u64;
+    slot->serving = true;
+    slot->draining = strcmp (state, "draining") == 0;
+}
+
+static void handle_heartbeat (pf_broker_t *self, agent_t *agent, pf_msg_t *msg, int64_t now)
+{
+    if (!msg->bridges || zframe_size (msg->bridges) == 0)
+        return; //  a bare heartbeat: nothing changed
+    uint32_t count = agent->bridge_count;
+    uint32_t old_generation[count];
+    bool old_serving[count];
+    for (uint32_t index = 0; index < count; index++) {
+        old_generation[index] = agent->bridges[index].generation;
+        old_serving[index] = agent->bridges[index].serving;
+        agent->bridges[index].serving = false;
+    }
+    if (for_each_entry (self, agent, msg->bridges, update_bridge, now) < 0) {
+        self->stats.malformed++;
+        for (uint32_t index = 0; index < count; index++)
+            agent->bridges[index].serving = old_serving[index];
+        return;
+    }
+    for (uint32_t index = 0; index < count; index++) {
+        bridge_slot_t *slot = &agent->bridges[index];
+        if (old_serving[index] && (!slot->serving || slot->generation != old_generation[index]))
+            bridge_gone (self, agent, index, now);
+    }
+    for (uint32_t index = 0; index < count; index++)
+        run_bridge (self, agent, index, now);
+    dispatch (self, agent->service, now);
+}
+
 static void handle_ready (pf_broker_t *self, zframe_t *routing_id, const char *key, pf_msg_t *msg,
                           int64_t now)
 {
@@ -402,6 +909,7 @@ static void handle_ready (pf_broker_t *self, zframe_t *routing_id, const char *k
     }
     agent_t *agent = calloc (1, sizeof *agent);
     strcpy (agent->key, key);
+    agent->serial = self->next_serial++;
     agent->routing_id = zframe_dup (routing_id);
     memcpy (agent->agent_id, msg->agent_id, sizeof agent->agent_id);
     memcpy (agent->host, msg->host, sizeof agent->host);
@@ -413,46 +921,15 @@ static void handle_ready (pf_broker_t *self, zframe_t *routing_id, const char *k
     agent->expiry = now + (int64_t) self->config.heartbeat_ms * self->config.liveness;
     agent->last_sent = now;
     zhashx_insert (self->agents, agent->key, agent);
-    pf_info ("agent %s (%s pid %u) ready for '%s' with %u bridges", agent->agent_id, agent->host,
-             agent->pid, msg->service, msg->capacity);
+    zhashx_insert (self->serials, &agent->serial, agent);
+    if (for_each_entry (self, agent, msg->sessions, adopt_session, now) != 0)
+        self->stats.malformed++;
+    pf_info ("agent %s (%s pid %u) ready for '%s' with %u bridges, %zu sessions known",
+             agent->agent_id, agent->host, agent->pid, msg->service, msg->capacity,
+             zhashx_size (self->sessions));
 }
 
-//  HEARTBEAT lists the bridges that serve: a msgpack array of
-//  [index, generation, state] arrays. Bridges not listed do not serve.
-static int update_bridges (agent_t *agent, zframe_t *bridges)
-{
-    if (!bridges || zframe_size (bridges) == 0)
-        return 0;
-    msgpack_unpacked result;
-    msgpack_unpacked_init (&result);
-    size_t offset = 0;
-    int rc = -1;
-    if (msgpack_unpack_next (&result, (const char *) zframe_data (bridges), zframe_size (bridges),
-                             &offset) == MSGPACK_UNPACK_SUCCESS
-        && offset == zframe_size (bridges) && result.data.type == MSGPACK_OBJECT_ARRAY) {
-        msgpack_object_array *list = &result.data.via.array;
-        for (uint32_t index = 0; index < agent->bridge_count; index++)
-            agent->bridges[index].serving = false;
-        rc = 0;
-        for (uint32_t i = 0; i < list->size; i++) {
-            msgpack_object *entry = &list->ptr[i];
-            if (entry->type != MSGPACK_OBJECT_ARRAY || entry->via.array.size < 2
-                || entry->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER
-                || entry->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER
-                || entry->via.array.ptr[0].via.u64 >= agent->bridge_count) {
-                rc = -1;
-                continue;
-            }
-            bridge_slot_t *slot = &agent->bridges[entry->via.array.ptr[0].via.u64];
-            slot->generation = (uint32_t) entry->via.array.ptr[1].via.u64;
-            slot->serving = true;
-        }
-    }
-    msgpack_unpacked_destroy (&result);
-    return rc;
-}
-
-//  The request an agent answers, if it is the one that agent's bridge runs.
+//  The request an agent answers, if that agent runs it; taken off its bridge.
 static request_t *running_request (pf_broker_t *self, agent_t *agent, pf_msg_t *msg)
 {
     request_t *request = zhashx_lookup (self->requests, &msg->request_id);
@@ -464,36 +941,26 @@ static request_t *running_request (pf_broker_t *self, agent_t *agent, pf_msg_t *
     return request;
 }
 
-static void handle_agent_reply (pf_broker_t *self, agent_t *agent, pf_msg_t *msg, int64_t now)
+static void handle_agent_answer (pf_broker_t *self, agent_t *agent, pf_msg_t *msg, int64_t now)
 {
     request_t *request = running_request (self, agent, msg);
+    uint32_t bridge = request ? request->bridge : msg->bridge;
     if (request) {
-        if (request->client)
-            request_succeed (self, request, msg->flags, &msg->body);
-        else
+        if (request->answered) {
             self->stats.late_replies++;
-        request_forget (self, request);
-    }
-    dispatch (self, agent->service, now);
-}
-
-static void handle_agent_error (pf_broker_t *self, agent_t *agent, pf_msg_t *msg, int64_t now)
-{
-    request_t *request = running_request (self, agent, msg);
-    if (request) {
-        if (!request->client) {
-            self->stats.late_replies++;
-            request_forget (self, request);
+            request_done (self, request, now);
         }
-        else if (msg->code == PF_BUSY) {
+        else if (msg->command == PF_W_REPLY)
+            request_succeed (self, request, msg->flags, &msg->body, now);
+        else if (msg->code == PF_BUSY)
             //  The agent never started it (its bridge went away meanwhile).
-            request->attempts--;
-            enqueue (agent->service, request, true);
-        }
+            request_orphaned (self, request, false, now);
         else
             request_fail (self, request, msg->code < PF_ERROR_COUNT ? msg->code : PF_INTERNAL,
-                          msg->message, &msg->detail);
+                          msg->message, &msg->detail, now);
     }
+    if (bridge < agent->bridge_count)
+        run_bridge (self, agent, bridge, now);
     dispatch (self, agent->service, now);
 }
 
@@ -515,21 +982,27 @@ static void handle_agent (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg
     agent->expiry = now + (int64_t) self->config.heartbeat_ms * self->config.liveness;
     switch (msg->command) {
     case PF_W_HEARTBEAT:
-        if (update_bridges (agent, msg->bridges) != 0)
-            self->stats.malformed++;
-        dispatch (self, agent->service, now);
+        handle_heartbeat (self, agent, msg, now);
         break;
     case PF_W_REPLY:
-        handle_agent_reply (self, agent, msg, now);
-        break;
     case PF_W_ERROR:
-        handle_agent_error (self, agent, msg, now);
+        handle_agent_answer (self, agent, msg, now);
         break;
     case PF_W_DISCONNECT:
         agent_remove (self, agent, msg->message ? msg->message : "disconnected", now);
         break;
-    case PF_W_SESSION_LOST:
-        break; //  sessions are not bound yet
+    case PF_W_SESSION_LOST: {
+        //  Lazy checks find it stale anyway; this is only faster.
+        char session_key_text[2 * PF_MAX_NAME + 2];
+        session_key (session_key_text, agent->service->name, msg->session);
+        session_t *session = zhashx_lookup (self->sessions, session_key_text);
+        if (session && session->agent_serial == agent->serial && session->bridge == msg->bridge
+            && session->generation == msg->generation && session->count == 0) {
+            session_delete (self, session);
+            self->stats.sessions_lost++;
+        }
+        break;
+    }
     default:
         self->stats.malformed++;
         break;
@@ -538,6 +1011,78 @@ static void handle_agent (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg
 
 //  --------------------------------------------------------------------------
 //  Clients
+
+static request_t *request_new (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg,
+                               service_t *service, int64_t now)
+{
+    request_t *request = calloc (1, sizeof *request);
+    request->id = self->next_id++;
+    request->client = zframe_dup (routing_id);
+    request->msg = *msg; //  takes the body
+    pf_msg_init (msg);
+    request->service = service;
+    uint32_t timeout = request->msg.timeout_ms ? request->msg.timeout_ms
+                                               : self->config.default_timeout_ms;
+    request->deadline = now + timeout;
+    zhashx_insert (self->requests, &request->id, request);
+    return request;
+}
+
+static void index_for_cancel (pf_broker_t *self, request_t *request, zframe_t *routing_id)
+{
+    char key[2 * 256 + 24];
+    routing_key (routing_id, key);
+    snprintf (key + strlen (key), 24, "/%llu", (unsigned long long) request->msg.request_id);
+    request->cancel_key = strdup (key);
+    if (zhashx_insert (self->cancels, request->cancel_key, request) != 0) {
+        //  The client reused an id still in flight: cancel reaches the first.
+        free (request->cancel_key);
+        request->cancel_key = NULL;
+    }
+}
+
+//  A broadcast runs a copy on every bridge that serves the service now, each
+//  through its bridge's pending list, and answers one combined result.
+static void start_broadcast (pf_broker_t *self, request_t *request, int64_t now)
+{
+    request->results = msgpack_sbuffer_new ();
+    zlistx_t *targets = zlistx_new ();
+    for (agent_t *agent = zlistx_first (request->service->agents); agent;
+         agent = zlistx_next (request->service->agents))
+        for (uint32_t index = 0; index < agent->bridge_count; index++)
+            if (agent->bridges[index].serving) {
+                request_t *copy = calloc (1, sizeof *copy);
+                copy->id = self->next_id++;
+                copy->parent = request;
+                copy->service = request->service;
+                copy->deadline = request->deadline;
+                copy->bridge = index;
+                memcpy (&copy->msg, &request->msg, sizeof copy->msg);
+                copy->msg.session[0] = 0;
+                memcpy (copy->msg.agent_id, agent->agent_id, sizeof copy->msg.agent_id);
+                copy->msg.message = NULL;
+                copy->msg.body = request->msg.body ? zframe_dup (request->msg.body) : NULL;
+                copy->msg.detail = copy->msg.sessions = copy->msg.bridges = NULL;
+                zhashx_insert (self->requests, &copy->id, copy);
+                bridge_slot_t *slot = &agent->bridges[index];
+                if (!slot->pending)
+                    slot->pending = zlistx_new ();
+                request_enqueue (copy, slot->pending, false);
+                zlistx_add_end (targets, agent);
+                request->remaining++;
+            }
+    if (request->remaining == 0) {
+        request_fail (self, request, PF_UNKNOWN_SERVICE, "no bridge serves this service now",
+                      NULL, now);
+        zlistx_destroy (&targets);
+        return;
+    }
+    //  The parent itself never runs: it waits for its copies.
+    for (agent_t *agent = zlistx_first (targets); agent; agent = zlistx_next (targets))
+        for (uint32_t index = 0; index < agent->bridge_count; index++)
+            run_bridge (self, agent, index, now);
+    zlistx_destroy (&targets);
+}
 
 static void handle_client_request (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg,
                                    int64_t now)
@@ -549,49 +1094,77 @@ static void handle_client_request (pf_broker_t *self, zframe_t *routing_id, pf_m
                            "no agent serves this service", NULL);
         return;
     }
-    if (msg->flags & PF_FLAG_BROADCAST) {
-        send_client_error (self, routing_id, msg->request_id, PF_BAD_REQUEST,
-                           "broadcast is not supported by this broker yet", NULL);
-        return;
-    }
     if (!service)
         service = service_require (self, msg->service);
     if (zlistx_size (service->queue) >= self->config.queue_max) {
         send_client_error (self, routing_id, msg->request_id, PF_BUSY,
                            "service queue full; retry after 100 ms", NULL);
-        self->stats.errors[PF_BUSY]++;
         return;
     }
-    request_t *request = calloc (1, sizeof *request);
-    request->id = self->next_id++;
-    request->client = zframe_dup (routing_id);
-    request->msg = *msg; //  takes the body
-    pf_msg_init (msg);
-    request->service = service;
-    uint32_t timeout = request->msg.timeout_ms ? request->msg.timeout_ms
-                                               : self->config.default_timeout_ms;
-    request->deadline = now + timeout;
-    zhashx_insert (self->requests, &request->id, request);
-    self->stats.requests++;
-    enqueue (service, request, false);
-    dispatch (self, service, now);
-}
-
-static void handle_client_cancel (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg)
-{
-    //  Cancel is best effort and matched by the client's own id: find the
-    //  queued request among that client's (a linear scan until sessions and
-    //  cancel get their own index).
-    for (request_t *request = zhashx_first (self->requests); request;
-         request = zhashx_next (self->requests)) {
-        if (request->client && request->msg.request_id == msg->request_id
-            && zframe_eq (request->client, routing_id) && request->queue_handle) {
-            zlistx_delete (request->service->queue, request->queue_handle);
-            request->queue_handle = NULL;
-            request_fail (self, request, PF_CANCELLED, "cancelled by the client", NULL);
+    session_t *session = NULL;
+    if (*msg->session && !(msg->flags & PF_FLAG_BROADCAST)) {
+        session = session_require (self, msg->service, msg->session, now);
+        if (session->count >= self->config.session_queue_max) {
+            send_client_error (self, routing_id, msg->request_id, PF_BUSY,
+                               "session queue full; retry after 100 ms", NULL);
             return;
         }
     }
+    request_t *request = request_new (self, routing_id, msg, service, now);
+    index_for_cancel (self, request, routing_id);
+    self->stats.requests++;
+    if (request->msg.flags & PF_FLAG_BROADCAST)
+        start_broadcast (self, request, now);
+    else if (session) {
+        request->session = session;
+        if (session->tail)
+            session->tail->session_next = request;
+        else
+            session->head = request;
+        session->tail = request;
+        session->count++;
+        session_touch (self, session, now);
+        if (session->head == request)
+            session_activate (self, request, now);
+    }
+    else {
+        request_enqueue (request, service->queue, false);
+        dispatch (self, service, now);
+    }
+}
+
+//  Removes a request from its session chain without running it.
+static void session_remove (pf_broker_t *self, request_t *request, int64_t now)
+{
+    session_t *session = request->session;
+    if (session->head == request) {
+        session_advance (self, request, now);
+        return;
+    }
+    for (request_t *prev = session->head; prev; prev = prev->session_next)
+        if (prev->session_next == request) {
+            prev->session_next = request->session_next;
+            if (session->tail == request)
+                session->tail = prev;
+            session->count--;
+            break;
+        }
+    request->session = NULL;
+}
+
+static void handle_client_cancel (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg,
+                                  int64_t now)
+{
+    char key[2 * 256 + 24];
+    routing_key (routing_id, key);
+    snprintf (key + strlen (key), 24, "/%llu", (unsigned long long) msg->request_id);
+    request_t *request = zhashx_lookup (self->cancels, key);
+    if (!request || request->answered || request->results)
+        return; //  already answered, or a broadcast: cancel is best effort
+    if (request->session && request->session->head != request)
+        session_remove (self, request, now);
+    //  Queued: never runs. Running: answered now, its late reply dropped.
+    request_fail (self, request, PF_CANCELLED, "cancelled by the client", NULL, now);
 }
 
 void pf_broker_handle (pf_broker_t *self, zmsg_t **msg_p, int64_t now)
@@ -618,7 +1191,7 @@ void pf_broker_handle (pf_broker_t *self, zmsg_t **msg_p, int64_t now)
     else if (msg.command == PF_C_REQUEST)
         handle_client_request (self, routing_id, &msg, now);
     else if (msg.command == PF_C_CANCEL)
-        handle_client_cancel (self, routing_id, &msg);
+        handle_client_cancel (self, routing_id, &msg, now);
     else
         self->stats.malformed++; //  REPLY/ERROR are broker-to-client only
     pf_msg_reset (&msg);
@@ -628,15 +1201,17 @@ void pf_broker_handle (pf_broker_t *self, zmsg_t **msg_p, int64_t now)
 //  --------------------------------------------------------------------------
 //  Timers
 
-static void expire_queued (pf_broker_t *self, service_t *service, int64_t now)
+static void expire_waiting (pf_broker_t *self, zlistx_t *queue, int64_t now)
 {
-    request_t *request = zlistx_first (service->queue);
+    if (!queue)
+        return;
+    request_t *request = zlistx_first (queue);
     while (request) {
-        request_t *next = zlistx_next (service->queue);
+        request_t *next = zlistx_next (queue);
         if (request->deadline <= now) {
-            zlistx_delete (service->queue, request->queue_handle);
-            request->queue_handle = NULL;
-            request_fail (self, request, PF_TIMEOUT, "deadline passed while queued", NULL);
+            //  A removal may reshape the list: restart from its head.
+            request_fail (self, request, PF_TIMEOUT, "deadline passed while queued", NULL, now);
+            next = zlistx_first (queue);
         }
         request = next;
     }
@@ -646,10 +1221,11 @@ static void check_agent (pf_broker_t *self, agent_t *agent, int64_t now)
 {
     for (uint32_t index = 0; index < agent->bridge_count; index++) {
         request_t *request = agent->bridges[index].request;
-        if (request && request->client
+        if (request && !request->answered
             && request->deadline + self->config.inflight_grace_ms <= now)
             request_fail (self, request, PF_TIMEOUT, "deadline passed; the agent did not answer",
-                          NULL);
+                          NULL, now);
+        expire_waiting (self, agent->bridges[index].pending, now);
     }
     if (now - agent->last_sent >= self->config.heartbeat_ms) {
         pf_msg_t msg;
@@ -660,11 +1236,41 @@ static void check_agent (pf_broker_t *self, agent_t *agent, int64_t now)
     }
 }
 
+static void expire_sessions (pf_broker_t *self, int64_t now)
+{
+    int64_t ttl = (int64_t) self->config.session_ttl_s * 1000;
+    //  Bounded per tick so a mass expiry cannot stall the loop.
+    for (int budget = 10000; budget > 0 && self->oldest; budget--) {
+        session_t *session = self->oldest;
+        if (session->last_used + ttl > now)
+            break;
+        if (session->count > 0) {
+            session_touch (self, session, now); //  busy: not idle
+            continue;
+        }
+        send_session_end (self, session, now);
+        session_delete (self, session);
+        self->stats.sessions_expired++;
+    }
+}
+
 int64_t pf_broker_tick (pf_broker_t *self, int64_t now)
 {
     for (service_t *service = zhashx_first (self->services); service;
          service = zhashx_next (self->services))
-        expire_queued (self, service, now);
+        expire_waiting (self, service->queue, now);
+    //  Requests queued behind a session's active one wait in no list: found
+    //  through the requests table (live requests, not all sessions).
+    zlistx_t *expired = zlistx_new ();
+    for (request_t *request = zhashx_first (self->requests); request;
+         request = zhashx_next (self->requests))
+        if (request->session && request->session->head != request && request->deadline <= now)
+            zlistx_add_end (expired, request);
+    for (request_t *request = zlistx_first (expired); request; request = zlistx_next (expired)) {
+        session_remove (self, request, now);
+        request_fail (self, request, PF_TIMEOUT, "deadline passed while queued", NULL, now);
+    }
+    zlistx_destroy (&expired);
 
     //  Collect expired agents first: removal changes the table being walked.
     zlistx_t *dead = zlistx_new ();
@@ -677,6 +1283,7 @@ int64_t pf_broker_tick (pf_broker_t *self, int64_t now)
     for (agent_t *agent = zlistx_first (dead); agent; agent = zlistx_next (dead))
         agent_remove (self, agent, "heartbeat expired", now);
     zlistx_destroy (&dead);
+    expire_sessions (self, now);
 
     //  Queued and running requests have deadlines to watch at a fine grain;
     //  an idle broker only needs to heartbeat.
@@ -689,7 +1296,7 @@ void pf_broker_shutdown (pf_broker_t *self)
         send_disconnect (self, agent->routing_id, "broker shutting down");
     for (request_t *request = zhashx_first (self->requests); request;
          request = zhashx_next (self->requests))
-        if (request->client)
+        if (!request->answered && request->client)
             send_client_error (self, request->client, request->msg.request_id, PF_SHUTTING_DOWN,
                                "the broker is shutting down", NULL);
 }
@@ -698,6 +1305,7 @@ void pf_broker_stats (pf_broker_t *self, pf_broker_stats_t *stats)
 {
     *stats = self->stats;
     stats->agents = zhashx_size (self->agents);
+    stats->sessions = zhashx_size (self->sessions);
     stats->queued = 0;
     stats->inflight = 0;
     for (service_t *service = zhashx_first (self->services); service;

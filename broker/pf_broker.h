@@ -3,8 +3,10 @@
     The broker routes client REQUESTs to worker agents that have a free
     bridge (credit-based: the broker only sends work to a bridge it knows is
     idle, least recently used agent first), queues the rest per service
-    within a bound, answers every accepted request exactly once, expires
-    queued requests at their deadline, and tracks agents by heartbeat.
+    within a bound, keeps each session on the bridge that holds its state,
+    fans broadcast requests out to every bridge, answers every accepted
+    request exactly once, expires queued requests at their deadline and idle
+    sessions at their TTL, and tracks agents by heartbeat.
 
     All I/O stays at the edge: pf_broker_handle takes one message as read from
     the ROUTER socket (routing id first), and every outgoing message goes
@@ -19,6 +21,8 @@ typedef struct _pf_broker_t pf_broker_t;
 
 typedef struct {
     size_t queue_max;          //  queued requests per service (default 10 000)
+    size_t session_queue_max;  //  waiting requests per session (default 1 000)
+    uint32_t session_ttl_s;    //  idle sessions expire after this (default 1 800)
     uint32_t default_timeout_ms; //  deadline for requests that set none (30 000)
     uint32_t heartbeat_ms;     //  broker<->agent heartbeat interval (1 000)
     uint32_t liveness;         //  missed heartbeats before an agent is dead (3)
@@ -57,7 +61,10 @@ typedef struct {
     uint64_t malformed;       //  messages dropped or refused as malformed
     uint64_t send_failures;   //  outgoing messages that could not be queued
     uint64_t late_replies;    //  agent answers for requests already answered
+    uint64_t sessions_lost;   //  SESSION_LOST answers and soft rebinds
+    uint64_t sessions_expired;
     size_t agents;
+    size_t sessions;
     size_t queued;
     size_t inflight;
 } pf_broker_stats_t;
