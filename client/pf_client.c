@@ -46,27 +46,44 @@ _Static_assert(PF_CALL_BROADCAST == PF_FLAG_BROADCAST, "public flag matches wire
 
 typedef struct {
     uint64_t id;
+    uint32_t flags;       //  PF_CALL_* bits of the request
+    uint32_t attempts;    //  times it has been handed to the socket
     int64_t deadline;     //  zclock_mono () ms when the broker gives up
+    int64_t retry_at;     //  zclock_mono () ms of the next attempt, while waiting
     size_t heap_index;    //  position in the expiry heap
+    size_t retry_index;   //  position in the retry heap, while waiting
+    bool waiting;         //  in the retry heap
     zmsg_t *unsent;       //  encoded REQUEST still in the backlog, else NULL
+    zmsg_t *retained;     //  encoded REQUEST kept after sending, for a retry
     void *backlog_handle; //  its zlistx handle while unsent
 } request_t;
 
+//  A min-heap of requests, by deadline (expiry) or by retry time.
+typedef struct {
+    request_t **items;
+    size_t size;
+    size_t capacity;
+    bool by_retry;
+} heap_t;
+
 struct _pf_client_t {
     zsock_t *dealer;
+    zsock_t *monitor;   //  PAIR receiving the dealer's disconnect events
     uint32_t timeout_ms;
+    pf_retry_t retry;
     uint64_t next_id;
+    uint64_t random;    //  xorshift64 state for backoff jitter
     zhashx_t *requests; //  id -> request_t, owns them
-    request_t **heap;   //  min-heap by deadline
-    size_t heap_size;
-    size_t heap_capacity;
-    zlistx_t *backlog; //  request_t * waiting to be sent, in order
-    zlistx_t *ready;   //  pf_reply_t * waiting for pf_recv, owns them
+    heap_t expiry;      //  every outstanding request, by deadline
+    heap_t retries;     //  requests waiting to be sent again, by retry time
+    zlistx_t *backlog;  //  request_t * waiting to be sent, in order
+    zlistx_t *ready;    //  pf_reply_t * waiting for pf_recv, owns them
     char error[256];
 };
 
 struct _pf_reply_t {
     uint64_t request_id;
+    uint32_t attempts;
     int code;
     bool rebound;
     bool local;
@@ -248,69 +265,95 @@ bool pf_reply_local (pf_reply_t *self)
     return self->local;
 }
 
+uint32_t pf_reply_attempts (pf_reply_t *self)
+{
+    return self->attempts;
+}
+
 //  ---------------------------------------------------------------------------
-//  The expiry heap
+//  The heaps: expiry (every outstanding request) and retries (those waiting
+//  for their backoff to end). Each request records its index in each heap so
+//  removal is O(log n).
 
-static bool heap_less (request_t *a, request_t *b)
+static int64_t heap_key (heap_t *heap, request_t *request)
 {
-    return a->deadline < b->deadline || (a->deadline == b->deadline && a->id < b->id);
+    return heap->by_retry ? request->retry_at : request->deadline;
 }
 
-static void heap_place (pf_client_t *self, size_t index, request_t *request)
+static bool heap_less (heap_t *heap, request_t *a, request_t *b)
 {
-    self->heap[index] = request;
-    request->heap_index = index;
+    int64_t x = heap_key (heap, a), y = heap_key (heap, b);
+    return x < y || (x == y && a->id < b->id);
 }
 
-static void heap_sift_up (pf_client_t *self, size_t index)
+static void heap_place (heap_t *heap, size_t index, request_t *request)
 {
-    request_t *request = self->heap[index];
+    heap->items[index] = request;
+    if (heap->by_retry)
+        request->retry_index = index;
+    else
+        request->heap_index = index;
+}
+
+static size_t heap_index_of (heap_t *heap, request_t *request)
+{
+    return heap->by_retry ? request->retry_index : request->heap_index;
+}
+
+static void heap_sift_up (heap_t *heap, size_t index)
+{
+    request_t *request = heap->items[index];
     while (index > 0) {
         size_t parent = (index - 1) / 2;
-        if (!heap_less (request, self->heap[parent])) break;
-        heap_place (self, index, self->heap[parent]);
+        if (!heap_less (heap, request, heap->items[parent])) break;
+        heap_place (heap, index, heap->items[parent]);
         index = parent;
     }
-    heap_place (self, index, request);
+    heap_place (heap, index, request);
 }
 
-static void heap_sift_down (pf_client_t *self, size_t index)
+static void heap_sift_down (heap_t *heap, size_t index)
 {
-    request_t *request = self->heap[index];
+    request_t *request = heap->items[index];
     while (true) {
         size_t child = 2 * index + 1;
-        if (child >= self->heap_size) break;
-        if (child + 1 < self->heap_size && heap_less (self->heap[child + 1], self->heap[child]))
+        if (child >= heap->size) break;
+        if (child + 1 < heap->size && heap_less (heap, heap->items[child + 1], heap->items[child]))
             child++;
-        if (!heap_less (self->heap[child], request)) break;
-        heap_place (self, index, self->heap[child]);
+        if (!heap_less (heap, heap->items[child], request)) break;
+        heap_place (heap, index, heap->items[child]);
         index = child;
     }
-    heap_place (self, index, request);
+    heap_place (heap, index, request);
 }
 
-static int heap_push (pf_client_t *self, request_t *request)
+static int heap_push (heap_t *heap, request_t *request)
 {
-    if (self->heap_size == self->heap_capacity) {
-        size_t capacity = self->heap_capacity ? self->heap_capacity * 2 : 1024;
-        request_t **heap = realloc (self->heap, capacity * sizeof *heap);
-        if (!heap) return -1;
-        self->heap = heap;
-        self->heap_capacity = capacity;
+    if (heap->size == heap->capacity) {
+        size_t capacity = heap->capacity ? heap->capacity * 2 : 1024;
+        request_t **items = realloc (heap->items, capacity * sizeof *items);
+        if (!items) return -1;
+        heap->items = items;
+        heap->capacity = capacity;
     }
-    self->heap[self->heap_size] = request;
-    heap_sift_up (self, self->heap_size++);
+    heap->items[heap->size] = request;
+    heap_sift_up (heap, heap->size++);
     return 0;
 }
 
-static void heap_remove (pf_client_t *self, request_t *request)
+static void heap_remove (heap_t *heap, request_t *request)
 {
-    size_t index = request->heap_index;
-    request_t *last = self->heap[--self->heap_size];
-    if (index == self->heap_size) return;
-    heap_place (self, index, last);
-    heap_sift_up (self, index);
-    heap_sift_down (self, last->heap_index);
+    size_t index = heap_index_of (heap, request);
+    request_t *last = heap->items[--heap->size];
+    if (index == heap->size) return;
+    heap_place (heap, index, last);
+    heap_sift_up (heap, index);
+    heap_sift_down (heap, heap_index_of (heap, last));
+}
+
+static request_t *heap_top (heap_t *heap)
+{
+    return heap->size ? heap->items[0] : NULL;
 }
 
 //  ---------------------------------------------------------------------------
@@ -342,9 +385,11 @@ static request_t *request_find (pf_client_t *self, uint64_t id)
 //  Removes a request from every structure and frees it.
 static void request_forget (pf_client_t *self, request_t *request)
 {
-    heap_remove (self, request);
+    heap_remove (&self->expiry, request);
+    if (request->waiting) heap_remove (&self->retries, request);
     if (request->backlog_handle) zlistx_delete (self->backlog, request->backlog_handle);
     zmsg_destroy (&request->unsent);
+    zmsg_destroy (&request->retained);
     zhashx_delete (self->requests, &request->id);
     free (request);
 }
@@ -384,42 +429,161 @@ static void set_timeout_frame (zmsg_t *msg, uint32_t timeout_ms)
     }
 }
 
+
+//  True if the client may send requests more than once.
+static bool retry_enabled (pf_client_t *self)
+{
+    return self->retry.attempts > 1;
+}
+
 //  Sends what the socket takes from the backlog, in order. A request whose
-//  deadline has passed is dropped unsent; it times out from the heap.
+//  deadline has passed is dropped unsent; it times out from the expiry heap.
+//  With retries on, the encoded message is kept for a later attempt.
 static void flush_backlog (pf_client_t *self)
 {
     request_t *request;
     while ((request = zlistx_first (self->backlog))) {
         int64_t remaining = request->deadline - zclock_mono ();
+        bool sent = false;
         if (remaining > 0) {
             set_timeout_frame (request->unsent, (uint32_t)remaining);
             if (send_now (self, request->unsent) != 0) return;
+            sent = true;
+            request->attempts++;
         }
         zlistx_delete (self->backlog, request->backlog_handle);
         request->backlog_handle = NULL;
-        zmsg_destroy (&request->unsent);
+        if (sent && retry_enabled (self)) {
+            request->retained = request->unsent;
+            request->unsent = NULL;
+        } else
+            zmsg_destroy (&request->unsent);
     }
 }
 
+//  Next pseudo-random number (xorshift64): jitter only, not security.
+static uint64_t next_random (pf_client_t *self)
+{
+    uint64_t x = self->random;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    self->random = x;
+    return x;
+}
+
+//  The wait before attempt number `attempt` (2 = the first retry): capped
+//  exponential backoff with "equal jitter", uniform in [b/2, b], so clients
+//  that failed together do not all come back in the same millisecond.
+static int64_t backoff_ms (pf_client_t *self, uint32_t attempt)
+{
+    uint64_t backoff = self->retry.base_ms ? self->retry.base_ms : 1;
+    for (uint32_t i = 2; i < attempt && backoff < self->retry.cap_ms; i++)
+        backoff *= 2;
+    if (self->retry.cap_ms && backoff > self->retry.cap_ms) backoff = self->retry.cap_ms;
+    uint64_t half = backoff / 2;
+    return (int64_t)(backoff - half + (half ? next_random (self) % (half + 1) : 0));
+}
+
+//  True if an error proves the request did not run, or the request may run
+//  twice and the error says its run was lost.
+static bool error_is_retryable (request_t *request, int code)
+{
+    if (code == PF_BUSY) return true; //  refused at the door: never queued
+    if (!(request->flags & PF_CALL_IDEMPOTENT)) return false;
+    return code == PF_WORKER_LOST || code == PF_BRIDGE_CRASHED || code == PF_SHUTTING_DOWN;
+}
+
+//  Schedules another attempt of a sent request if the policy allows one and
+//  it can start before the deadline. Returns true if scheduled.
+static bool schedule_retry (pf_client_t *self, request_t *request)
+{
+    if (!request->retained || request->waiting || request->attempts >= self->retry.attempts)
+        return false;
+    int64_t retry_at = zclock_mono () + backoff_ms (self, request->attempts + 1);
+    //  A retry that cannot start before the deadline only turns a clear error
+    //  into a TIMEOUT: report the error instead.
+    if (retry_at >= request->deadline) return false;
+    request->retry_at = retry_at;
+    if (heap_push (&self->retries, request) != 0) return false;
+    request->waiting = true;
+    return true;
+}
+
+//  Moves requests whose backoff has ended to the backlog and sends them.
+static void resend_due (pf_client_t *self, int64_t now)
+{
+    request_t *request;
+    while ((request = heap_top (&self->retries)) && request->retry_at <= now) {
+        heap_remove (&self->retries, request);
+        request->waiting = false;
+        request->unsent = request->retained;
+        request->retained = NULL;
+        request->backlog_handle = zlistx_add_end (self->backlog, request);
+    }
+    flush_backlog (self);
+}
+
+//  The connection to the broker dropped: requests in flight on it will never
+//  be answered. Idempotent ones are sent again (after a backoff, to the next
+//  connection); the others may have run, so they wait for their deadline.
+static void connection_lost (pf_client_t *self)
+{
+    for (request_t *request = zhashx_first (self->requests); request;
+         request = zhashx_next (self->requests))
+        if ((request->flags & PF_CALL_IDEMPOTENT) && request->retained)
+            schedule_retry (self, request);
+}
+
+//  Reads the socket monitor's events; acts on disconnections.
+static void read_monitor (pf_client_t *self)
+{
+    zmsg_t *event;
+    while ((event = zmsg_recv_nowait (self->monitor))) {
+        zframe_t *head = zmsg_first (event);
+        if (head && zframe_size (head) >= 2) {
+            uint16_t id;
+            memcpy (&id, zframe_data (head), 2); //  native byte order, by libzmq's contract
+            if (id == ZMQ_EVENT_DISCONNECTED) connection_lost (self);
+        }
+        zmsg_destroy (&event);
+    }
+}
+
+//  The earliest time the client must act: a local timeout or a retry.
+static int64_t next_event_at (pf_client_t *self)
+{
+    request_t *expiring = heap_top (&self->expiry);
+    request_t *retrying = heap_top (&self->retries);
+    int64_t at = expiring ? expiring->deadline + PF_CLIENT_TIMEOUT_MARGIN_MS : INT64_MAX;
+    if (retrying && retrying->retry_at < at) at = retrying->retry_at;
+    return at;
+}
+
 //  Waits up to timeout_ms for input, or for room to send when the backlog is
-//  not empty. Returns ZMQ_POLLIN/ZMQ_POLLOUT bits, 0 on timeout or a stray
-//  signal (callers loop), -1 on error or interrupt.
+//  not empty. Returns ZMQ_POLLIN/ZMQ_POLLOUT bits, 0 on timeout, a stray
+//  signal or a monitor event (callers loop), -1 on error or interrupt.
 static int wait_socket (pf_client_t *self, int64_t timeout_ms)
 {
-    zmq_pollitem_t item = {zsock_resolve (self->dealer), 0, ZMQ_POLLIN, 0};
-    if (zlistx_size (self->backlog)) item.events |= ZMQ_POLLOUT;
+    zmq_pollitem_t items[2] = {
+        {zsock_resolve (self->dealer), 0, ZMQ_POLLIN, 0},
+        {zsock_resolve (self->monitor), 0, ZMQ_POLLIN, 0},
+    };
+    if (zlistx_size (self->backlog)) items[0].events |= ZMQ_POLLOUT;
     if (timeout_ms < 0) timeout_ms = 0;
-    int rc = zmq_poll (&item, 1, (long)timeout_ms);
+    int rc = zmq_poll (items, 2, (long)timeout_ms);
     //  Any signal interrupts the poll (SIGCHLD in a program that embeds us);
     //  only SIGINT/SIGTERM, which CZMQ's handler records, stop the wait.
     if (rc < 0 && errno == EINTR && !zsys_interrupted) return 0;
     if (rc < 0) return -1;
-    return item.revents;
+    if (items[1].revents & ZMQ_POLLIN) read_monitor (self);
+    return items[0].revents;
 }
 
 //  Reads one message. Returns the reply it carries if it answers an
 //  outstanding request (which is then forgotten), else NULL: malformed
-//  messages, other commands and late replies are dropped.
+//  messages, other commands and late replies are dropped, and an error that
+//  the retry policy covers schedules the request again.
 static pf_reply_t *receive_reply (pf_client_t *self)
 {
     zmsg_t *msg = zmsg_recv_nowait (self->dealer);
@@ -432,9 +596,18 @@ static pf_reply_t *receive_reply (pf_client_t *self)
         decoded.proto == PF_PROTO_C &&
         (decoded.command == PF_C_REPLY || decoded.command == PF_C_ERROR)) {
         request_t *request = request_find (self, decoded.request_id);
-        if (request) {
-            reply = reply_from_msg (&decoded);
-            if (reply) request_forget (self, request);
+        //  A request waiting for its retry has had its answer: drop duplicates.
+        if (request && !request->waiting && !request->unsent) {
+            bool retry = decoded.command == PF_C_ERROR &&
+                         error_is_retryable (request, decoded.code) &&
+                         schedule_retry (self, request);
+            if (!retry) {
+                reply = reply_from_msg (&decoded);
+                if (reply) {
+                    reply->attempts = request->attempts;
+                    request_forget (self, request);
+                }
+            }
         }
     }
     pf_msg_reset (&decoded);
@@ -445,10 +618,14 @@ static pf_reply_t *receive_reply (pf_client_t *self)
 //  memory, and then the request stays).
 static pf_reply_t *timeout_reply (pf_client_t *self, request_t *request)
 {
-    const char *message = request->unsent ? "deadline passed before the broker could be reached"
-                                          : "deadline passed with no reply from the broker";
+    const char *message = request->attempts == 0
+                              ? "deadline passed before the broker could be reached"
+                              : "deadline passed with no reply from the broker";
     pf_reply_t *reply = reply_new_local (request->id, PF_TIMEOUT, message);
-    if (reply) request_forget (self, request);
+    if (reply) {
+        reply->attempts = request->attempts;
+        request_forget (self, request);
+    }
     return reply;
 }
 
@@ -456,9 +633,8 @@ static pf_reply_t *timeout_reply (pf_client_t *self, request_t *request)
 //  TIMEOUT reply; else NULL.
 static pf_reply_t *expire_one (pf_client_t *self, int64_t now)
 {
-    if (self->heap_size == 0) return NULL;
-    request_t *request = self->heap[0];
-    if (now < request->deadline + PF_CLIENT_TIMEOUT_MARGIN_MS) return NULL;
+    request_t *request = heap_top (&self->expiry);
+    if (!request || now < request->deadline + PF_CLIENT_TIMEOUT_MARGIN_MS) return NULL;
     return timeout_reply (self, request);
 }
 
@@ -481,12 +657,21 @@ static void send_cancel (pf_client_t *self, uint64_t id)
 
 pf_client_t *pf_client_new (const char *endpoint)
 {
+    return pf_client_new_with (endpoint, NULL);
+}
+
+pf_client_t *pf_client_new_with (const char *endpoint, const pf_client_options_t *options)
+{
     if (!endpoint || !*endpoint) return NULL;
     pf_client_t *self = calloc (1, sizeof *self);
     if (!self) return NULL;
     self->timeout_ms = PF_CLIENT_DEFAULT_TIMEOUT_MS;
+    if (options && options->timeout_ms) self->timeout_ms = options->timeout_ms;
+    pf_client_set_retry (self, options ? &options->retry : NULL);
+    self->retries.by_retry = true;
     if (getrandom (&self->next_id, sizeof self->next_id, GRND_NONBLOCK) != sizeof self->next_id)
         self->next_id = (uint64_t)zclock_time () * 2654435761u ^ (uint64_t)getpid ();
+    self->random = self->next_id | 1; //  xorshift needs a non-zero state
     self->requests = zhashx_new ();
     self->backlog = zlistx_new ();
     self->ready = zlistx_new ();
@@ -503,6 +688,16 @@ pf_client_t *pf_client_new (const char *endpoint)
     zsock_set_sndhwm (self->dealer, CLIENT_HWM);
     zsock_set_rcvhwm (self->dealer, CLIENT_HWM);
     zsock_set_immediate (self->dealer, 1);
+
+    //  The monitor tells us when the broker connection drops, so idempotent
+    //  requests lost with it can be sent again at once, not at their deadline.
+    char monitor_endpoint[64];
+    snprintf (monitor_endpoint, sizeof monitor_endpoint, "inproc://pf-client-%p", (void *)self);
+    if (zmq_socket_monitor (zsock_resolve (self->dealer), monitor_endpoint,
+                            ZMQ_EVENT_DISCONNECTED) != 0)
+        goto failed;
+    self->monitor = zsock_new_pair (monitor_endpoint); //  connects
+    if (!self->monitor) goto failed;
     if (zsock_connect (self->dealer, "%s", endpoint) != 0) goto failed;
     return self;
 
@@ -515,13 +710,16 @@ void pf_client_destroy (pf_client_t **self_p)
 {
     if (!self_p || !*self_p) return;
     pf_client_t *self = *self_p;
-    while (self->heap_size)
-        request_forget (self, self->heap[0]);
+    while (self->expiry.size)
+        request_forget (self, self->expiry.items[0]);
     zhashx_destroy (&self->requests);
     zlistx_destroy (&self->backlog);
     zlistx_destroy (&self->ready);
+    if (self->dealer && self->monitor) zmq_socket_monitor (zsock_resolve (self->dealer), NULL, 0);
+    zsock_destroy (&self->monitor);
     zsock_destroy (&self->dealer);
-    free (self->heap);
+    free (self->expiry.items);
+    free (self->retries.items);
     free (self);
     *self_p = NULL;
 }
@@ -536,9 +734,26 @@ uint32_t pf_client_timeout (pf_client_t *self)
     return self->timeout_ms;
 }
 
+void pf_client_set_retry (pf_client_t *self, const pf_retry_t *retry)
+{
+    pf_retry_t policy = {1, PF_RETRY_DEFAULT_BASE_MS, PF_RETRY_DEFAULT_CAP_MS};
+    if (retry && retry->attempts > 1) {
+        policy.attempts = retry->attempts;
+        if (retry->base_ms) policy.base_ms = retry->base_ms;
+        if (retry->cap_ms) policy.cap_ms = retry->cap_ms;
+        if (policy.cap_ms < policy.base_ms) policy.cap_ms = policy.base_ms;
+    }
+    self->retry = policy;
+}
+
+pf_retry_t pf_client_retry (pf_client_t *self)
+{
+    return self->retry;
+}
+
 size_t pf_client_outstanding (pf_client_t *self)
 {
-    return self->heap_size + zlistx_size (self->ready);
+    return self->expiry.size + zlistx_size (self->ready);
 }
 
 const char *pf_client_error (pf_client_t *self)
@@ -554,12 +769,13 @@ const char *pf_client_error (pf_client_t *self)
 //  error code to report.
 static request_t *request_submit (pf_client_t *self, const char *service, const char *command,
                                   const void *args, size_t args_size,
-                                  const pf_call_options_t *options, int *code_p)
+                                  const pf_call_options_t *options, uint32_t extra_flags,
+                                  int *code_p)
 {
     self->error[0] = 0;
     *code_p = PF_BAD_REQUEST;
     const char *session = options && options->session ? options->session : "";
-    uint32_t flags = options ? options->flags : 0;
+    uint32_t flags = (options ? options->flags : 0) | extra_flags;
     uint32_t timeout_ms = options && options->timeout_ms ? options->timeout_ms : self->timeout_ms;
     size_t service_size = service ? strnlen (service, PF_MAX_NAME + 1) : 0;
     size_t command_size = command ? strnlen (command, PF_MAX_NAME + 1) : 0;
@@ -597,6 +813,7 @@ static request_t *request_submit (pf_client_t *self, const char *service, const 
     }
     if (self->next_id == 0) self->next_id++;
     request->id = self->next_id;
+    request->flags = flags;
     request->deadline = zclock_mono () + timeout_ms;
 
     pf_msg_t msg;
@@ -617,7 +834,7 @@ static request_t *request_submit (pf_client_t *self, const char *service, const 
         free (request);
         return NULL;
     }
-    if (heap_push (self, request) != 0) {
+    if (heap_push (&self->expiry, request) != 0) {
         zmsg_destroy (&request->unsent);
         free (request);
         snprintf (self->error, sizeof self->error, "out of memory");
@@ -634,7 +851,8 @@ int pf_send (pf_client_t *self, const char *service, const char *command, const 
              size_t args_size, const pf_call_options_t *options, uint64_t *request_id_p)
 {
     int code;
-    request_t *request = request_submit (self, service, command, args, args_size, options, &code);
+    request_t *request =
+        request_submit (self, service, command, args, args_size, options, 0, &code);
     if (!request) return -1;
     if (request_id_p) *request_id_p = request->id;
     return 0;
@@ -646,13 +864,13 @@ pf_reply_t *pf_recv (pf_client_t *self, int timeout_ms)
     while (true) {
         pf_reply_t *reply = zlistx_detach (self->ready, NULL);
         if (reply) return reply;
-        if (self->heap_size == 0) return NULL;
+        if (self->expiry.size == 0) return NULL;
         int64_t now = zclock_mono ();
         reply = expire_one (self, now);
         if (reply) return reply;
-        flush_backlog (self);
+        resend_due (self, now);
 
-        int64_t wait = self->heap[0]->deadline + PF_CLIENT_TIMEOUT_MARGIN_MS - now;
+        int64_t wait = next_event_at (self) - now;
         if (until >= 0 && until - now < wait) wait = until - now;
         int events = wait_socket (self, wait);
         if (events < 0) return NULL; //  interrupted
@@ -664,21 +882,28 @@ pf_reply_t *pf_recv (pf_client_t *self, int timeout_ms)
     }
 }
 
-pf_reply_t *pf_call (pf_client_t *self, const char *service, const char *command, const void *args,
-                     size_t args_size, const pf_call_options_t *options)
+//  Sends one request and waits for its reply (the body of pf_call and
+//  pf_broadcast).
+static pf_reply_t *call_with_flags (pf_client_t *self, const char *service, const char *command,
+                                    const void *args, size_t args_size,
+                                    const pf_call_options_t *options, uint32_t extra_flags)
 {
     int code;
-    request_t *request = request_submit (self, service, command, args, args_size, options, &code);
+    request_t *request =
+        request_submit (self, service, command, args, args_size, options, extra_flags, &code);
     if (!request) return reply_new_local (0, code, self->error);
     uint64_t id = request->id;
-    int64_t expiry = request->deadline + PF_CLIENT_TIMEOUT_MARGIN_MS;
     while (true) {
         int64_t now = zclock_mono ();
-        if (now >= expiry) return timeout_reply (self, request_find (self, id));
-        int events = wait_socket (self, expiry - now);
+        request = request_find (self, id);
+        if (now >= request->deadline + PF_CLIENT_TIMEOUT_MARGIN_MS)
+            return timeout_reply (self, request);
+        resend_due (self, now);
+        int events = wait_socket (self, next_event_at (self) - now);
         if (events < 0) {
             request = request_find (self, id);
-            if (request && !request->unsent) send_cancel (self, id);
+            if (request && request->attempts && !request->unsent && !request->waiting)
+                send_cancel (self, id);
             if (request) request_forget (self, request);
             return reply_new_local (id, PF_CANCELLED, "interrupted");
         }
@@ -688,7 +913,26 @@ pf_reply_t *pf_call (pf_client_t *self, const char *service, const char *command
             if (reply && pf_reply_request_id (reply) == id) return reply;
             if (reply) zlistx_add_end (self->ready, reply);
         }
+        //  Other requests' local timeouts are due too: keep them for pf_recv.
+        pf_reply_t *expired;
+        now = zclock_mono ();
+        while ((expired = expire_one (self, now))) {
+            if (pf_reply_request_id (expired) == id) return expired;
+            zlistx_add_end (self->ready, expired);
+        }
     }
+}
+
+pf_reply_t *pf_call (pf_client_t *self, const char *service, const char *command, const void *args,
+                     size_t args_size, const pf_call_options_t *options)
+{
+    return call_with_flags (self, service, command, args, args_size, options, 0);
+}
+
+pf_reply_t *pf_broadcast (pf_client_t *self, const char *service, const char *command,
+                          const void *args, size_t args_size, const pf_call_options_t *options)
+{
+    return call_with_flags (self, service, command, args, args_size, options, PF_CALL_BROADCAST);
 }
 
 int pf_cancel (pf_client_t *self, uint64_t request_id)
@@ -700,14 +944,17 @@ int pf_cancel (pf_client_t *self, uint64_t request_id)
                   (unsigned long long)request_id);
         return -1;
     }
-    if (request->unsent) {
-        //  It never left: answer it here, in its turn with other replies.
-        pf_reply_t *reply =
-            reply_new_local (request_id, PF_CANCELLED, "cancelled before it was sent");
+    if (request->unsent || request->waiting) {
+        //  Not at the broker now (never sent, or waiting to be sent again):
+        //  answer it here, in its turn with other replies.
+        pf_reply_t *reply = reply_new_local (request_id, PF_CANCELLED,
+                                             request->attempts ? "cancelled while waiting to retry"
+                                                               : "cancelled before it was sent");
         if (!reply) {
             snprintf (self->error, sizeof self->error, "out of memory");
             return -1;
         }
+        reply->attempts = request->attempts;
         request_forget (self, request);
         zlistx_add_end (self->ready, reply);
     } else

@@ -29,6 +29,13 @@
       times out without ever being sent, so a broker that comes back never
       runs work the caller has given up on.
 
+    - Retries (off by default, see pf_retry_t) happen only when they cannot
+      run work twice by surprise: after BUSY (the broker refused the request
+      at the door), or for requests flagged PF_CALL_IDEMPOTENT after
+      WORKER_LOST, BRIDGE_CRASHED, SHUTTING_DOWN or a dropped broker
+      connection. They use capped exponential backoff with jitter and stay
+      within the request's one deadline.
+
     Threads: a pf_client_t is like a ZeroMQ socket: use it from one thread at a
     time (create one client per thread). Replies are independent objects and
     can be handed to any thread. */
@@ -60,6 +67,27 @@ typedef struct _pf_reply_t pf_reply_t;
 #define PF_CLIENT_DEFAULT_TIMEOUT_MS 30000
 #define PF_CLIENT_TIMEOUT_MARGIN_MS  500
 
+//  Retry policy. attempts counts every send, the first included: 0 or 1
+//  means never retry. Before attempt n (n >= 2) the client waits a random
+//  time in [b/2, b] with b = min (cap_ms, base_ms * 2^(n-2)). A retry that
+//  could not start before the request's deadline is not made: the caller gets
+//  the error (BUSY...) instead. Zero base_ms/cap_ms take the defaults below.
+typedef struct {
+    uint32_t attempts;
+    uint32_t base_ms;
+    uint32_t cap_ms;
+} pf_retry_t;
+
+#define PF_RETRY_DEFAULT_BASE_MS 50
+#define PF_RETRY_DEFAULT_CAP_MS  2000
+
+//  Client options for pf_client_new_with. A NULL pointer or a zeroed struct
+//  means: PF_CLIENT_DEFAULT_TIMEOUT_MS, no retries.
+typedef struct {
+    uint32_t timeout_ms; //  default request timeout; 0 = PF_CLIENT_DEFAULT_TIMEOUT_MS
+    pf_retry_t retry;    //  retry policy; zeroed = never retry
+} pf_client_options_t;
+
 //  Per-request options. A NULL options pointer, or a zeroed struct, means: no
 //  session, the client's timeout, no flags.
 typedef struct {
@@ -77,6 +105,9 @@ typedef struct {
 //  made.
 pf_client_t *pf_client_new (const char *endpoint);
 
+//  Same, with options (default timeout, retry policy); NULL options = defaults.
+pf_client_t *pf_client_new_with (const char *endpoint, const pf_client_options_t *options);
+
 //  Destroys the client; outstanding requests are forgotten (pending sends are
 //  discarded: the socket does not linger). Nulls *self_p; safe on NULL.
 void pf_client_destroy (pf_client_t **self_p);
@@ -87,6 +118,11 @@ void pf_client_set_timeout (pf_client_t *self, uint32_t timeout_ms);
 
 //  Returns the default request timeout in ms.
 uint32_t pf_client_timeout (pf_client_t *self);
+
+//  Sets the retry policy (NULL = never retry); applies to requests sent from
+//  now on. pf_client_retry returns the policy in force (defaults filled in).
+void pf_client_set_retry (pf_client_t *self, const pf_retry_t *retry);
+pf_retry_t pf_client_retry (pf_client_t *self);
 
 //  Number of requests sent with pf_send that have not yet been returned by
 //  pf_recv (including those whose reply is waiting to be picked up).
@@ -106,6 +142,12 @@ const char *pf_client_error (pf_client_t *self);
 //  replies to requests sent with pf_send are kept for pf_recv.
 pf_reply_t *pf_call (pf_client_t *self, const char *service, const char *command, const void *args,
                      size_t args_size, const pf_call_options_t *options);
+
+//  Broadcast: pf_call with PF_CALL_BROADCAST, so the command runs on every
+//  bridge of the service (setup such as loading a model). The reply is the
+//  broker's answer for the whole broadcast.
+pf_reply_t *pf_broadcast (pf_client_t *self, const char *service, const char *command,
+                          const void *args, size_t args_size, const pf_call_options_t *options);
 
 //  Asynchronous send: queues one request and returns at once, setting
 //  *request_id_p (may be NULL) to its id. Ids are 64-bit, consecutive in send
@@ -169,9 +211,46 @@ char *pf_reply_body_json (pf_reply_t *self);
 //  affinity): any state the session held there is gone.
 bool pf_reply_rebound (pf_reply_t *self);
 
+//  How many times the request was sent (more than 1 after retries; 0 if it
+//  never left the client).
+uint32_t pf_reply_attempts (pf_reply_t *self);
+
 //  True if the client library made this reply itself (a local TIMEOUT,
 //  CANCELLED or BAD_REQUEST) rather than receiving it from the broker.
 bool pf_reply_local (pf_reply_t *self);
+
+//  ---------------------------------------------------------------------------
+//  Sessions: a handle naming one session of one service. Every call made
+//  through it carries the session id, so the broker runs them one at a time,
+//  in order, on the bridge that holds the session's state. The handle is a
+//  small local object: it borrows the client (destroy it first) and creating
+//  it sends nothing; the session exists on a bridge from its first request.
+
+typedef struct _pf_session_t pf_session_t;
+
+//  Opens a session handle for service. session_id NULL or "" makes a new
+//  unique id ("s-" and 32 hex digits); else 1..255 bytes. Returns NULL on
+//  invalid arguments or out of memory.
+pf_session_t *pf_session_new (pf_client_t *client, const char *service, const char *session_id);
+
+//  Destroys the handle only: the session's state stays on its bridge until
+//  pf_session_end or the broker's idle expiry. Nulls *self_p; safe on NULL.
+void pf_session_destroy (pf_session_t **self_p);
+
+//  The session id.
+const char *pf_session_id (pf_session_t *self);
+
+//  pf_call / pf_send in the session (options->session is ignored).
+pf_reply_t *pf_session_call (pf_session_t *self, const char *command, const void *args,
+                             size_t args_size, const pf_call_options_t *options);
+int pf_session_send (pf_session_t *self, const char *command, const void *args,
+                     size_t args_size, const pf_call_options_t *options, uint64_t *request_id_p);
+
+//  Ends the session: calls the built-in `session_end` command in it, so the
+//  bridge runs its session_end hooks and frees the state. Returns that reply
+//  (a result {"ended": true|false}, or an error); never NULL except out of
+//  memory. The handle stays valid; a later call starts the session afresh.
+pf_reply_t *pf_session_end (pf_session_t *self, uint32_t timeout_ms);
 
 #ifdef __cplusplus
 }
