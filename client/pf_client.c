@@ -935,6 +935,40 @@ pf_reply_t *pf_broadcast (pf_client_t *self, const char *service, const char *co
     return call_with_flags (self, service, command, args, args_size, options, PF_CALL_BROADCAST);
 }
 
+//  Packs JSON arguments as msgpack; -1 with self->error set if invalid.
+static int pack_json_args (pf_client_t *self, const char *json_args, void **args_p,
+                           size_t *size_p)
+{
+    const char *json = json_args ? json_args : "{}";
+    char err[200];
+    if (pf_json_to_msgpack (json, strlen (json), args_p, size_p, err, sizeof err) == 0) return 0;
+    snprintf (self->error, sizeof self->error, "arguments are not valid JSON: %s", err);
+    return -1;
+}
+
+pf_reply_t *pf_call_json (pf_client_t *self, const char *service, const char *command,
+                          const char *json_args, const pf_call_options_t *options)
+{
+    void *args;
+    size_t args_size;
+    if (pack_json_args (self, json_args, &args, &args_size) != 0)
+        return reply_new_local (0, PF_BAD_REQUEST, self->error);
+    pf_reply_t *reply = pf_call (self, service, command, args, args_size, options);
+    free (args);
+    return reply;
+}
+
+int pf_send_json (pf_client_t *self, const char *service, const char *command,
+                  const char *json_args, const pf_call_options_t *options, uint64_t *request_id_p)
+{
+    void *args;
+    size_t args_size;
+    if (pack_json_args (self, json_args, &args, &args_size) != 0) return -1;
+    int rc = pf_send (self, service, command, args, args_size, options, request_id_p);
+    free (args);
+    return rc;
+}
+
 int pf_cancel (pf_client_t *self, uint64_t request_id)
 {
     self->error[0] = 0;

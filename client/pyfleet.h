@@ -143,6 +143,16 @@ const char *pf_client_error (pf_client_t *self);
 pf_reply_t *pf_call (pf_client_t *self, const char *service, const char *command, const void *args,
                      size_t args_size, const pf_call_options_t *options);
 
+//  pf_call and pf_send with arguments given as JSON text (NULL means {}),
+//  converted to msgpack as docs/CLIENT.md says. Invalid JSON gives a local
+//  BAD_REQUEST reply (pf_call_json) or -1 (pf_send_json; see pf_client_error)
+//  and sends nothing.
+pf_reply_t *pf_call_json (pf_client_t *self, const char *service, const char *command,
+                          const char *json_args, const pf_call_options_t *options);
+int pf_send_json (pf_client_t *self, const char *service, const char *command,
+                  const char *json_args, const pf_call_options_t *options,
+                  uint64_t *request_id_p);
+
 //  Broadcast: pf_call with PF_CALL_BROADCAST, so the command runs on every
 //  bridge of the service (setup such as loading a model). The reply is the
 //  broker's answer for the whole broadcast.
