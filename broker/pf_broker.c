@@ -886,11 +886,16 @@ static void handle_heartbeat (pf_broker_t *self, agent_t *agent, pf_msg_t *msg, 
             agent->bridges[index].serving = old_serving[index];
         return;
     }
+    uint32_t serving_before = 0, serving_now = 0;
     for (uint32_t index = 0; index < count; index++) {
         bridge_slot_t *slot = &agent->bridges[index];
+        serving_before += old_serving[index];
+        serving_now += slot->serving;
         if (old_serving[index] && (!slot->serving || slot->generation != old_generation[index]))
             bridge_gone (self, agent, index, now);
     }
+    if (serving_now != serving_before)
+        pf_info ("agent %s: %u of %u bridges serving", agent->agent_id, serving_now, count);
     for (uint32_t index = 0; index < count; index++)
         run_bridge (self, agent, index, now);
     dispatch (self, agent->service, now);

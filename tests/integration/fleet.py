@@ -123,8 +123,10 @@ class Fleet:
         self.workers.append(worker)
         if wait_ready:
             worker.wait_for(r"-> ready after", count=bridges, timeout=30)
-            self.broker.wait_for(r"ready for '%s'" % re.escape(service),
-                                 count=len([w for w in self.workers]), timeout=10)
+            agent = re.search(r"agent (\S+) serving", worker.wait_for(r"agent \S+ serving")[0])
+            # Ready once the broker knows every bridge serves, not just the agent.
+            self.broker.wait_for(r"agent %s: %d of \d+ bridges serving"
+                                 % (re.escape(agent.group(1)), bridges), timeout=10)
         return worker
 
     def cli(self, *args, stdin=None, timeout=60):

@@ -1,0 +1,213 @@
+"""The broker with real agents and bridges on 127.0.0.1: credit dispatch,
+session affinity, lost sessions, backpressure and deadlines, heartbeats,
+broadcast, cancel."""
+
+import collections
+import os
+import signal
+import time
+import unittest
+
+from tests.integration.fleet import FIXTURES, Fleet, wait_until
+
+MODULES = [os.path.join(FIXTURES, "faults.py"), os.path.join(FIXTURES, "broker_cmds.py")]
+IDEMPOTENT, SOFT, BROADCAST = 0x01, 0x02, 0x04
+
+
+class FleetCase(unittest.TestCase):
+    broker_args = ()
+
+    def setUp(self):
+        self.fleet = Fleet()
+        self.fleet.start_broker(*self.broker_args)
+        self.clients = []
+
+    def tearDown(self):
+        for client in self.clients:
+            client.close()
+        self.fleet.stop()
+
+    def client(self):
+        client = self.fleet.client()
+        self.clients.append(client)
+        return client
+
+    def collect(self, client, count, timeout=20):
+        replies = {}
+        for _ in range(count):
+            reply = client.recv(timeout=timeout)
+            self.assertNotIn(reply["id"], replies, "a request was answered twice")
+            replies[reply["id"]] = reply
+        return replies
+
+
+class CreditDispatch(FleetCase):
+    def test_fifth_long_request_waits_for_a_free_bridge_then_runs(self):
+        for _ in range(2):
+            self.fleet.start_worker(bridges=2, modules=MODULES)
+        client = self.client()
+        start = time.monotonic()
+        ids = [client.send_request("test", "sleep_pid", {"seconds": 1.0}) for _ in range(5)]
+        arrival = {}
+        replies = {}
+        for _ in range(5):
+            reply = client.recv(timeout=10)
+            arrival[reply["id"]] = time.monotonic() - start
+            replies[reply["id"]] = reply
+        self.assertTrue(all(r["ok"] for r in replies.values()), replies)
+        first_four = sorted(ids[:4], key=arrival.get)
+        self.assertEqual(len({replies[i]["result"]["pid"] for i in ids[:4]}), 4,
+                         "the first four ran at once on four different bridges")
+        self.assertLess(max(arrival[i] for i in ids[:4]), 1.8)
+        self.assertGreater(arrival[ids[4]], 1.9, "the fifth waited for a bridge to free up")
+        self.assertGreaterEqual(arrival[ids[4]], arrival[first_four[0]])
+
+
+class Sessions(FleetCase):
+    def test_session_requests_stay_on_one_bridge_in_order(self):
+        for _ in range(2):
+            self.fleet.start_worker(bridges=2, modules=MODULES)
+        client = self.client()
+        sessions = ["s%02d" % i for i in range(20)]
+        sent = collections.defaultdict(list)
+        for _ in range(50):
+            for session in sessions:
+                sent[session].append(client.send_request("test", "counter", {},
+                                                         session=session))
+        replies = self.collect(client, 1000)
+        bridges_used = set()
+        for session in sessions:
+            results = [replies[i] for i in sent[session]]
+            self.assertTrue(all(r["ok"] for r in results), results[:3])
+            self.assertEqual([r["result"]["n"] for r in results], list(range(1, 51)))
+            pids = {r["result"]["pid"] for r in results}
+            self.assertEqual(len(pids), 1, "session %s moved between bridges" % session)
+            bridges_used |= pids
+        self.assertGreater(len(bridges_used), 1, "sessions are spread over bridges")
+
+    def test_killed_bridge_means_session_lost_then_a_fresh_session(self):
+        worker = self.fleet.start_worker(bridges=2, modules=MODULES)
+        client = self.client()
+        first = client.call("test", "counter", {}, session="hard")["result"]
+        self.assertEqual(first["n"], 1)
+        os.kill(first["pid"], signal.SIGKILL)
+        worker.wait_for(r"-> ready after", count=3, timeout=10)
+        lost = client.call("test", "counter", {}, session="hard")
+        self.assertFalse(lost["ok"])
+        self.assertEqual(lost["code"], "SESSION_LOST")
+        again = client.call("test", "counter", {}, session="hard")
+        self.assertTrue(again["ok"])
+        self.assertEqual(again["result"]["n"], 1)
+
+    def test_soft_affinity_rebinds_and_flags_the_reply(self):
+        worker = self.fleet.start_worker(bridges=2, modules=MODULES)
+        client = self.client()
+        first = client.call("test", "counter", {}, session="soft", flags=SOFT)["result"]
+        client.call("test", "counter", {}, session="soft", flags=SOFT)
+        os.kill(first["pid"], signal.SIGKILL)
+        worker.wait_for(r"-> ready after", count=3, timeout=10)
+        rebound = client.call("test", "counter", {}, session="soft", flags=SOFT)
+        self.assertTrue(rebound["ok"], rebound)
+        self.assertEqual(rebound["flags"] & 0x01, 0x01, "REBOUND flag")
+        self.assertEqual(rebound["result"]["n"], 1)
+        self.assertNotEqual(rebound["result"]["pid"], first["pid"])
+
+
+class SessionExpiry(FleetCase):
+    broker_args = ("--session-ttl", "1")
+
+    def test_idle_session_expires_and_the_bridge_runs_session_end(self):
+        worker = self.fleet.start_worker(bridges=2, modules=MODULES)
+        client = self.client()
+        for _ in range(3):
+            client.call("test", "counter", {}, session="short-lived")
+        worker.wait_for(r"session_end short-lived n=3", timeout=5)
+
+
+class Backpressure(FleetCase):
+    broker_args = ("--queue-max", "2")
+
+    def test_overflow_is_busy_at_once_and_queued_deadlines_time_out_unstarted(self):
+        self.fleet.start_worker(bridges=1, modules=MODULES)
+        client = self.client()
+        running = client.send_request("test", "sleep_pid", {"seconds": 1.0})
+        time.sleep(0.1)  # let it start: the queue is then empty
+        queued = [client.send_request("test", "mark", {"tag": "late%d" % i}, timeout_ms=200)
+                  for i in range(2)]
+        start = time.monotonic()
+        overflow = client.send_request("test", "mark", {"tag": "overflow"})
+        busy = client.recv(timeout=2)
+        self.assertEqual(busy["id"], overflow)
+        self.assertEqual(busy["code"], "BUSY")
+        self.assertLess(time.monotonic() - start, 0.1)
+        replies = self.collect(client, 3, timeout=5)
+        for request_id in queued:
+            self.assertEqual(replies[request_id]["code"], "TIMEOUT")
+        self.assertTrue(replies[running]["ok"])
+        marks = client.call("test", "marks")["result"]["marks"]
+        self.assertEqual(marks, [], "timed-out queued requests never started")
+
+
+class Heartbeats(FleetCase):
+    broker_args = ("--heartbeat", "200", "--liveness", "3")
+    hb = ("--heartbeat", "200", "--liveness", "3")
+
+    def test_stopped_agent_is_declared_dead_and_its_work_reruns_or_fails(self):
+        stopped = self.fleet.start_worker(bridges=2, modules=MODULES, args=self.hb)
+        client = self.client()
+        rerun = client.send_request("test", "sleep_pid", {"seconds": 1.0}, flags=IDEMPOTENT)
+        lost = client.send_request("test", "sleep_pid", {"seconds": 1.0})
+        time.sleep(0.2)  # both started on the first agent
+        self.fleet.start_worker(bridges=2, modules=MODULES, args=self.hb)
+        stopped.signal(signal.SIGSTOP)
+        start = time.monotonic()
+        try:
+            self.fleet.broker.wait_for(r"removed: heartbeat expired", timeout=5)
+            declared = time.monotonic() - start
+            replies = self.collect(client, 2, timeout=10)
+        finally:
+            stopped.signal(signal.SIGCONT)
+        self.assertLess(declared, 0.6 + 0.2 + 0.3, "liveness x interval + one interval (+ slack)")
+        self.assertEqual(replies[lost]["code"], "WORKER_LOST")
+        self.assertTrue(replies[rerun]["ok"], replies[rerun])
+        # After SIGCONT the agent is told it is unknown and registers again.
+        self.fleet.broker.wait_for(r"ready for 'test'", count=3, timeout=10)
+        self.assertTrue(client.call("test", "echo", {"x": 1})["ok"])
+
+
+class Broadcast(FleetCase):
+    def test_broadcast_runs_on_every_bridge_and_combines_the_results(self):
+        self.fleet.start_worker(bridges=2, modules=MODULES)
+        self.fleet.start_worker(bridges=1, modules=MODULES)
+        client = self.client()
+        reply = client.call("test", "set_value", {"value": 42}, flags=BROADCAST)
+        self.assertTrue(reply["ok"], reply)
+        results = reply["result"]
+        self.assertEqual(len(results), 3)
+        self.assertTrue(all(r["ok"] for r in results), results)
+        self.assertEqual(len({r["result"]["pid"] for r in results}), 3)
+        for _ in range(6):
+            self.assertEqual(client.call("test", "get_value")["result"]["value"], 42)
+
+
+class Cancel(FleetCase):
+    def test_cancel_queued_and_running_requests(self):
+        self.fleet.start_worker(bridges=1, modules=MODULES)
+        client = self.client()
+        running = client.send_request("test", "sleep_pid", {"seconds": 0.5})
+        time.sleep(0.1)
+        queued = client.send_request("test", "mark", {"tag": "cancelled"})
+        client.send_raw([b"", b"PFC1", b"\x04", queued.to_bytes(8, "big")])
+        reply = client.recv(timeout=2)
+        self.assertEqual((reply["id"], reply["code"]), (queued, "CANCELLED"))
+        client.send_raw([b"", b"PFC1", b"\x04", running.to_bytes(8, "big")])
+        reply = client.recv(timeout=2)
+        self.assertEqual((reply["id"], reply["code"]), (running, "CANCELLED"))
+        # The running one's late reply is dropped; the next call gets its own.
+        after = client.call("test", "marks")
+        self.assertEqual(after["result"]["marks"], [])
+        self.assertFalse(client.socket.poll(700), "no late reply reaches the client")
+
+
+if __name__ == "__main__":
+    unittest.main()
