@@ -4,37 +4,50 @@
     each bridge's three pipes. The agent is a child subreaper, so a bridge's
     grandchildren are reaped here too; each bridge runs in its own process
     group, which is what gets killed, so a grandchild holding a pipe open
-    cannot keep a dead bridge looking alive. */
+    cannot keep a dead bridge looking alive. A watchdog process (pf_watchdog)
+    kills those groups if the agent itself is killed.
+
+    Lifecycle of one slot's bridge:
+      spawning -> starting -> ready <-> busy -> draining -> stopping -> dead
+    starting covers the wait for the ready frame and the setup replay;
+    draining is a recycled bridge whose replacement is ready: it takes only
+    requests of the sessions it holds, until they end or the drain cap. */
 #define _GNU_SOURCE
 #include "pf_agent.h"
 #include "pf_bridge.h"
 #include "pf_bridge_msg.h"
 #include "pf_error.h"
 #include "pf_log.h"
-#include "pf_paths.h"
+#include "pf_policy.h"
 #include "pf_proto.h"
+#include "pf_setup.h"
+#include "pf_watchdog.h"
 #include <czmq.h>
 #include <fcntl.h>
 #include <msgpack.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
-#define RESPAWN_MIN_MS   100
-#define RESPAWN_MAX_MS   30000
-#define RECONNECT_MIN_MS 1000
-#define RECONNECT_MAX_MS 32000
+#define RESPAWN_MIN_MS      100
+#define RESPAWN_MAX_MS      30000
+#define RECONNECT_MIN_MS    1000
+#define RECONNECT_MAX_MS    32000
+#define SESSION_END_TIMEOUT 10000
 
 typedef enum {
-    BRIDGE_SPAWNING, //  waiting for its respawn time
-    BRIDGE_STARTING, //  process running, no ready frame yet
+    BRIDGE_SPAWNING, //  waiting for its (re)spawn time
+    BRIDGE_STARTING, //  process running; no ready frame yet, or setup calls running
     BRIDGE_READY,
     BRIDGE_BUSY,
+    BRIDGE_DRAINING,
     BRIDGE_STOPPING,
     BRIDGE_DEAD,
 } bridge_state_t;
 
-static const char *state_names[] = {"spawning", "starting", "ready",
-                                    "busy",     "stopping", "dead"};
+static const char *state_names[] = {"spawning", "starting", "ready", "busy",
+                                    "draining", "stopping", "dead"};
+
+typedef enum { INTERNAL_NONE, INTERNAL_SETUP, INTERNAL_SESSION_END } internal_t;
 
 typedef struct {
     int index;
@@ -42,14 +55,45 @@ typedef struct {
     bridge_state_t state;
     int64_t state_since;
     pf_bridge_t *handle;
+    pid_t pgid;       //  registered with the watchdog while non-zero
+    bool in_use;      //  holds a bridge (or will): active or retiring
+    bool retiring;    //  being recycled: no longer counts as active
+    int replacement;  //  while retiring and not yet draining: the replacing slot
+    bool due;         //  due for recycling, waiting for a turn
+    char due_reason[128];
     int64_t respawn_at;
     uint32_t backoff_ms;
-    //  The request it runs (BRIDGE_BUSY).
+    int64_t spawned_at;
+    bool got_ready;   //  the ready frame arrived (beats flow from then on)
+    int64_t last_beat;
+    bool suspect;     //  beats late: not listed, gets no work
+    bool rss_exempt;  //  fresh bridge above --max-rss: reported, not recycled for RSS
+    pf_policy_limits_t limits;
+    //  The broker request it runs.
+    bool running;
     uint64_t request_id; //  broker's id
     uint64_t local_id;   //  id on the bridge pipe
     int64_t deadline;
-    int64_t kill_at; //  set once the stack dump was asked for
+    int64_t kill_at;     //  set once the stack dump was asked for
+    bool broadcast;
+    char command[PF_MAX_NAME + 1];
+    uint8_t *args;       //  kept for a broadcast request (setup list)
+    size_t args_size;
+    //  A broker request that arrived during an internal call.
+    pf_msg_t pending;
+    bool has_pending;
+    int64_t pending_since;
+    //  The agent's own call (setup replay, session_end).
+    internal_t internal;
+    uint64_t internal_id;
+    int64_t internal_deadline;
+    size_t setup_next;
     uint64_t requests;
+    zhashx_t *sessions;  //  session ids it has served
+    zlist_t *ends;       //  session ids to end when idle
+    int64_t drain_until;
+    int64_t stop_at;
+    int stop_step;
 } slot_t;
 
 typedef struct {
@@ -61,12 +105,19 @@ typedef struct {
     int64_t last_sent;
     int64_t reconnect_at; //  0 while connected
     uint32_t reconnect_ms;
-    bool roster_changed; //  the serving bridges changed since the last HEARTBEAT
+    bool roster_changed;  //  the serving bridges changed since the last HEARTBEAT
+    int slot_count;       //  bridges + max_recycling
     slot_t *slots;
     uint64_t next_local_id;
     const char **bridge_args;
-    const char *bridge_env[8];
+    const char **bridge_env;
     char beat_env[64];
+    pf_setup_t *setup;
+    pf_policy_t policy;
+    int watchdog_fd;
+    pid_t watchdog_pid;
+    int last_capacity;
+    uint64_t recycles;
     bool stopping;
 } agent_t;
 
@@ -89,13 +140,17 @@ void pf_agent_config_defaults (pf_agent_config_t *config)
     config->service = "default";
     config->bridges = 2;
     config->python = PF_DEFAULT_PYTHON;
-    config->python_path = pf_default_python_path (); //  installed copy, else the sources
+    config->python_path = PF_DEFAULT_PYTHON_PATH;
     config->heartbeat_ms = 1000;
     config->liveness = 3;
     config->beat_ms = 1000;
+    config->wedged_beats = 3;
     config->startup_timeout_ms = 30000;
     config->dump_grace_ms = 200;
     config->stop_grace_ms = 2000;
+    config->jitter_pct = 10;
+    config->max_recycling = 1;
+    config->drain_cap_s = 60;
     config->max_frame = PF_DEFAULT_MAX_BODY;
 }
 
@@ -121,34 +176,54 @@ static void send_msg (agent_t *self, pf_msg_t *msg)
     self->last_sent = zclock_mono ();
 }
 
-static bool slot_serving (slot_t *slot)
+static bool slot_has_sessions (slot_t *slot)
 {
-    return slot->state == BRIDGE_READY || slot->state == BRIDGE_BUSY;
+    return slot->sessions && zhashx_size (slot->sessions) > 0;
+}
+
+//  The state a bridge is listed under in HEARTBEAT, or NULL if it does not
+//  serve. A draining bridge is listed only while it holds sessions, so the
+//  broker sends it only those sessions' requests.
+static const char *slot_listed_as (agent_t *self, slot_t *slot, int64_t now)
+{
+    if (!slot->handle || slot->suspect || self->stopping)
+        return NULL;
+    if (slot->state == BRIDGE_READY || slot->state == BRIDGE_BUSY)
+        return state_names[slot->state];
+    if (slot->state == BRIDGE_DRAINING && slot_has_sessions (slot) && now < slot->drain_until)
+        return "draining";
+    return NULL;
 }
 
 //  The serving bridges as msgpack [[index, generation, state], ...].
-static zframe_t *roster_frame (agent_t *self)
+static zframe_t *roster_frame (agent_t *self, int *ready_p)
 {
+    int64_t now = zclock_mono ();
     msgpack_sbuffer buffer;
     msgpack_sbuffer_init (&buffer);
     msgpack_packer packer;
     msgpack_packer_init (&packer, &buffer, msgpack_sbuffer_write);
-    size_t serving = 0;
-    for (int i = 0; i < self->config->bridges; i++)
-        serving += slot_serving (&self->slots[i]);
+    uint32_t serving = 0;
+    int ready = 0;
+    for (int i = 0; i < self->slot_count; i++) {
+        const char *state = slot_listed_as (self, &self->slots[i], now);
+        serving += state != NULL;
+        ready += state && self->slots[i].state != BRIDGE_DRAINING;
+    }
     msgpack_pack_array (&packer, serving);
-    for (int i = 0; i < self->config->bridges; i++) {
+    for (int i = 0; i < self->slot_count; i++) {
         slot_t *slot = &self->slots[i];
-        if (!slot_serving (slot))
+        const char *state = slot_listed_as (self, slot, now);
+        if (!state)
             continue;
         msgpack_pack_array (&packer, 3);
         msgpack_pack_uint32 (&packer, (uint32_t) slot->index);
         msgpack_pack_uint32 (&packer, slot->generation);
-        const char *state = state_names[slot->state];
         msgpack_pack_str_with_body (&packer, state, strlen (state));
     }
     zframe_t *frame = zframe_new (buffer.data, buffer.size);
     msgpack_sbuffer_destroy (&buffer);
+    *ready_p = ready;
     return frame;
 }
 
@@ -158,10 +233,46 @@ static void send_heartbeat (agent_t *self)
     pf_msg_init (&msg);
     msg.proto = PF_PROTO_W;
     msg.command = PF_W_HEARTBEAT;
-    msg.bridges = roster_frame (self);
+    int ready;
+    msg.bridges = roster_frame (self, &ready);
+    if (ready != self->last_capacity) {
+        //  Tests and operators watch this line: capacity never silently hits 0.
+        pf_log (ready == 0 ? PF_LOG_WARN : PF_LOG_INFO, "capacity: %d of %d bridges serving",
+                ready, self->config->bridges);
+        self->last_capacity = ready;
+    }
     send_msg (self, &msg);
     pf_msg_reset (&msg);
     self->roster_changed = false;
+}
+
+//  Every live session as msgpack [[session, bridge, generation], ...].
+static zframe_t *sessions_frame (agent_t *self)
+{
+    msgpack_sbuffer buffer;
+    msgpack_sbuffer_init (&buffer);
+    msgpack_packer packer;
+    msgpack_packer_init (&packer, &buffer, msgpack_sbuffer_write);
+    size_t count = 0;
+    for (int i = 0; i < self->slot_count; i++)
+        if (self->slots[i].handle && self->slots[i].sessions)
+            count += zhashx_size (self->slots[i].sessions);
+    msgpack_pack_array (&packer, count);
+    for (int i = 0; i < self->slot_count; i++) {
+        slot_t *slot = &self->slots[i];
+        if (!slot->handle || !slot->sessions)
+            continue;
+        for (void *item = zhashx_first (slot->sessions); item; item = zhashx_next (slot->sessions)) {
+            const char *session = (const char *) zhashx_cursor (slot->sessions);
+            msgpack_pack_array (&packer, 3);
+            msgpack_pack_str_with_body (&packer, session, strlen (session));
+            msgpack_pack_uint32 (&packer, (uint32_t) slot->index);
+            msgpack_pack_uint32 (&packer, slot->generation);
+        }
+    }
+    zframe_t *frame = zframe_new (buffer.data, buffer.size);
+    msgpack_sbuffer_destroy (&buffer);
+    return frame;
 }
 
 static void send_ready (agent_t *self)
@@ -174,10 +285,25 @@ static void send_ready (agent_t *self)
     snprintf (msg.host, sizeof msg.host, "%s", self->host);
     msg.pid = (uint32_t) getpid ();
     snprintf (msg.service, sizeof msg.service, "%s", self->config->service);
-    msg.capacity = (uint32_t) self->config->bridges;
+    msg.capacity = (uint32_t) self->slot_count;
+    msg.sessions = sessions_frame (self);
     send_msg (self, &msg);
     pf_msg_reset (&msg);
     send_heartbeat (self);
+}
+
+static void send_session_lost (agent_t *self, slot_t *slot, const char *session)
+{
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_W;
+    msg.command = PF_W_SESSION_LOST;
+    snprintf (msg.session, sizeof msg.session, "%s", session);
+    msg.bridge = (uint32_t) slot->index;
+    msg.generation = slot->generation;
+    send_msg (self, &msg);
+    pf_msg_reset (&msg);
+    pf_info ("bridge %d gen %u: session '%s' lost", slot->index, slot->generation, session);
 }
 
 static void send_reply (agent_t *self, slot_t *slot, pf_bridge_msg_t *reply)
@@ -256,9 +382,9 @@ static void slot_set_state (slot_t *slot, bridge_state_t state, const char *reas
     //  ready <-> busy happens on every request: logged only at debug level.
     bool routine = (slot->state == BRIDGE_READY && state == BRIDGE_BUSY)
                 || (slot->state == BRIDGE_BUSY && state == BRIDGE_READY);
-    pf_log (routine ? PF_LOG_DEBUG : PF_LOG_INFO, "bridge %d gen %u: %s -> %s after %lld ms (%s)", slot->index, slot->generation,
-             state_names[slot->state], state_names[state], (long long) (now - slot->state_since),
-             reason);
+    pf_log (routine ? PF_LOG_DEBUG : PF_LOG_INFO, "bridge %d gen %u: %s -> %s after %lld ms (%s)",
+            slot->index, slot->generation, state_names[slot->state], state_names[state],
+            (long long) (now - slot->state_since), reason);
     slot->state = state;
     slot->state_since = now;
 }
@@ -267,6 +393,11 @@ static void on_stderr_line (void *arg, pf_bridge_t *bridge, const char *line)
 {
     (void) arg;
     pf_info ("bridge %d pid %d: %s", pf_bridge_index (bridge), (int) pf_bridge_pid (bridge), line);
+}
+
+static double random01 (void)
+{
+    return (double) (random () % 1000000) / 1000000.0;
 }
 
 static void slot_spawn (agent_t *self, slot_t *slot, int64_t now)
@@ -281,6 +412,15 @@ static void slot_spawn (agent_t *self, slot_t *slot, int64_t now)
     };
     char err[512];
     slot->generation++;
+    slot->got_ready = false;
+    slot->suspect = false;
+    slot->rss_exempt = false;
+    slot->due = false;
+    slot->requests = 0;
+    slot->setup_next = 0;
+    slot->internal = INTERNAL_NONE;
+    slot->spawned_at = now;
+    pf_policy_limits (&self->policy, random01 (), random01 (), &slot->limits);
     slot->handle = pf_bridge_spawn (&options, err, sizeof err);
     if (!slot->handle) {
         pf_error ("bridge %d: spawn failed: %s", slot->index, err);
@@ -290,37 +430,89 @@ static void slot_spawn (agent_t *self, slot_t *slot, int64_t now)
         slot_set_state (slot, BRIDGE_SPAWNING, "spawn failed", now);
         return;
     }
+    slot->pgid = pf_bridge_pid (slot->handle);
+    pf_watchdog_add (self->watchdog_fd, slot->pgid);
     slot_set_state (slot, BRIDGE_STARTING, "spawned", now);
-    pf_debug ("bridge %d: pid %d", slot->index, (int) pf_bridge_pid (slot->handle));
+    pf_info ("bridge %d gen %u: spawned pid %d", slot->index, slot->generation,
+             (int) slot->pgid);
+}
+
+static void slot_clear_request (slot_t *slot)
+{
+    slot->running = false;
+    slot->kill_at = 0;
+    slot->broadcast = false;
+    free (slot->args);
+    slot->args = NULL;
+    slot->args_size = 0;
 }
 
 //  A bridge is gone (exit, crash, protocol fault, kill). Answers its
-//  request, frees the process, and schedules the replacement: at once if it
-//  had been serving, with doubling backoff if it died before it was ready (a
-//  broken environment must not spin).
+//  request, reports its sessions lost, frees the process and its group, and
+//  schedules the replacement: at once if it had been serving, with doubling
+//  backoff if it died before it was ready (a broken environment must not
+//  spin). A retiring bridge is not replaced: its replacement exists.
 static void slot_lost (agent_t *self, slot_t *slot, int code, const char *reason, int64_t now)
 {
-    if (slot->state == BRIDGE_BUSY)
+    if (slot->running)
         send_error (self, slot->request_id, slot, code, reason);
-    bool was_serving = slot_serving (slot);
+    slot_clear_request (slot);
+    if (slot->has_pending) {
+        //  It never started: the broker may run it elsewhere.
+        send_error (self, slot->pending.request_id, slot, PF_BUSY,
+                    "bridge lost before it could start; not started");
+        pf_msg_reset (&slot->pending);
+        slot->has_pending = false;
+    }
+    slot->internal = INTERNAL_NONE;
+    if (slot->sessions) {
+        if (!self->stopping)
+            for (void *item = zhashx_first (slot->sessions); item;
+                 item = zhashx_next (slot->sessions))
+                send_session_lost (self, slot, (const char *) zhashx_cursor (slot->sessions));
+        zhashx_purge (slot->sessions);
+    }
+    char *session;
+    while ((session = (char *) zlist_pop (slot->ends)))
+        free (session);
+    bool was_ready = slot->got_ready;
     if (slot->handle) {
         //  Whatever it wrote last (a traceback, a stack dump) belongs in the log.
         pf_bridge_drain_stderr (slot->handle, on_stderr_line, self);
         pf_bridge_destroy (&slot->handle);
     }
-    if (was_serving)
-        self->roster_changed = true;
-    if (self->stopping) {
-        slot_set_state (slot, BRIDGE_DEAD, reason, now);
+    if (slot->pgid > 0) {
+        //  What the bridge forked is still in its group: it goes too. The
+        //  pgid cannot be reused while any member lives, so this is safe.
+        kill (-slot->pgid, SIGKILL);
+        pf_watchdog_remove (self->watchdog_fd, slot->pgid);
+        slot->pgid = 0;
+    }
+    self->roster_changed = true;
+    slot->suspect = false;
+    slot_set_state (slot, BRIDGE_DEAD, reason, now);
+    if (self->stopping || slot->retiring) {
+        slot->in_use = false;
+        slot->retiring = false;
+        slot->replacement = -1;
         return;
     }
-    if (was_serving)
+    if (was_ready)
         slot->backoff_ms = RESPAWN_MIN_MS;
-    slot->respawn_at = now + (was_serving ? 0 : slot->backoff_ms);
-    if (!was_serving)
+    slot->respawn_at = now + (was_ready ? 0 : slot->backoff_ms);
+    char why[64];
+    snprintf (why, sizeof why, "respawn in %lld ms", (long long) (slot->respawn_at - now));
+    if (!was_ready)
         slot->backoff_ms = slot->backoff_ms * 2 > RESPAWN_MAX_MS ? RESPAWN_MAX_MS
                                                                  : slot->backoff_ms * 2;
-    slot_set_state (slot, BRIDGE_SPAWNING, reason, now);
+    slot_set_state (slot, BRIDGE_SPAWNING, why, now);
+}
+
+static void slot_kill (agent_t *self, slot_t *slot, int code, const char *reason, int64_t now)
+{
+    if (slot->handle)
+        pf_bridge_signal_group (slot->handle, SIGKILL);
+    slot_lost (self, slot, code, reason, now);
 }
 
 static void describe_status (int status, char *text, size_t size)
@@ -334,6 +526,228 @@ static void describe_status (int status, char *text, size_t size)
         snprintf (text, size, "bridge ended (wait status %d)", status);
 }
 
+//  Sends one of the agent's own calls to the bridge.
+static int slot_send_internal (agent_t *self, slot_t *slot, internal_t kind, const char *command,
+                               const void *args, size_t args_size, int64_t deadline)
+{
+    uint64_t local_id = ++self->next_local_id;
+    size_t size;
+    uint8_t *frame = pf_bridge_msg_request (local_id, command, args, args_size, NULL, &size);
+    int rc = frame ? pf_bridge_send (slot->handle, frame, size) : -1;
+    free (frame);
+    if (rc != 0)
+        return -1;
+    slot->internal = kind;
+    slot->internal_id = local_id;
+    slot->internal_deadline = deadline;
+    return 0;
+}
+
+static void slot_start_request (agent_t *self, slot_t *slot, pf_msg_t *msg, int64_t arrived,
+                                int64_t now);
+static void slot_after_work (agent_t *self, slot_t *slot, int64_t now);
+
+//  Setup replay: the next setup call, or ready when none is left.
+static void slot_setup_next (agent_t *self, slot_t *slot, int64_t now)
+{
+    const uint8_t *args;
+    size_t args_size;
+    const char *command = pf_setup_get (self->setup, slot->setup_next, &args, &args_size);
+    if (command) {
+        int64_t deadline = slot->state_since + self->config->startup_timeout_ms;
+        if (slot_send_internal (self, slot, INTERNAL_SETUP, command, args, args_size, deadline)
+            != 0)
+            slot_kill (self, slot, PF_BRIDGE_CRASHED, "setup call could not be sent", now);
+        return;
+    }
+    char reason[64];
+    snprintf (reason, sizeof reason, "ready frame%s",
+              pf_setup_count (self->setup) ? ", setup replayed" : "");
+    slot_set_state (slot, BRIDGE_READY, reason, now);
+    slot->backoff_ms = RESPAWN_MIN_MS;
+    self->roster_changed = true;
+    long rss_kb = pf_bridge_rss_kb (slot->handle);
+    if (slot->limits.max_rss_kb && rss_kb > 0 && (uint64_t) rss_kb > slot->limits.max_rss_kb) {
+        //  Recycling it would only start another one just as big: a loop.
+        slot->rss_exempt = true;
+        pf_error ("bridge %d gen %u: RSS %ld KiB at start is already above --max-rss %llu KiB; "
+                  "NOT recycling it for memory (raise --max-rss)",
+                  slot->index, slot->generation, rss_kb,
+                  (unsigned long long) slot->limits.max_rss_kb);
+    }
+    //  Spawn before retire: the bridge this one replaces stops taking work now.
+    for (int i = 0; i < self->slot_count; i++) {
+        slot_t *old = &self->slots[i];
+        if (old->retiring && old->replacement == slot->index && old->handle) {
+            old->replacement = -1;
+            old->drain_until = now + (int64_t) self->config->drain_cap_s * 1000;
+            char why[192];
+            snprintf (why, sizeof why, "recycle (%s); replacement bridge %d gen %u ready",
+                      old->due_reason, slot->index, slot->generation);
+            if (old->state == BRIDGE_READY || old->state == BRIDGE_BUSY)
+                slot_set_state (old, BRIDGE_DRAINING, why, now);
+            self->roster_changed = true;
+            slot_after_work (self, old, now);
+        }
+    }
+}
+
+//  Starts a stop: stdin EOF now, SIGTERM and SIGKILL after a grace each.
+static void slot_stop (agent_t *self, slot_t *slot, const char *reason, int64_t now)
+{
+    if (slot->sessions)
+        for (void *item = zhashx_first (slot->sessions); item; item = zhashx_next (slot->sessions))
+            send_session_lost (self, slot, (const char *) zhashx_cursor (slot->sessions));
+    zhashx_purge (slot->sessions);
+    pf_bridge_close_stdin (slot->handle);
+    slot->stop_at = now + self->config->stop_grace_ms;
+    slot->stop_step = 0;
+    self->roster_changed = true;
+    slot_set_state (slot, BRIDGE_STOPPING, reason, now);
+}
+
+//  The bridge finished a piece of work: start what waits (a queued broker
+//  request, a session end), or finish draining.
+static void slot_after_work (agent_t *self, slot_t *slot, int64_t now)
+{
+    if (!slot->handle || slot->running || slot->internal != INTERNAL_NONE)
+        return;
+    if (slot->has_pending) {
+        pf_msg_t msg = slot->pending;
+        slot->has_pending = false;
+        pf_msg_init (&slot->pending);
+        slot_start_request (self, slot, &msg, slot->pending_since, now);
+        pf_msg_reset (&msg);
+        return;
+    }
+    if ((slot->state == BRIDGE_READY || slot->state == BRIDGE_DRAINING) && zlist_size (slot->ends)) {
+        char *session = (char *) zlist_pop (slot->ends);
+        msgpack_sbuffer buffer;
+        msgpack_sbuffer_init (&buffer);
+        msgpack_packer packer;
+        msgpack_packer_init (&packer, &buffer, msgpack_sbuffer_write);
+        msgpack_pack_map (&packer, 1);
+        msgpack_pack_str_with_body (&packer, "session", 7);
+        msgpack_pack_str_with_body (&packer, session, strlen (session));
+        int rc = slot_send_internal (self, slot, INTERNAL_SESSION_END, "session_end", buffer.data,
+                                     buffer.size, now + SESSION_END_TIMEOUT);
+        msgpack_sbuffer_destroy (&buffer);
+        pf_debug ("bridge %d gen %u: ending session '%s'", slot->index, slot->generation, session);
+        free (session);
+        if (rc != 0)
+            slot_kill (self, slot, PF_BRIDGE_CRASHED, "bridge stdin broken", now);
+        else if (slot->state == BRIDGE_READY)
+            slot_set_state (slot, BRIDGE_BUSY, "session_end", now);
+        return;
+    }
+    if (slot->state == BRIDGE_DRAINING && (!slot_has_sessions (slot) || now >= slot->drain_until))
+        slot_stop (self, slot,
+                   slot_has_sessions (slot) ? "drain cap passed; sessions lost" : "drained", now);
+}
+
+//  Recycling policy, checked on beats and after each request.
+static void slot_check_due (agent_t *self, slot_t *slot, int64_t now)
+{
+    if (slot->due || slot->retiring || !slot->in_use || self->stopping
+        || (slot->state != BRIDGE_READY && slot->state != BRIDGE_BUSY))
+        return;
+    pf_policy_limits_t limits = slot->limits;
+    if (slot->rss_exempt)
+        limits.max_rss_kb = 0;
+    long rss_kb = limits.max_rss_kb ? pf_bridge_rss_kb (slot->handle) : -1;
+    if (pf_policy_due (&limits, slot->requests, (uint64_t) (now - slot->spawned_at), rss_kb,
+                       slot->due_reason, sizeof slot->due_reason)) {
+        slot->due = true;
+        pf_info ("bridge %d gen %u: due for recycling: %s", slot->index, slot->generation,
+                 slot->due_reason);
+    }
+}
+
+//  Gives due bridges a replacement, at most max_recycling at once.
+static void recycle_schedule (agent_t *self, int64_t now)
+{
+    int recycling = 0;
+    for (int i = 0; i < self->slot_count; i++)
+        recycling += self->slots[i].in_use && self->slots[i].retiring;
+    for (int i = 0; i < self->slot_count && recycling < (int) self->config->max_recycling; i++) {
+        slot_t *old = &self->slots[i];
+        if (!old->due || old->retiring || !old->handle)
+            continue;
+        slot_t *spare = NULL;
+        for (int k = 0; k < self->slot_count && !spare; k++)
+            if (!self->slots[k].in_use)
+                spare = &self->slots[k];
+        if (!spare)
+            return;
+        old->retiring = true;
+        old->due = false;
+        old->replacement = spare->index;
+        spare->in_use = true;
+        spare->retiring = false;
+        spare->replacement = -1;
+        spare->backoff_ms = RESPAWN_MIN_MS;
+        recycling++;
+        self->recycles++;
+        pf_info ("bridge %d gen %u: recycling (%s); replacement in slot %d (recycle #%llu)",
+                 old->index, old->generation, old->due_reason, spare->index,
+                 (unsigned long long) self->recycles);
+        slot_spawn (self, spare, now);
+    }
+}
+
+static void slot_handle_reply (agent_t *self, slot_t *slot, pf_bridge_msg_t *msg, int64_t now)
+{
+    if (slot->internal != INTERNAL_NONE && msg->id == slot->internal_id) {
+        internal_t kind = slot->internal;
+        slot->internal = INTERNAL_NONE;
+        if (kind == INTERNAL_SETUP) {
+            const uint8_t *args;
+            size_t args_size;
+            const char *command = pf_setup_get (self->setup, slot->setup_next, &args, &args_size);
+            if (!msg->ok) {
+                char reason[512];
+                snprintf (reason, sizeof reason, "setup call '%s' failed: %s: %s",
+                          command ? command : "?", pf_error_name (msg->code),
+                          msg->error_message ? msg->error_message : "");
+                pf_error ("bridge %d gen %u: %s", slot->index, slot->generation, reason);
+                slot_kill (self, slot, PF_BRIDGE_CRASHED, reason, now);
+                return;
+            }
+            pf_info ("bridge %d gen %u: setup call '%s' done", slot->index, slot->generation,
+                     command ? command : "?");
+            slot->setup_next++;
+            slot_setup_next (self, slot, now);
+            return;
+        }
+        if (!msg->ok)
+            pf_warn ("bridge %d gen %u: session_end failed: %s", slot->index, slot->generation,
+                     msg->error_message ? msg->error_message : "");
+        if (slot->state == BRIDGE_BUSY)
+            slot_set_state (slot, BRIDGE_READY, "session ended", now);
+        slot_after_work (self, slot, now);
+        return;
+    }
+    if (!slot->running || msg->id != slot->local_id) {
+        pf_warn ("bridge %d: dropped a late reply (id %llu)", slot->index,
+                 (unsigned long long) msg->id);
+        return;
+    }
+    send_reply (self, slot, msg);
+    if (slot->broadcast && msg->ok) {
+        if (pf_setup_add (self->setup, slot->command, slot->args, slot->args_size) == 0)
+            pf_info ("broadcast '%s' succeeded: added to the setup replay (%zu calls)",
+                     slot->command, pf_setup_count (self->setup));
+        else
+            pf_error ("broadcast '%s': the setup replay list is full", slot->command);
+    }
+    slot_clear_request (slot);
+    slot->requests++;
+    if (slot->state == BRIDGE_BUSY)
+        slot_set_state (slot, BRIDGE_READY, "reply", now);
+    slot_check_due (self, slot, now);
+    slot_after_work (self, slot, now);
+}
+
 static void slot_handle_frame (agent_t *self, slot_t *slot, uint8_t *data, size_t size,
                                int64_t now)
 {
@@ -342,29 +756,29 @@ static void slot_handle_frame (agent_t *self, slot_t *slot, uint8_t *data, size_
     if (pf_bridge_msg_decode (&msg, data, size, err, sizeof err) != 0) {
         char reason[320];
         snprintf (reason, sizeof reason, "bad bridge output: %s", err);
-        pf_error ("bridge %d: %s", slot->index, reason);
-        slot_lost (self, slot, PF_BRIDGE_CRASHED, reason, now);
+        pf_error ("bridge %d pid %d: %s", slot->index, (int) slot->pgid, reason);
+        slot_kill (self, slot, PF_BRIDGE_CRASHED, reason, now);
         return;
     }
     switch (msg.kind) {
     case PF_BRIDGE_MSG_READY:
-        if (slot->state == BRIDGE_STARTING) {
-            slot_set_state (slot, BRIDGE_READY, "ready frame", now);
-            slot->backoff_ms = RESPAWN_MIN_MS;
-            self->roster_changed = true;
+        if (slot->state == BRIDGE_STARTING && !slot->got_ready) {
+            slot->got_ready = true;
+            slot->last_beat = now;
+            slot_setup_next (self, slot, now);
         }
         break;
     case PF_BRIDGE_MSG_BEAT:
+        slot->last_beat = now;
+        if (slot->suspect) {
+            slot->suspect = false;
+            self->roster_changed = true;
+            pf_info ("bridge %d gen %u: beats are back", slot->index, slot->generation);
+        }
+        slot_check_due (self, slot, now);
         break;
     case PF_BRIDGE_MSG_REPLY:
-        if (slot->state == BRIDGE_BUSY && msg.id == slot->local_id) {
-            send_reply (self, slot, &msg);
-            slot->requests++;
-            slot_set_state (slot, BRIDGE_READY, "reply", now);
-        }
-        else
-            pf_warn ("bridge %d: dropped a late reply (id %llu)", slot->index,
-                     (unsigned long long) msg.id);
+        slot_handle_reply (self, slot, &msg, now);
         break;
     }
     pf_bridge_msg_reset (&msg);
@@ -379,39 +793,43 @@ static void slot_read (agent_t *self, slot_t *slot, int64_t now)
         slot_handle_frame (self, slot, data, size, now);
         free (data);
     }
-    if (!slot->handle || rc == 0)
+    if (!slot->handle)
         return;
-    if (rc == -2)
-        slot_lost (self, slot, PF_BRIDGE_CRASHED, "bad bridge output: frame length over the limit",
+    if (rc == -2) {
+        //  Announced length above the limit: never allocated, never resynced.
+        pf_error ("bridge %d pid %d: bad bridge output: frame length above the %zu byte limit",
+                  slot->index, (int) slot->pgid, self->config->max_frame);
+        slot_kill (self, slot, PF_BRIDGE_CRASHED, "bad bridge output: frame length above the limit",
                    now);
-    else {
-        //  EOF on the protocol pipe: the process is ending; its wait status
-        //  says how, so give it a moment to be reaped before answering.
-        int status;
-        pf_bridge_signal_group (slot->handle, SIGKILL);
-        char reason[128] = "bridge closed its output";
-        for (int tries = 0; tries < 100; tries++) {
-            if (pf_bridge_reap (slot->handle, &status) == 1) {
-                describe_status (status, reason, sizeof reason);
-                break;
-            }
-            zclock_sleep (1);
-        }
-        slot_lost (self, slot, PF_BRIDGE_CRASHED, reason, now);
     }
+    else if (rc == -1 && slot->state != BRIDGE_STOPPING)
+        slot_kill (self, slot, PF_BRIDGE_CRASHED, "bridge closed its output", now);
 }
 
-static void slot_start_request (agent_t *self, slot_t *slot, pf_msg_t *msg, int64_t now)
+//  --------------------------------------------------------------------------
+//  Broker messages
+
+static void slot_start_request (agent_t *self, slot_t *slot, pf_msg_t *msg, int64_t arrived,
+                                int64_t now)
 {
-    if (msg->body && !pf_bridge_msg_args_valid (zframe_data (msg->body), zframe_size (msg->body))) {
-        send_error (self, msg->request_id, slot, PF_BAD_REQUEST, "args are not one msgpack value");
+    int64_t deadline = arrived + (msg->timeout_ms ? msg->timeout_ms : 30000);
+    if (now >= deadline) {
+        send_error (self, msg->request_id, slot, PF_TIMEOUT, "deadline passed before it started");
+        slot_after_work (self, slot, now);
+        return;
+    }
+    size_t body_size = msg->body ? zframe_size (msg->body) : 0;
+    const void *body = msg->body ? zframe_data (msg->body) : NULL;
+    if (!pf_bridge_msg_args_valid (body, body_size)) {
+        send_error (self, msg->request_id, slot, PF_BAD_REQUEST,
+                    "body is not exactly one msgpack object");
+        slot_after_work (self, slot, now);
         return;
     }
     size_t size;
     uint64_t local_id = ++self->next_local_id;
-    uint8_t *frame = pf_bridge_msg_request (
-        local_id, msg->command_name, msg->body ? zframe_data (msg->body) : NULL,
-        msg->body ? zframe_size (msg->body) : 0, msg->session, &size);
+    uint8_t *frame = pf_bridge_msg_request (local_id, msg->command_name, body, body_size,
+                                            msg->session, &size);
     if (!frame) {
         send_error (self, msg->request_id, slot, PF_INTERNAL, "out of memory");
         return;
@@ -425,11 +843,24 @@ static void slot_start_request (agent_t *self, slot_t *slot, pf_msg_t *msg, int6
                                                    : "bridge pipe broken; not started");
         return;
     }
+    slot->running = true;
     slot->request_id = msg->request_id;
     slot->local_id = local_id;
-    slot->deadline = now + (msg->timeout_ms ? msg->timeout_ms : 30000);
+    slot->deadline = deadline;
     slot->kill_at = 0;
-    slot_set_state (slot, BRIDGE_BUSY, msg->command_name, now);
+    slot->broadcast = (msg->flags & PF_FLAG_BROADCAST) != 0;
+    if (slot->broadcast) {
+        snprintf (slot->command, sizeof slot->command, "%s", msg->command_name);
+        slot->args = malloc (body_size ? body_size : 1);
+        if (slot->args && body_size)
+            memcpy (slot->args, body, body_size);
+        slot->args_size = slot->args ? body_size : 0;
+    }
+    if (msg->session[0] && zhashx_insert (slot->sessions, msg->session, (void *) 1) == 0)
+        pf_debug ("bridge %d gen %u: holds session '%s'", slot->index, slot->generation,
+                  msg->session);
+    if (slot->state == BRIDGE_READY)
+        slot_set_state (slot, BRIDGE_BUSY, msg->command_name, now);
 }
 
 static void handle_broker_request (agent_t *self, pf_msg_t *msg, int64_t now)
@@ -439,16 +870,50 @@ static void handle_broker_request (agent_t *self, pf_msg_t *msg, int64_t now)
         return;
     }
     slot_t *slot = NULL;
-    if (msg->bridge < (uint32_t) self->config->bridges)
+    if (msg->bridge < (uint32_t) self->slot_count)
         slot = &self->slots[msg->bridge];
-    if (!slot || slot->generation != msg->generation || slot->state != BRIDGE_READY) {
+    bool accepts = false;
+    if (slot && slot->handle && slot->generation == msg->generation && !slot->suspect
+        && !slot->running && !slot->has_pending) {
+        if (slot->state == BRIDGE_READY || slot->state == BRIDGE_BUSY)
+            accepts = true;
+        else if (slot->state == BRIDGE_DRAINING)
+            //  A draining bridge takes only the sessions it still holds.
+            accepts = msg->session[0] && now < slot->drain_until
+                   && zhashx_lookup (slot->sessions, msg->session);
+    }
+    if (!accepts) {
         //  Our roster moved on since the broker chose: it never started, so
         //  the broker may run it elsewhere.
         send_error (self, msg->request_id, slot, PF_BUSY, "bridge not available; not started");
         self->roster_changed = true;
         return;
     }
-    slot_start_request (self, slot, msg, now);
+    if (slot->internal != INTERNAL_NONE) {
+        //  A session_end of ours runs (a few ms): this one goes next.
+        slot->pending = *msg;
+        pf_msg_init (msg);
+        slot->has_pending = true;
+        slot->pending_since = now;
+        return;
+    }
+    slot_start_request (self, slot, msg, now, now);
+}
+
+static void handle_session_end (agent_t *self, pf_msg_t *msg)
+{
+    slot_t *slot = NULL;
+    if (msg->bridge < (uint32_t) self->slot_count)
+        slot = &self->slots[msg->bridge];
+    if (!slot || !slot->handle || slot->generation != msg->generation
+        || !zhashx_lookup (slot->sessions, msg->session)) {
+        pf_debug ("SESSION_END for '%s' on bridge %u gen %u: not held here", msg->session,
+                  msg->bridge, msg->generation);
+        return;
+    }
+    zhashx_delete (slot->sessions, msg->session);
+    zlist_append (slot->ends, strdup (msg->session));
+    slot_after_work (self, slot, zclock_mono ());
 }
 
 static void handle_broker (agent_t *self, int64_t now)
@@ -471,14 +936,15 @@ static void handle_broker (agent_t *self, int64_t now)
     case PF_W_REQUEST:
         handle_broker_request (self, &msg, now);
         break;
-    case PF_W_HEARTBEAT:
+    case PF_W_SESSION_END:
+        handle_session_end (self, &msg);
         break;
     case PF_W_DISCONNECT:
         broker_lost (self, msg.message ? msg.message : "broker said DISCONNECT", now);
         self->reconnect_at = now; //  a live broker asked: register again at once
         break;
     default:
-        break; //  SESSION_END and CANCEL come with sessions
+        break; //  HEARTBEAT: sign of life only; CANCEL: the broker answers it itself
     }
     pf_msg_reset (&msg);
 }
@@ -491,7 +957,7 @@ static void reap_children (agent_t *self, int64_t now)
     int status;
     pid_t pid;
     while ((pid = waitpid (-1, &status, WNOHANG)) > 0) {
-        for (int i = 0; i < self->config->bridges; i++) {
+        for (int i = 0; i < self->slot_count; i++) {
             slot_t *slot = &self->slots[i];
             if (slot->handle && pf_bridge_pid (slot->handle) == pid) {
                 pf_bridge_set_reaped (slot->handle, status);
@@ -500,63 +966,123 @@ static void reap_children (agent_t *self, int64_t now)
                 if (slot->handle) {
                     char reason[128];
                     describe_status (status, reason, sizeof reason);
+                    if (slot->state == BRIDGE_STOPPING)
+                        snprintf (reason + strlen (reason), sizeof reason - strlen (reason),
+                                  " (stopped)");
                     slot_lost (self, slot, PF_BRIDGE_CRASHED, reason, now);
                 }
             }
+        }
+        if (pid == self->watchdog_pid) {
+            pf_error ("the watchdog process died (status %d)", status);
+            self->watchdog_pid = 0;
         }
         //  Anything else is an orphaned grandchild handed to us as subreaper.
     }
 }
 
-static void run_timers (agent_t *self, int64_t now)
+static void slot_timers (agent_t *self, slot_t *slot, int64_t now)
 {
-    for (int i = 0; i < self->config->bridges; i++) {
-        slot_t *slot = &self->slots[i];
-        if (slot->state == BRIDGE_SPAWNING && now >= slot->respawn_at && !self->stopping)
-            slot_spawn (self, slot, now);
-        else if (slot->state == BRIDGE_STARTING
-                 && now - slot->state_since >= self->config->startup_timeout_ms) {
-            pf_error ("bridge %d: no ready frame within %u ms", slot->index,
-                      self->config->startup_timeout_ms);
-            slot_lost (self, slot, PF_BRIDGE_CRASHED, "startup timeout", now);
+    const pf_agent_config_t *config = self->config;
+    if (slot->state == BRIDGE_SPAWNING && slot->in_use && now >= slot->respawn_at
+        && !self->stopping) {
+        slot_spawn (self, slot, now);
+        return;
+    }
+    if (!slot->handle)
+        return;
+    if (slot->state == BRIDGE_STARTING && now - slot->state_since >= config->startup_timeout_ms) {
+        pf_error ("bridge %d: not ready within %u ms", slot->index, config->startup_timeout_ms);
+        slot_kill (self, slot, PF_BRIDGE_CRASHED, "startup timeout", now);
+        return;
+    }
+    if (slot->state == BRIDGE_STOPPING) {
+        if (now >= slot->stop_at && slot->stop_step < 2) {
+            pf_warn ("bridge %d pid %d: still running after stdin EOF; %s", slot->index,
+                     (int) slot->pgid, slot->stop_step == 0 ? "SIGTERM" : "SIGKILL");
+            pf_bridge_signal_group (slot->handle, slot->stop_step == 0 ? SIGTERM : SIGKILL);
+            slot->stop_step++;
+            slot->stop_at = now + config->stop_grace_ms;
         }
-        else if (slot->state == BRIDGE_BUSY && now >= slot->deadline && !slot->kill_at) {
-            //  Ask for every thread's Python stack (faulthandler) before the kill.
-            pf_warn ("bridge %d pid %d: request %llu passed its deadline; dumping stack",
-                     slot->index, (int) pf_bridge_pid (slot->handle),
-                     (unsigned long long) slot->request_id);
-            pf_bridge_signal (slot->handle, SIGUSR1);
-            slot->kill_at = now + self->config->dump_grace_ms;
+        return;
+    }
+    if (slot->got_ready) {
+        int64_t silent = now - slot->last_beat;
+        if (silent >= (int64_t) config->wedged_beats * config->beat_ms) {
+            char reason[160];
+            snprintf (reason, sizeof reason, "bridge wedged: no beat for %lld ms%s",
+                      (long long) silent, slot->running ? " while busy" : "");
+            pf_error ("bridge %d pid %d: %s; killing it", slot->index, (int) slot->pgid, reason);
+            slot_kill (self, slot, PF_BRIDGE_CRASHED, reason, now);
+            return;
         }
-        else if (slot->state == BRIDGE_BUSY && slot->kill_at && now >= slot->kill_at) {
-            pf_bridge_signal_group (slot->handle, SIGKILL);
-            slot_lost (self, slot, PF_TIMEOUT, "deadline passed; the bridge was killed", now);
+        if (!slot->suspect && silent >= 2 * (int64_t) config->beat_ms) {
+            //  Late beats: no new work until they come back or it is wedged.
+            slot->suspect = true;
+            self->roster_changed = true;
+            pf_warn ("bridge %d pid %d: no beat for %lld ms; taking no work", slot->index,
+                     (int) slot->pgid, (long long) silent);
         }
     }
+    if (slot->running && now >= slot->deadline && !slot->kill_at) {
+        //  Ask for every thread's Python stack (faulthandler) before the kill.
+        pf_warn ("bridge %d pid %d: request %llu passed its deadline; dumping stack", slot->index,
+                 (int) slot->pgid, (unsigned long long) slot->request_id);
+        pf_bridge_signal (slot->handle, SIGUSR1);
+        slot->kill_at = now + config->dump_grace_ms;
+    }
+    else if (slot->running && slot->kill_at && now >= slot->kill_at) {
+        pf_bridge_drain_stderr (slot->handle, on_stderr_line, self);
+        slot_kill (self, slot, PF_TIMEOUT, "deadline passed; the bridge was killed", now);
+        return;
+    }
+    if (slot->internal != INTERNAL_NONE && slot->state != BRIDGE_STARTING
+        && now >= slot->internal_deadline) {
+        slot_kill (self, slot, PF_BRIDGE_CRASHED, "session_end did not finish", now);
+        return;
+    }
+    if (slot->state == BRIDGE_DRAINING)
+        slot_after_work (self, slot, now);
+    else if (slot->state == BRIDGE_READY && self->policy.max_age_ms)
+        slot_check_due (self, slot, now);
+}
+
+static void run_timers (agent_t *self, int64_t now)
+{
+    for (int i = 0; i < self->slot_count; i++)
+        slot_timers (self, &self->slots[i], now);
+    recycle_schedule (self, now);
     if (self->reconnect_at && now >= self->reconnect_at)
         broker_connect (self, now);
     else if (self->dealer && now >= self->broker_expiry)
         broker_lost (self, "no heartbeat from the broker", now);
-    if (self->dealer && (self->roster_changed || now - self->last_sent >= self->config->heartbeat_ms))
+    if (self->dealer
+        && (self->roster_changed || now - self->last_sent >= self->config->heartbeat_ms))
         send_heartbeat (self);
 }
 
-//  Milliseconds until the next timer is due (at most one heartbeat).
+static int64_t earliest (int64_t next, int64_t due)
+{
+    return due < next ? due : next;
+}
+
+//  Milliseconds until the next timer is due (at most a beat or a heartbeat).
 static int64_t next_timer (agent_t *self, int64_t now)
 {
-    int64_t next = now + self->config->heartbeat_ms;
-    for (int i = 0; i < self->config->bridges; i++) {
+    uint32_t tick = self->config->heartbeat_ms < self->config->beat_ms ? self->config->heartbeat_ms
+                                                                         : self->config->beat_ms;
+    int64_t next = now + tick / 2 + 1;
+    for (int i = 0; i < self->slot_count; i++) {
         slot_t *slot = &self->slots[i];
-        if (slot->state == BRIDGE_SPAWNING && slot->respawn_at < next)
-            next = slot->respawn_at;
-        if (slot->state == BRIDGE_BUSY) {
-            int64_t due = slot->kill_at ? slot->kill_at : slot->deadline;
-            if (due < next)
-                next = due;
-        }
+        if (slot->state == BRIDGE_SPAWNING && slot->in_use)
+            next = earliest (next, slot->respawn_at);
+        if (slot->running)
+            next = earliest (next, slot->kill_at ? slot->kill_at : slot->deadline);
+        if (slot->state == BRIDGE_STOPPING)
+            next = earliest (next, slot->stop_at);
     }
-    if (self->reconnect_at && self->reconnect_at < next)
-        next = self->reconnect_at;
+    if (self->reconnect_at)
+        next = earliest (next, self->reconnect_at);
     return next > now ? next - now : 0;
 }
 
@@ -565,16 +1091,16 @@ static int64_t next_timer (agent_t *self, int64_t now)
 
 static void poll_once (agent_t *self, int64_t timeout)
 {
-    int bridges = self->config->bridges;
-    zmq_pollitem_t items[2 + 3 * bridges];
-    slot_t *owners[2 + 3 * bridges];
+    int slots = self->slot_count;
+    zmq_pollitem_t items[2 + 3 * slots];
+    slot_t *owners[2 + 3 * slots];
     int count = 0;
     items[count++] = (zmq_pollitem_t){NULL, sigchld_pipe[0], ZMQ_POLLIN, 0};
     int dealer_item = self->dealer ? count : -1;
     if (self->dealer)
         items[count++] = (zmq_pollitem_t){zsock_resolve (self->dealer), 0, ZMQ_POLLIN, 0};
     int first_bridge = count;
-    for (int i = 0; i < bridges; i++) {
+    for (int i = 0; i < slots; i++) {
         slot_t *slot = &self->slots[i];
         if (!slot->handle)
             continue;
@@ -595,11 +1121,7 @@ static void poll_once (agent_t *self, int64_t timeout)
         while (read (sigchld_pipe[0], drain, sizeof drain) > 0) {
         }
     }
-    reap_children (self, now);
-    if (dealer_item > 0 && self->dealer && (items[dealer_item].revents & ZMQ_POLLIN))
-        for (int batch = 0; batch < 256 && self->dealer && (zsock_events (self->dealer) & ZMQ_POLLIN);
-             batch++)
-            handle_broker (self, now);
+    //  Bridges' output first, so a reply written just before an exit is seen.
     for (int k = first_bridge; k < count; k++) {
         slot_t *slot = owners[k];
         //  An earlier item may have ended this bridge.
@@ -609,31 +1131,37 @@ static void poll_once (agent_t *self, int64_t timeout)
             pf_bridge_drain_stderr (slot->handle, on_stderr_line, self);
         else if (items[k].fd == pf_bridge_fd_in (slot->handle)) {
             if (pf_bridge_flush (slot->handle) != 0)
-                slot_lost (self, slot, PF_BRIDGE_CRASHED, "bridge stdin broken", now);
+                slot_kill (self, slot, PF_BRIDGE_CRASHED, "bridge stdin broken", now);
         }
-        else
+        else if (items[k].fd == pf_bridge_fd_out (slot->handle))
             slot_read (self, slot, now);
     }
+    reap_children (self, now);
+    if (dealer_item > 0 && self->dealer && (items[dealer_item].revents & ZMQ_POLLIN))
+        for (int batch = 0;
+             batch < 256 && self->dealer && (zsock_events (self->dealer) & ZMQ_POLLIN); batch++)
+            handle_broker (self, now);
 }
 
-static bool any_busy (agent_t *self)
+static bool any_running (agent_t *self)
 {
-    for (int i = 0; i < self->config->bridges; i++)
-        if (self->slots[i].state == BRIDGE_BUSY)
+    for (int i = 0; i < self->slot_count; i++)
+        if (self->slots[i].running || self->slots[i].has_pending)
             return true;
     return false;
 }
 
 static bool any_alive (agent_t *self)
 {
-    for (int i = 0; i < self->config->bridges; i++)
+    for (int i = 0; i < self->slot_count; i++)
         if (self->slots[i].handle)
             return true;
     return false;
 }
 
 //  Graceful stop: leave the broker, let running requests finish within the
-//  grace, then stdin EOF, SIGTERM, SIGKILL, each after a grace, and reap.
+//  grace, then stdin EOF, SIGTERM, SIGKILL, each after a grace, and reap
+//  everything, grandchildren included.
 static void stop_gracefully (agent_t *self)
 {
     self->stopping = true;
@@ -646,16 +1174,24 @@ static void stop_gracefully (agent_t *self)
     pf_msg_reset (&msg);
 
     int64_t until = zclock_mono () + self->config->stop_grace_ms;
-    while (any_busy (self) && zclock_mono () < until)
+    while (any_running (self) && zclock_mono () < until)
         poll_once (self, 50);
     int64_t now = zclock_mono ();
-    for (int i = 0; i < self->config->bridges; i++) {
+    for (int i = 0; i < self->slot_count; i++) {
         slot_t *slot = &self->slots[i];
-        if (slot->state == BRIDGE_BUSY)
-            send_error (self, slot->request_id, slot, PF_TIMEOUT, "agent stopped before it finished");
-        if (slot->handle) {
-            slot->state = BRIDGE_STOPPING;
+        if (slot->running)
+            send_error (self, slot->request_id, slot, PF_TIMEOUT,
+                        "agent stopped before it finished");
+        slot_clear_request (slot);
+        if (slot->has_pending) {
+            send_error (self, slot->pending.request_id, slot, PF_SHUTTING_DOWN,
+                        "agent is stopping; not started");
+            pf_msg_reset (&slot->pending);
+            slot->has_pending = false;
+        }
+        if (slot->handle && slot->state != BRIDGE_STOPPING) {
             pf_bridge_close_stdin (slot->handle);
+            slot_set_state (slot, BRIDGE_STOPPING, "agent stopping", now);
         }
     }
     int signals[] = {SIGTERM, SIGKILL};
@@ -663,65 +1199,146 @@ static void stop_gracefully (agent_t *self)
         until = zclock_mono () + self->config->stop_grace_ms;
         while (any_alive (self) && zclock_mono () < until)
             poll_once (self, 50);
-        for (int i = 0; i < self->config->bridges; i++)
+        for (int i = 0; i < self->slot_count; i++)
             if (self->slots[i].handle)
                 pf_bridge_signal_group (self->slots[i].handle, signals[step]);
     }
-    for (int i = 0; i < self->config->bridges; i++)
+    now = zclock_mono ();
+    for (int i = 0; i < self->slot_count; i++)
         if (self->slots[i].handle)
             slot_lost (self, &self->slots[i], PF_SHUTTING_DOWN, "agent stopped", now);
-    //  Orphaned grandchildren we adopted as subreaper.
-    while (waitpid (-1, NULL, WNOHANG) > 0) {
+    //  The watchdog exits on EOF; then every child is reaped, orphaned
+    //  grandchildren we adopted as subreaper included (they were SIGKILLed
+    //  with their group, so this is short).
+    if (self->watchdog_fd >= 0)
+        close (self->watchdog_fd);
+    self->watchdog_fd = -1;
+    until = zclock_mono () + 2000;
+    while (zclock_mono () < until) {
+        pid_t pid = waitpid (-1, NULL, WNOHANG);
+        if (pid < 0)
+            break; //  ECHILD: no child left
+        if (pid == 0)
+            zclock_sleep (10);
     }
+}
+
+static int agent_setup (agent_t *self, const pf_agent_config_t *config)
+{
+    self->config = config;
+    self->watchdog_fd = -1;
+    self->last_capacity = -1;
+    self->slot_count = config->bridges + (int) config->max_recycling;
+    self->setup = pf_setup_new ();
+    for (int i = 0; config->setup && config->setup[i]; i++) {
+        char err[256];
+        if (pf_setup_add_text (self->setup, config->setup[i], err, sizeof err) != 0) {
+            pf_error ("setup: %s", err);
+            return -1;
+        }
+    }
+    self->policy.max_requests = config->max_requests;
+    self->policy.max_age_ms = (uint64_t) config->max_age_s * 1000;
+    self->policy.max_rss_kb = (uint64_t) config->max_rss_mb * 1024;
+    self->policy.jitter_pct = config->jitter_pct;
+
+    int modules = 0;
+    while (config->modules && config->modules[modules])
+        modules++;
+    self->bridge_args = calloc (2 * (size_t) modules + 1, sizeof (char *));
+    for (int i = 0; i < modules; i++) {
+        self->bridge_args[2 * i] = "--module";
+        self->bridge_args[2 * i + 1] = config->modules[i];
+    }
+    //  Many BLAS threads times many bridges is a fork bomb: one each by
+    //  default; the configured env comes later, so it overrides.
+    int envs = 0;
+    while (config->env && config->env[envs])
+        envs++;
+    self->bridge_env = calloc ((size_t) envs + 5, sizeof (char *));
+    snprintf (self->beat_env, sizeof self->beat_env, "PYFLEET_BEAT_MS=%u", config->beat_ms);
+    const char *defaults[] = {"OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", "MKL_NUM_THREADS=1"};
+    int count = 0;
+    for (int i = 0; i < 3; i++)
+        self->bridge_env[count++] = defaults[i];
+    for (int i = 0; i < envs; i++)
+        self->bridge_env[count++] = config->env[i];
+    self->bridge_env[count++] = self->beat_env;
+
+    self->slots = calloc ((size_t) self->slot_count, sizeof (slot_t));
+    for (int i = 0; i < self->slot_count; i++) {
+        slot_t *slot = &self->slots[i];
+        slot->index = i;
+        slot->replacement = -1;
+        slot->backoff_ms = RESPAWN_MIN_MS;
+        slot->state = BRIDGE_DEAD;
+        slot->sessions = zhashx_new ();
+        slot->ends = zlist_new ();
+        pf_msg_init (&slot->pending);
+    }
+    return 0;
+}
+
+static void agent_teardown (agent_t *self)
+{
+    zsock_destroy (&self->dealer);
+    for (int i = 0; self->slots && i < self->slot_count; i++) {
+        slot_t *slot = &self->slots[i];
+        zhashx_destroy (&slot->sessions);
+        char *session;
+        while (slot->ends && (session = (char *) zlist_pop (slot->ends)))
+            free (session);
+        zlist_destroy (&slot->ends);
+        pf_msg_reset (&slot->pending);
+        free (slot->args);
+    }
+    free (self->slots);
+    free (self->bridge_args);
+    free (self->bridge_env);
+    pf_setup_destroy (&self->setup);
+    if (self->watchdog_fd >= 0)
+        close (self->watchdog_fd);
 }
 
 int pf_agent_run (const pf_agent_config_t *config, volatile sig_atomic_t *interrupted)
 {
     agent_t self_storage = {0}, *self = &self_storage;
-    self->config = config;
+    if (agent_setup (self, config) != 0) {
+        agent_teardown (self);
+        return 2;
+    }
     if (gethostname (self->host, sizeof self->host) != 0)
         strcpy (self->host, "unknown");
     snprintf (self->agent_id, sizeof self->agent_id, "%.200s-%d-%04x", self->host, (int) getpid (),
               (unsigned) (zclock_time () & 0xffff));
+    srandom ((unsigned) (getpid () ^ zclock_time ()));
 
     //  Bridges' grandchildren get reparented to us, not to init, so nothing
-    //  a bridge forks escapes supervision.
+    //  a bridge forks escapes supervision while we live; the watchdog covers
+    //  our death.
     prctl (PR_SET_CHILD_SUBREAPER, 1);
+    if (pf_watchdog_start (&self->watchdog_pid, &self->watchdog_fd) != 0)
+        pf_warn ("no watchdog (%s): a kill -9 of the agent may leave grandchildren",
+                 strerror (errno));
     if (pipe2 (sigchld_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
         pf_error ("pipe: %s", strerror (errno));
+        agent_teardown (self);
         return 1;
     }
     struct sigaction action = {.sa_handler = on_sigchld, .sa_flags = SA_RESTART | SA_NOCLDSTOP};
     sigaction (SIGCHLD, &action, NULL);
     signal (SIGPIPE, SIG_IGN);
 
-    int modules = 0;
-    while (config->modules && config->modules[modules])
-        modules++;
-    self->bridge_args = calloc (2 * modules + 1, sizeof (char *));
-    for (int i = 0; i < modules; i++) {
-        self->bridge_args[2 * i] = "--module";
-        self->bridge_args[2 * i + 1] = config->modules[i];
-    }
-    //  Many BLAS threads times many bridges is a fork bomb: one each by default.
-    snprintf (self->beat_env, sizeof self->beat_env, "PYFLEET_BEAT_MS=%u", config->beat_ms);
-    const char *env[] = {"OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", "MKL_NUM_THREADS=1",
-                         self->beat_env, NULL};
-    memcpy (self->bridge_env, env, sizeof env);
-
-    self->slots = calloc ((size_t) config->bridges, sizeof (slot_t));
     int64_t now = zclock_mono ();
     for (int i = 0; i < config->bridges; i++) {
-        slot_t *slot = &self->slots[i];
-        slot->index = i;
-        slot->state_since = now;
-        slot->backoff_ms = RESPAWN_MIN_MS;
-        slot_spawn (self, slot, now);
+        self->slots[i].in_use = true;
+        self->slots[i].state_since = now;
+        slot_spawn (self, &self->slots[i], now);
     }
     self->reconnect_ms = RECONNECT_MIN_MS;
     broker_connect (self, now);
-    pf_info ("agent %s serving '%s' with %d bridges via %s", self->agent_id, config->service,
-             config->bridges, config->broker);
+    pf_info ("agent %s serving '%s' with %d bridges (%d slots) via %s", self->agent_id,
+             config->service, config->bridges, self->slot_count, config->broker);
 
     while (!*interrupted) {
         now = zclock_mono ();
@@ -730,9 +1347,7 @@ int pf_agent_run (const pf_agent_config_t *config, volatile sig_atomic_t *interr
     }
     pf_info ("stopping");
     stop_gracefully (self);
-    zsock_destroy (&self->dealer);
-    free (self->slots);
-    free (self->bridge_args);
+    agent_teardown (self);
     close (sigchld_pipe[0]);
     close (sigchld_pipe[1]);
     pf_info ("stopped");
