@@ -957,9 +957,11 @@ static void handle_agent_answer (pf_broker_t *self, agent_t *agent, pf_msg_t *ms
         }
         else if (msg->command == PF_W_REPLY)
             request_succeed (self, request, msg->flags, &msg->body, now);
-        else if (msg->code == PF_BUSY)
+        else if (msg->code == PF_BUSY) {
             //  The agent never started it (its bridge went away meanwhile).
+            request->attempts--;
             request_orphaned (self, request, false, now);
+        }
         else
             request_fail (self, request, msg->code < PF_ERROR_COUNT ? msg->code : PF_INTERNAL,
                           msg->message, &msg->detail, now);
