@@ -21,6 +21,7 @@ typedef struct {
     const char *session;
     uint32_t timeout_ms;
     uint32_t flags;
+    pf_retry_t retry;
     bool json;
     bool load; //  --count or --concurrency given
     uint64_t count;
@@ -50,6 +51,11 @@ static void print_call_usage (FILE *stream)
              "                          worker dies)\n"
              "      --soft              soft session affinity: rebind if the bridge is gone\n"
              "      --broadcast         run on every bridge of the service\n"
+             "  -r, --retries N         retry up to N times, only after BUSY or, with\n"
+             "                          --idempotent, WORKER_LOST/BRIDGE_CRASHED/a lost\n"
+             "                          connection; within the one deadline (default 0)\n"
+             "      --retry-base MS     first backoff (default 50; doubles, with jitter)\n"
+             "      --retry-cap MS      largest backoff (default 2000)\n"
              "  -j, --json              print the whole reply as one JSON object:\n"
              "                          {\"ok\",\"request_id\",\"result\"|\"error\",\"rebound\"}\n"
              "  -n, --count N           load generator: send N requests in total\n"
@@ -87,7 +93,7 @@ static char *read_stream (FILE *stream, size_t *size_p)
 //  usage error, 1 if help was printed, 0 to go on.
 static int parse_options (int argc, char **argv, options_t *options)
 {
-    enum { OPT_IDEMPOTENT = 256, OPT_SOFT, OPT_BROADCAST };
+    enum { OPT_IDEMPOTENT = 256, OPT_SOFT, OPT_BROADCAST, OPT_RETRY_BASE, OPT_RETRY_CAP };
     static const struct option long_options[] = {
         {"broker", required_argument, NULL, 'b'},
         {"session", required_argument, NULL, 's'},
@@ -95,6 +101,9 @@ static int parse_options (int argc, char **argv, options_t *options)
         {"idempotent", no_argument, NULL, OPT_IDEMPOTENT},
         {"soft", no_argument, NULL, OPT_SOFT},
         {"broadcast", no_argument, NULL, OPT_BROADCAST},
+        {"retries", required_argument, NULL, 'r'},
+        {"retry-base", required_argument, NULL, OPT_RETRY_BASE},
+        {"retry-cap", required_argument, NULL, OPT_RETRY_CAP},
         {"json", no_argument, NULL, 'j'},
         {"count", required_argument, NULL, 'n'},
         {"concurrency", required_argument, NULL, 'c'},
@@ -115,7 +124,7 @@ static int parse_options (int argc, char **argv, options_t *options)
     opterr = 1;
     int option;
     uint64_t value;
-    while ((option = getopt_long (argc, argv, "b:s:t:jn:c:h", long_options, NULL)) != -1) {
+    while ((option = getopt_long (argc, argv, "b:s:t:r:jn:c:h", long_options, NULL)) != -1) {
         switch (option) {
         case 'b':
             options->broker = optarg;
@@ -139,6 +148,23 @@ static int parse_options (int argc, char **argv, options_t *options)
             break;
         case OPT_BROADCAST:
             options->flags |= PF_CALL_BROADCAST;
+            break;
+        case 'r':
+            if (cli_parse_integer (optarg, 0, 1000, &value)) {
+                fprintf (stderr, "pyfleet call: --retries wants 0..1000, not '%s'\n", optarg);
+                return -1;
+            }
+            options->retry.attempts = (uint32_t)value + 1;
+            break;
+        case OPT_RETRY_BASE:
+        case OPT_RETRY_CAP:
+            if (cli_parse_integer (optarg, 1, 3600000, &value)) {
+                fprintf (stderr, "pyfleet call: --%s wants milliseconds 1..3600000, not '%s'\n",
+                         option == OPT_RETRY_BASE ? "retry-base" : "retry-cap", optarg);
+                return -1;
+            }
+            *(option == OPT_RETRY_BASE ? &options->retry.base_ms : &options->retry.cap_ms) =
+                (uint32_t)value;
             break;
         case 'j':
             options->json = true;
@@ -409,13 +435,13 @@ int cli_call (int argc, char **argv)
         fprintf (stderr, "pyfleet call: JSON_ARGS is not valid JSON: %s\n", err);
         return CLI_EXIT_USAGE;
     }
-    pf_client_t *client = pf_client_new (options.broker);
+    pf_client_options_t client_options = {options.timeout_ms, options.retry};
+    pf_client_t *client = pf_client_new_with (options.broker, &client_options);
     if (!client) {
         fprintf (stderr, "pyfleet call: invalid broker endpoint '%s'\n", options.broker);
         free (args);
         return CLI_EXIT_USAGE;
     }
-    pf_client_set_timeout (client, options.timeout_ms);
     int exit_code = options.load ? call_load (client, &options, args, args_size)
                                  : call_once (client, &options, args, args_size);
     pf_client_destroy (&client);
