@@ -999,15 +999,15 @@ static void handle_agent (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg
         agent_remove (self, agent, msg->message ? msg->message : "disconnected", now);
         break;
     case PF_W_SESSION_LOST: {
-        //  Lazy checks find it stale anyway; this is only faster.
+        //  The roster would show it stale anyway; this only makes it sooner.
+        //  The session stays, bound to a bridge that cannot exist, so its
+        //  next request is told SESSION_LOST rather than silently rebound.
         char session_key_text[2 * PF_MAX_NAME + 2];
         session_key (session_key_text, agent->service->name, msg->session);
         session_t *session = zhashx_lookup (self->sessions, session_key_text);
         if (session && session->agent_serial == agent->serial && session->bridge == msg->bridge
-            && session->generation == msg->generation && session->count == 0) {
-            session_delete (self, session);
-            self->stats.sessions_lost++;
-        }
+            && session->generation == msg->generation)
+            session->bridge = UINT32_MAX;
         break;
     }
     default:

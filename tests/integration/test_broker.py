@@ -190,6 +190,48 @@ class Broadcast(FleetCase):
             self.assertEqual(client.call("test", "get_value")["result"]["value"], 42)
 
 
+class BroadcastReplay(FleetCase):
+    def test_a_broadcast_value_survives_the_recycling_of_every_bridge(self):
+        worker = self.fleet.start_worker(bridges=2, modules=MODULES)
+        client = self.client()
+        self.assertTrue(client.call("test", "set_value", {"value": "lm"}, flags=BROADCAST)["ok"])
+        pids = {client.call("test", "stats")["result"]["pid"] for _ in range(4)}
+        self.assertEqual(len(pids), 2)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        worker.wait_for(r"-> ready after", count=4, timeout=10)
+        self.fleet.broker.wait_for(r"bridges serving", count=3, timeout=10)
+        seen = set()
+        for _ in range(6):
+            reply = client.call("test", "get_value")
+            self.assertTrue(reply["ok"], reply)
+            self.assertEqual(reply["result"]["value"], "lm")
+            seen.add(reply["result"]["pid"])
+        self.assertTrue(seen.isdisjoint(pids), "these are the replacement bridges")
+
+
+class BrokerRestart(FleetCase):
+    def test_sessions_continue_on_their_bridge_after_a_broker_restart(self):
+        self.fleet.start_worker(bridges=2, modules=MODULES)
+        client = self.client()
+        before = {s: client.call("test", "counter", {}, session=s)["result"]
+                  for s in ("a", "b", "c", "d")}
+        client.close()
+        self.clients.remove(client)
+        self.fleet.broker.signal(signal.SIGKILL)
+        self.fleet.broker.stop()
+        self.fleet.start_broker()
+        self.fleet.broker.wait_for(r"ready for 'test' with \d+ bridges, 4 sessions known",
+                                   timeout=15)
+        self.fleet.broker.wait_for(r"bridges serving", timeout=5)
+        client = self.client()
+        for session, first in before.items():
+            reply = client.call("test", "counter", {}, session=session)
+            self.assertTrue(reply["ok"], reply)
+            self.assertEqual(reply["result"]["n"], 2, session)
+            self.assertEqual(reply["result"]["pid"], first["pid"], session)
+
+
 class Cancel(FleetCase):
     def test_cancel_queued_and_running_requests(self):
         self.fleet.start_worker(bridges=1, modules=MODULES)
