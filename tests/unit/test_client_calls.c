@@ -110,9 +110,9 @@ static void handle_request (zsock_t *router)
         request.body = NULL;
     } else if (streq (command, "rebound"))
         reply_with (router, identity, id, PF_REPLY_REBOUND, zframe_new ("\xc3", 1));
-    else if (streq (command, "inspect"))
+    else if (streq (command, "inspect") || streq (command, "session_end"))
         reply_with (router, identity, id, 0, pack_inspect (&request));
-    else if (streq (command, "raise") || streq (command, "busy")) {
+    else if (streq (command, "raise") || streq (command, "busy") || streq (command, "lost")) {
         pf_msg_t error;
         pf_msg_init (&error);
         error.proto = PF_PROTO_C;
@@ -122,6 +122,9 @@ static void handle_request (zsock_t *router)
             error.code = PF_PYTHON_ERROR;
             error.message = strdup ("bad value");
             error.detail = pack_python_error ();
+        } else if (streq (command, "lost")) {
+            error.code = PF_WORKER_LOST;
+            error.message = strdup ("agent died");
         } else {
             error.code = PF_BUSY;
             error.message = strdup ("queue full, retry in 100 ms");
@@ -431,10 +434,194 @@ static void requests_sent_before_the_broker_starts_are_delivered (void **state)
     zstr_free (&endpoint);
 }
 
+static void busy_is_retried_with_backoff_until_the_attempts_run_out (void **state)
+{
+    fixture_t *fixture = *state;
+    pf_retry_t retry = {3, 20, 40};
+    pf_client_set_retry (fixture->client, &retry);
+    int64_t start = zclock_mono ();
+    pf_reply_t *reply = pf_call (fixture->client, "svc", "busy", NULL, 0, NULL);
+    int64_t elapsed = zclock_mono () - start;
+    assert_int_equal (pf_reply_code (reply), PF_BUSY);
+    assert_int_equal (pf_reply_attempts (reply), 3);
+    //  Backoffs in [10, 20] then [20, 40] ms: at least 30 ms in all.
+    assert_in_range (elapsed, 30, 1000);
+    pf_reply_destroy (&reply);
+}
+
+static void without_a_policy_nothing_is_retried (void **state)
+{
+    fixture_t *fixture = *state;
+    pf_reply_t *reply = pf_call (fixture->client, "svc", "busy", NULL, 0, NULL);
+    assert_int_equal (pf_reply_code (reply), PF_BUSY);
+    assert_int_equal (pf_reply_attempts (reply), 1);
+    pf_reply_destroy (&reply);
+    assert_int_equal (pf_client_retry (fixture->client).attempts, 1);
+}
+
+static void worker_lost_is_retried_only_for_idempotent_requests (void **state)
+{
+    fixture_t *fixture = *state;
+    pf_retry_t retry = {4, 5, 10};
+    pf_client_set_retry (fixture->client, &retry);
+    pf_reply_t *reply = pf_call (fixture->client, "svc", "lost", NULL, 0, NULL);
+    assert_int_equal (pf_reply_code (reply), PF_WORKER_LOST);
+    assert_int_equal (pf_reply_attempts (reply), 1);
+    pf_reply_destroy (&reply);
+    pf_call_options_t options = {NULL, 0, PF_CALL_IDEMPOTENT};
+    reply = pf_call (fixture->client, "svc", "lost", NULL, 0, &options);
+    assert_int_equal (pf_reply_code (reply), PF_WORKER_LOST);
+    assert_int_equal (pf_reply_attempts (reply), 4);
+    pf_reply_destroy (&reply);
+    //  Python errors are the application's answer: never retried.
+    reply = pf_call (fixture->client, "svc", "raise", NULL, 0, &options);
+    assert_int_equal (pf_reply_code (reply), PF_PYTHON_ERROR);
+    assert_int_equal (pf_reply_attempts (reply), 1);
+    pf_reply_destroy (&reply);
+}
+
+static void a_retry_that_would_pass_the_deadline_is_not_made (void **state)
+{
+    fixture_t *fixture = *state;
+    pf_retry_t retry = {5, 2000, 4000};
+    pf_client_set_retry (fixture->client, &retry);
+    pf_call_options_t options = {NULL, 300, 0};
+    int64_t start = zclock_mono ();
+    pf_reply_t *reply = pf_call (fixture->client, "svc", "busy", NULL, 0, &options);
+    assert_int_equal (pf_reply_code (reply), PF_BUSY);
+    assert_int_equal (pf_reply_attempts (reply), 1);
+    assert_true (zclock_mono () - start < 300);
+    pf_reply_destroy (&reply);
+}
+
+static void async_busy_replies_are_retried_and_each_answered_once (void **state)
+{
+    fixture_t *fixture = *state;
+    pf_retry_t retry = {3, 5, 10};
+    pf_client_set_retry (fixture->client, &retry);
+    for (int i = 0; i < 200; i++)
+        assert_int_equal (pf_send (fixture->client, "svc", i % 2 ? "busy" : "echo", "\x01", 1,
+                                   NULL, NULL),
+                          0);
+    int busy = 0, ok = 0;
+    pf_reply_t *reply;
+    while ((reply = pf_recv (fixture->client, 5000))) {
+        if (pf_reply_code (reply) == PF_BUSY) {
+            assert_int_equal (pf_reply_attempts (reply), 3);
+            busy++;
+        } else if (pf_reply_ok (reply))
+            ok++;
+        pf_reply_destroy (&reply);
+    }
+    assert_int_equal (busy, 100);
+    assert_int_equal (ok, 100);
+    assert_int_equal (pf_client_outstanding (fixture->client), 0);
+}
+
+static void cancel_while_waiting_to_retry_answers_cancelled_at_once (void **state)
+{
+    fixture_t *fixture = *state;
+    pf_retry_t retry = {3, 2000, 2000};
+    pf_client_set_retry (fixture->client, &retry);
+    uint64_t id;
+    assert_int_equal (pf_send (fixture->client, "svc", "busy", NULL, 0, NULL, &id), 0);
+    //  The BUSY arrives and the retry waits >= 1 s: nothing comes in 300 ms.
+    assert_null (pf_recv (fixture->client, 300));
+    assert_int_equal (pf_cancel (fixture->client, id), 0);
+    pf_reply_t *reply = pf_recv (fixture->client, 0);
+    assert_non_null (reply);
+    assert_int_equal (pf_reply_request_id (reply), id);
+    assert_int_equal (pf_reply_code (reply), PF_CANCELLED);
+    assert_true (pf_reply_local (reply));
+    pf_reply_destroy (&reply);
+    assert_int_equal (pf_client_outstanding (fixture->client), 0);
+}
+
+static void session_handle_sends_its_id_with_every_call_and_ends_it (void **state)
+{
+    fixture_t *fixture = *state;
+    pf_session_t *named = pf_session_new (fixture->client, "svc", "user-7");
+    assert_string_equal (pf_session_id (named), "user-7");
+    pf_session_t *session = pf_session_new (fixture->client, "svc", NULL);
+    pf_session_t *other = pf_session_new (fixture->client, "svc", NULL);
+    assert_non_null (session);
+    assert_int_equal (strlen (pf_session_id (session)), 34);
+    assert_string_not_equal (pf_session_id (session), pf_session_id (other));
+    pf_call_options_t options = {"ignored", 0, 0};
+    pf_reply_t *replies[2] = {pf_session_call (session, "inspect", NULL, 0, &options),
+                              pf_session_end (session, 0)};
+    for (int i = 0; i < 2; i++) {
+        char *text = pf_reply_body_json (replies[i]);
+        json_t *seen = json_loads (text, 0, NULL);
+        assert_non_null (seen);
+        assert_string_equal (json_string_value (json_object_get (seen, "session")),
+                             pf_session_id (session));
+        json_decref (seen);
+        free (text);
+        pf_reply_destroy (&replies[i]);
+    }
+    uint64_t id;
+    assert_int_equal (pf_session_send (named, "echo", "\x02", 1, NULL, &id), 0);
+    pf_reply_t *reply = pf_recv (fixture->client, 5000);
+    assert_int_equal (pf_reply_request_id (reply), id);
+    pf_reply_destroy (&reply);
+    assert_null (pf_session_new (fixture->client, "", NULL));
+    pf_session_destroy (&session);
+    pf_session_destroy (&session);
+    pf_session_destroy (&other);
+    pf_session_destroy (&named);
+}
+
+static void json_calls_pack_their_arguments_and_refuse_invalid_json (void **state)
+{
+    fixture_t *fixture = *state;
+    pf_reply_t *reply = pf_call_json (fixture->client, "svc", "echo", "{\"a\": [1, \"b\"]}", NULL);
+    char *text = pf_reply_body_json (reply);
+    assert_string_equal (text, "{\"a\":[1,\"b\"]}");
+    free (text);
+    pf_reply_destroy (&reply);
+    reply = pf_call_json (fixture->client, "svc", "echo", "{nope", NULL);
+    assert_int_equal (pf_reply_code (reply), PF_BAD_REQUEST);
+    assert_true (pf_reply_local (reply));
+    assert_non_null (strstr (pf_reply_message (reply), "JSON"));
+    pf_reply_destroy (&reply);
+    assert_int_equal (pf_send_json (fixture->client, "svc", "echo", "[", NULL, NULL), -1);
+    assert_non_null (strstr (pf_client_error (fixture->client), "JSON"));
+    assert_int_equal (pf_client_outstanding (fixture->client), 0);
+}
+
+static void broadcast_sets_the_broadcast_flag (void **state)
+{
+    fixture_t *fixture = *state;
+    pf_reply_t *reply = pf_broadcast (fixture->client, "svc", "inspect", NULL, 0, NULL);
+    char *text = pf_reply_body_json (reply);
+    json_t *seen = json_loads (text, 0, NULL);
+    assert_int_equal (json_integer_value (json_object_get (seen, "flags")), PF_CALL_BROADCAST);
+    json_decref (seen);
+    free (text);
+    pf_reply_destroy (&reply);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown (call_returns_the_result_body, setup, teardown),
+        cmocka_unit_test_setup_teardown (busy_is_retried_with_backoff_until_the_attempts_run_out,
+                                         setup, teardown),
+        cmocka_unit_test_setup_teardown (without_a_policy_nothing_is_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown (worker_lost_is_retried_only_for_idempotent_requests,
+                                         setup, teardown),
+        cmocka_unit_test_setup_teardown (a_retry_that_would_pass_the_deadline_is_not_made, setup,
+                                         teardown),
+        cmocka_unit_test_setup_teardown (async_busy_replies_are_retried_and_each_answered_once,
+                                         setup, teardown),
+        cmocka_unit_test_setup_teardown (cancel_while_waiting_to_retry_answers_cancelled_at_once,
+                                         setup, teardown),
+        cmocka_unit_test_setup_teardown (session_handle_sends_its_id_with_every_call_and_ends_it,
+                                         setup, teardown),
+        cmocka_unit_test_setup_teardown (json_calls_pack_their_arguments_and_refuse_invalid_json,
+                                         setup, teardown),
+        cmocka_unit_test_setup_teardown (broadcast_sets_the_broadcast_flag, setup, teardown),
         cmocka_unit_test_setup_teardown (empty_result_reads_as_json_null, setup, teardown),
         cmocka_unit_test_setup_teardown (python_error_carries_type_message_and_traceback, setup,
                                          teardown),
