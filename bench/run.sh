@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The benchmark harness, one command: ./bench/run.sh [--smoke] [--rounds N] [--systems a,b,...]
+#
+# Installs what it needs from Debian (apt-get, only what is missing), builds
+# pyfleet (./scripts/build.sh) and the bench's C drivers, then runs
+# bench/bench.py, which starts every system on 127.0.0.1 (free ports), runs
+# the workloads interleaved over the rounds, stops what it started by pid,
+# prints a table and writes bench/results/bench-*.json (git-ignored).
+# --smoke: tiny counts, one round, well under a minute; exits non-zero if
+# any system fails (for CI). Without it: 3 rounds, about 10-15 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(gearman-job-server redis-server python3-celery python3-redis python3-msgpack valgrind procps)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "bench: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+./scripts/build.sh build >/dev/null
+
+# The bench's own C drivers: the pipe floor and the sessions load generator.
+mkdir -p bench/results/.bin
+CFLAGS="-std=c11 -O2 -g -Wall -Wextra -Werror"
+cc $CFLAGS bench/floor/floor.c $(pkg-config --cflags --libs msgpack) -o bench/results/.bin/floor
+if [ -f bench/floor/sessions.c ]; then
+    cc $CFLAGS -Iclient -Icommon bench/floor/sessions.c build/lib/libpyfleet.a build/lib/libpfcore.a \
+        $(pkg-config --cflags --libs libczmq libzmq msgpack jansson) -o bench/results/.bin/sessions
+fi
+
+# bench.py stops everything it started; this trap covers it being killed.
+/usr/bin/python3 bench/bench.py "$@" &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' INT TERM
+set +e
+wait $pid
+rc=$?
+trap - INT TERM
+exit $rc
