@@ -1,0 +1,446 @@
+/*  The broker's logic without sockets: messages in through pf_broker_handle,
+    messages out through the send callback, time passed in by the test. */
+#include "pf_broker.h"
+#include "pf_error.h"
+#include "pf_proto.h"
+#include <msgpack.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+typedef struct {
+    zframe_t *to;
+    pf_msg_t msg;
+} sent_t;
+
+typedef struct {
+    pf_broker_t *broker;
+    zlistx_t *sent; //  sent_t, oldest first
+    zframe_t *agent_a, *agent_b, *client;
+    int64_t now;
+} fixture_t;
+
+static int capture (void *arg, zframe_t *routing_id, zmsg_t *msg)
+{
+    fixture_t *fx = arg;
+    sent_t *sent = calloc (1, sizeof *sent);
+    sent->to = zframe_dup (routing_id);
+    char err[256];
+    pf_msg_init (&sent->msg);
+    assert_int_equal (pf_msg_decode (&sent->msg, &msg, 0, err, sizeof err), PF_OK);
+    zlistx_add_end (fx->sent, sent);
+    return 0;
+}
+
+static void sent_free (sent_t **sent_p)
+{
+    sent_t *sent = *sent_p;
+    zframe_destroy (&sent->to);
+    pf_msg_reset (&sent->msg);
+    free (sent);
+    *sent_p = NULL;
+}
+
+static int setup (void **state)
+{
+    fixture_t *fx = calloc (1, sizeof *fx);
+    fx->sent = zlistx_new ();
+    fx->agent_a = zframe_new ("A", 1);
+    fx->agent_b = zframe_new ("B", 1);
+    fx->client = zframe_new ("C", 1);
+    fx->now = 1000;
+    pf_broker_config_t config;
+    pf_broker_config_defaults (&config);
+    config.session_ttl_s = 10;
+    fx->broker = pf_broker_new (&config, capture, fx, fx->now);
+    *state = fx;
+    return 0;
+}
+
+static int teardown (void **state)
+{
+    fixture_t *fx = *state;
+    pf_broker_destroy (&fx->broker);
+    sent_t *sent;
+    while ((sent = zlistx_detach (fx->sent, NULL)))
+        sent_free (&sent);
+    zlistx_destroy (&fx->sent);
+    zframe_destroy (&fx->agent_a);
+    zframe_destroy (&fx->agent_b);
+    zframe_destroy (&fx->client);
+    free (fx);
+    return 0;
+}
+
+static void feed (fixture_t *fx, zframe_t *from, pf_msg_t *msg)
+{
+    zmsg_t *out = pf_msg_encode (msg);
+    assert_non_null (out);
+    zframe_t *routing_id = zframe_dup (from);
+    zmsg_prepend (out, &routing_id);
+    pf_broker_handle (fx->broker, &out, fx->now);
+    pf_msg_reset (msg);
+}
+
+//  Registers an agent with `bridges` serving bridges, all at generation 1.
+static void agent_ready (fixture_t *fx, zframe_t *agent, uint32_t bridges)
+{
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_W;
+    msg.command = PF_W_READY;
+    strcpy (msg.agent_id, zframe_streq (agent, "A") ? "agent-a" : "agent-b");
+    strcpy (msg.service, "svc");
+    msg.capacity = bridges;
+    feed (fx, agent, &msg);
+
+    msgpack_sbuffer buffer;
+    msgpack_sbuffer_init (&buffer);
+    msgpack_packer packer;
+    msgpack_packer_init (&packer, &buffer, msgpack_sbuffer_write);
+    msgpack_pack_array (&packer, bridges);
+    for (uint32_t index = 0; index < bridges; index++) {
+        msgpack_pack_array (&packer, 3);
+        msgpack_pack_uint32 (&packer, index);
+        msgpack_pack_uint32 (&packer, 1);
+        msgpack_pack_str_with_body (&packer, "ready", 5);
+    }
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_W;
+    msg.command = PF_W_HEARTBEAT;
+    msg.bridges = zframe_new (buffer.data, buffer.size);
+    msgpack_sbuffer_destroy (&buffer);
+    feed (fx, agent, &msg);
+}
+
+static void client_request (fixture_t *fx, uint64_t id, const char *session, uint32_t flags,
+                            uint32_t timeout_ms)
+{
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_C;
+    msg.command = PF_C_REQUEST;
+    msg.request_id = id;
+    strcpy (msg.service, "svc");
+    strcpy (msg.session, session);
+    strcpy (msg.command_name, "echo");
+    msg.timeout_ms = timeout_ms;
+    msg.flags = flags;
+    msg.body = zframe_new ("\xc0", 1);
+    feed (fx, fx->client, &msg);
+}
+
+//  The agent answers one of the requests the broker sent it.
+static void agent_reply (fixture_t *fx, zframe_t *agent, pf_msg_t *request)
+{
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_W;
+    msg.command = PF_W_REPLY;
+    msg.request_id = request->request_id;
+    msg.bridge = request->bridge;
+    msg.generation = request->generation;
+    msg.body = zframe_new ("\xc3", 1);
+    feed (fx, agent, &msg);
+}
+
+//  Takes the oldest sent message of the given command, or NULL.
+static sent_t *take (fixture_t *fx, int proto, int command)
+{
+    for (sent_t *sent = zlistx_first (fx->sent); sent; sent = zlistx_next (fx->sent))
+        if (sent->msg.proto == proto && sent->msg.command == command) {
+            zlistx_detach_cur (fx->sent);
+            return sent;
+        }
+    return NULL;
+}
+
+static size_t count (fixture_t *fx, int proto, int command)
+{
+    size_t n = 0;
+    for (sent_t *sent = zlistx_first (fx->sent); sent; sent = zlistx_next (fx->sent))
+        n += sent->msg.proto == proto && sent->msg.command == command;
+    return n;
+}
+
+static void work_goes_only_to_idle_bridges_and_waits_otherwise (void **state)
+{
+    fixture_t *fx = *state;
+    agent_ready (fx, fx->agent_a, 2);
+    for (uint64_t id = 1; id <= 3; id++)
+        client_request (fx, id, "", 0, 0);
+    assert_int_equal (count (fx, PF_PROTO_W, PF_W_REQUEST), 2);
+    pf_broker_stats_t stats;
+    pf_broker_stats (fx->broker, &stats);
+    assert_int_equal (stats.queued, 1);
+
+    sent_t *first = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    sent_t *second = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    assert_int_not_equal (first->msg.bridge, second->msg.bridge);
+    agent_reply (fx, fx->agent_a, &first->msg);
+    sent_t *reply = take (fx, PF_PROTO_C, PF_C_REPLY);
+    assert_non_null (reply);
+    assert_int_equal (reply->msg.request_id, 1);
+    sent_t *third = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    assert_non_null (third);
+    assert_int_equal (third->msg.bridge, first->msg.bridge);
+    sent_free (&first);
+    sent_free (&second);
+    sent_free (&third);
+    sent_free (&reply);
+}
+
+static void session_requests_stay_on_one_bridge_one_at_a_time (void **state)
+{
+    fixture_t *fx = *state;
+    agent_ready (fx, fx->agent_a, 4);
+    client_request (fx, 1, "s", 0, 0);
+    client_request (fx, 2, "s", 0, 0);
+    client_request (fx, 3, "s", 0, 0);
+    //  Only the first runs; the others wait behind it, not on idle bridges.
+    assert_int_equal (count (fx, PF_PROTO_W, PF_W_REQUEST), 1);
+    uint32_t bridge = UINT32_MAX;
+    for (uint64_t id = 1; id <= 3; id++) {
+        sent_t *request = take (fx, PF_PROTO_W, PF_W_REQUEST);
+        assert_non_null (request);
+        assert_string_equal (request->msg.session, "s");
+        if (bridge == UINT32_MAX)
+            bridge = request->msg.bridge;
+        assert_int_equal (request->msg.bridge, bridge);
+        agent_reply (fx, fx->agent_a, &request->msg);
+        sent_t *reply = take (fx, PF_PROTO_C, PF_C_REPLY);
+        assert_int_equal (reply->msg.request_id, id);
+        sent_free (&reply);
+        sent_free (&request);
+    }
+}
+
+static void a_replaced_bridge_loses_its_sessions_hard_or_soft (void **state)
+{
+    fixture_t *fx = *state;
+    agent_ready (fx, fx->agent_a, 2);
+    client_request (fx, 1, "hard", 0, 0);
+    client_request (fx, 2, "soft", PF_FLAG_SOFT, 0);
+    for (int i = 0; i < 2; i++) {
+        sent_t *request = take (fx, PF_PROTO_W, PF_W_REQUEST);
+        agent_reply (fx, fx->agent_a, &request->msg);
+        sent_free (&request);
+    }
+    sent_t *reply;
+    while ((reply = take (fx, PF_PROTO_C, PF_C_REPLY)))
+        sent_free (&reply);
+    //  Both bridges are replaced (generation 7).
+    msgpack_sbuffer buffer;
+    msgpack_sbuffer_init (&buffer);
+    msgpack_packer packer;
+    msgpack_packer_init (&packer, &buffer, msgpack_sbuffer_write);
+    msgpack_pack_array (&packer, 2);
+    for (uint32_t i = 0; i < 2; i++) {
+        msgpack_pack_array (&packer, 3);
+        msgpack_pack_uint32 (&packer, i);
+        msgpack_pack_uint32 (&packer, 7);
+        msgpack_pack_str_with_body (&packer, "ready", 5);
+    }
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_W;
+    msg.command = PF_W_HEARTBEAT;
+    msg.bridges = zframe_new (buffer.data, buffer.size);
+    msgpack_sbuffer_destroy (&buffer);
+    feed (fx, fx->agent_a, &msg);
+
+    client_request (fx, 3, "hard", 0, 0);
+    sent_t *lost = take (fx, PF_PROTO_C, PF_C_ERROR);
+    assert_non_null (lost);
+    assert_int_equal (lost->msg.request_id, 3);
+    assert_int_equal (lost->msg.code, PF_SESSION_LOST);
+    sent_free (&lost);
+
+    client_request (fx, 4, "soft", PF_FLAG_SOFT, 0);
+    sent_t *request = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    assert_non_null (request);
+    assert_int_equal (request->msg.generation, 7);
+    agent_reply (fx, fx->agent_a, &request->msg);
+    reply = take (fx, PF_PROTO_C, PF_C_REPLY);
+    assert_int_equal (reply->msg.request_id, 4);
+    assert_true (reply->msg.flags & PF_REPLY_REBOUND);
+    sent_free (&request);
+    sent_free (&reply);
+}
+
+static void queued_request_past_its_deadline_times_out_unstarted (void **state)
+{
+    fixture_t *fx = *state;
+    agent_ready (fx, fx->agent_a, 1);
+    client_request (fx, 1, "", 0, 5000);
+    client_request (fx, 2, "", 0, 200);
+    fx->now += 250;
+    pf_broker_tick (fx->broker, fx->now);
+    sent_t *timeout = take (fx, PF_PROTO_C, PF_C_ERROR);
+    assert_non_null (timeout);
+    assert_int_equal (timeout->msg.request_id, 2);
+    assert_int_equal (timeout->msg.code, PF_TIMEOUT);
+    assert_int_equal (count (fx, PF_PROTO_W, PF_W_REQUEST), 1); //  only the first started
+    sent_free (&timeout);
+}
+
+static void silent_agent_is_dead_its_work_reruns_or_fails (void **state)
+{
+    fixture_t *fx = *state;
+    agent_ready (fx, fx->agent_a, 2);
+    client_request (fx, 1, "", PF_FLAG_IDEMPOTENT, 60000);
+    client_request (fx, 2, "", 0, 60000);
+    agent_ready (fx, fx->agent_b, 1);
+    sent_t *request;
+    while ((request = take (fx, PF_PROTO_W, PF_W_REQUEST)))
+        sent_free (&request);
+    //  Only agent B keeps talking.
+    for (int beat = 0; beat < 4; beat++) {
+        fx->now += 1000;
+        pf_msg_t msg;
+        pf_msg_init (&msg);
+        msg.proto = PF_PROTO_W;
+        msg.command = PF_W_HEARTBEAT;
+        feed (fx, fx->agent_b, &msg);
+        pf_broker_tick (fx->broker, fx->now);
+    }
+    sent_t *lost = take (fx, PF_PROTO_C, PF_C_ERROR);
+    assert_non_null (lost);
+    assert_int_equal (lost->msg.request_id, 2);
+    assert_int_equal (lost->msg.code, PF_WORKER_LOST);
+    request = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    assert_non_null (request);
+    assert_true (zframe_streq (request->to, "B"));
+    sent_free (&request);
+    sent_free (&lost);
+}
+
+static void late_reply_after_a_broker_timeout_is_dropped (void **state)
+{
+    fixture_t *fx = *state;
+    agent_ready (fx, fx->agent_a, 1);
+    client_request (fx, 1, "", 0, 100);
+    sent_t *request = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    fx->now += 100 + 1500;
+    pf_broker_tick (fx->broker, fx->now);
+    sent_t *timeout = take (fx, PF_PROTO_C, PF_C_ERROR);
+    assert_int_equal (timeout->msg.code, PF_TIMEOUT);
+    agent_reply (fx, fx->agent_a, &request->msg);
+    assert_null (take (fx, PF_PROTO_C, PF_C_REPLY));
+    pf_broker_stats_t stats;
+    pf_broker_stats (fx->broker, &stats);
+    assert_int_equal (stats.late_replies, 1);
+    sent_free (&request);
+    sent_free (&timeout);
+}
+
+static void idle_session_expires_and_its_agent_is_told (void **state)
+{
+    fixture_t *fx = *state;
+    agent_ready (fx, fx->agent_a, 1);
+    client_request (fx, 1, "ttl", 0, 0);
+    sent_t *request = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    agent_reply (fx, fx->agent_a, &request->msg);
+    sent_free (&request);
+    //  The agent stays alive (heartbeats) while the session idles.
+    for (int second = 0; second < 9; second++) {
+        fx->now += 1000;
+        pf_msg_t beat;
+        pf_msg_init (&beat);
+        beat.proto = PF_PROTO_W;
+        beat.command = PF_W_HEARTBEAT;
+        feed (fx, fx->agent_a, &beat);
+        pf_broker_tick (fx->broker, fx->now);
+    }
+    assert_null (take (fx, PF_PROTO_W, PF_W_SESSION_END));
+    fx->now += 1001;
+    pf_broker_tick (fx->broker, fx->now);
+    sent_t *end = take (fx, PF_PROTO_W, PF_W_SESSION_END);
+    assert_non_null (end);
+    assert_string_equal (end->msg.session, "ttl");
+    sent_free (&end);
+    pf_broker_stats_t stats;
+    pf_broker_stats (fx->broker, &stats);
+    assert_int_equal (stats.sessions, 0);
+}
+
+static void malformed_and_unknown_peers_are_counted_not_fatal (void **state)
+{
+    fixture_t *fx = *state;
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, "X");
+    zmsg_addstr (msg, "");
+    zmsg_addstr (msg, "PFC1");
+    zmsg_addstr (msg, "garbage");
+    pf_broker_handle (fx->broker, &msg, fx->now);
+    msg = zmsg_new ();
+    pf_broker_handle (fx->broker, &msg, fx->now); //  not even a routing id
+    //  A heartbeat from an agent that never said READY: told to start over.
+    pf_msg_t beat;
+    pf_msg_init (&beat);
+    beat.proto = PF_PROTO_W;
+    beat.command = PF_W_HEARTBEAT;
+    feed (fx, fx->agent_b, &beat);
+    sent_t *disconnect = take (fx, PF_PROTO_W, PF_W_DISCONNECT);
+    assert_non_null (disconnect);
+    sent_free (&disconnect);
+    pf_broker_stats_t stats;
+    pf_broker_stats (fx->broker, &stats);
+    assert_true (stats.malformed >= 1);
+}
+
+static void broadcast_runs_once_per_bridge_and_answers_once (void **state)
+{
+    fixture_t *fx = *state;
+    agent_ready (fx, fx->agent_a, 2);
+    agent_ready (fx, fx->agent_b, 1);
+    client_request (fx, 9, "", PF_FLAG_BROADCAST, 0);
+    assert_int_equal (count (fx, PF_PROTO_W, PF_W_REQUEST), 3);
+    sent_t *request;
+    while ((request = take (fx, PF_PROTO_W, PF_W_REQUEST))) {
+        assert_null (take (fx, PF_PROTO_C, PF_C_REPLY));
+        agent_reply (fx, request->to, &request->msg);
+        sent_free (&request);
+    }
+    sent_t *reply = take (fx, PF_PROTO_C, PF_C_REPLY);
+    assert_non_null (reply);
+    assert_int_equal (reply->msg.request_id, 9);
+    msgpack_unpacked result;
+    msgpack_unpacked_init (&result);
+    assert_int_equal (msgpack_unpack_next (&result, (char *) zframe_data (reply->msg.body),
+                                           zframe_size (reply->msg.body), NULL),
+                      MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal (result.data.type, MSGPACK_OBJECT_ARRAY);
+    assert_int_equal (result.data.via.array.size, 3);
+    msgpack_unpacked_destroy (&result);
+    assert_null (take (fx, PF_PROTO_C, PF_C_REPLY));
+    sent_free (&reply);
+}
+
+int main (void)
+{
+    zsys_init ();
+    zsys_set_logstream (NULL);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown (work_goes_only_to_idle_bridges_and_waits_otherwise, setup,
+                                         teardown),
+        cmocka_unit_test_setup_teardown (session_requests_stay_on_one_bridge_one_at_a_time, setup,
+                                         teardown),
+        cmocka_unit_test_setup_teardown (a_replaced_bridge_loses_its_sessions_hard_or_soft, setup,
+                                         teardown),
+        cmocka_unit_test_setup_teardown (queued_request_past_its_deadline_times_out_unstarted,
+                                         setup, teardown),
+        cmocka_unit_test_setup_teardown (silent_agent_is_dead_its_work_reruns_or_fails, setup,
+                                         teardown),
+        cmocka_unit_test_setup_teardown (late_reply_after_a_broker_timeout_is_dropped, setup,
+                                         teardown),
+        cmocka_unit_test_setup_teardown (idle_session_expires_and_its_agent_is_told, setup,
+                                         teardown),
+        cmocka_unit_test_setup_teardown (malformed_and_unknown_peers_are_counted_not_fatal, setup,
+                                         teardown),
+        cmocka_unit_test_setup_teardown (broadcast_runs_once_per_bridge_and_answers_once, setup,
+                                         teardown),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}
