@@ -65,6 +65,7 @@ typedef struct {
     uint32_t backoff_ms;
     int64_t spawned_at;
     bool got_ready;   //  the ready frame arrived (beats flow from then on)
+    bool out_eof;     //  its output pipe closed: the exit status comes with the reap
     int64_t last_beat;
     bool suspect;     //  beats late: not listed, gets no work
     bool rss_exempt;  //  fresh bridge above --max-rss: reported, not recycled for RSS
@@ -184,12 +185,25 @@ static bool slot_has_sessions (slot_t *slot)
 //  The state a bridge is listed under in HEARTBEAT, or NULL if it does not
 //  serve. A draining bridge is listed only while it holds sessions, so the
 //  broker sends it only those sessions' requests.
+static bool slot_fresh (slot_t *slot)
+{
+    return slot->handle && !slot->suspect && !slot->due && !slot->retiring
+        && (slot->state == BRIDGE_READY || slot->state == BRIDGE_BUSY);
+}
+
 static const char *slot_listed_as (agent_t *self, slot_t *slot, int64_t now)
 {
     if (!slot->handle || slot->suspect || self->stopping)
         return NULL;
-    if (slot->state == BRIDGE_READY || slot->state == BRIDGE_BUSY)
+    if (slot->state == BRIDGE_READY || slot->state == BRIDGE_BUSY) {
+        //  A bridge past its limit takes work only while no fresh bridge
+        //  can: the limit holds under load, and capacity never drops to 0.
+        if (slot->due || slot->retiring)
+            for (int i = 0; i < self->slot_count; i++)
+                if (slot_fresh (&self->slots[i]))
+                    return NULL;
         return state_names[slot->state];
+    }
     if (slot->state == BRIDGE_DRAINING && slot_has_sessions (slot) && now < slot->drain_until)
         return "draining";
     return NULL;
@@ -341,6 +355,8 @@ static void send_error (agent_t *self, uint64_t request_id, slot_t *slot, int co
     msg.generation = slot ? slot->generation : 0;
     msg.code = (uint16_t) code;
     msg.message = strdup (message);
+    pf_debug ("request %llu: %s (%s)", (unsigned long long) request_id, pf_error_name (code),
+              message);
     send_msg (self, &msg);
     pf_msg_reset (&msg);
 }
@@ -413,6 +429,7 @@ static void slot_spawn (agent_t *self, slot_t *slot, int64_t now)
     char err[512];
     slot->generation++;
     slot->got_ready = false;
+    slot->out_eof = false;
     slot->suspect = false;
     slot->rss_exempt = false;
     slot->due = false;
@@ -658,6 +675,7 @@ static void slot_check_due (agent_t *self, slot_t *slot, int64_t now)
     if (pf_policy_due (&limits, slot->requests, (uint64_t) (now - slot->spawned_at), rss_kb,
                        slot->due_reason, sizeof slot->due_reason)) {
         slot->due = true;
+        self->roster_changed = true;
         pf_info ("bridge %d gen %u: due for recycling: %s", slot->index, slot->generation,
                  slot->due_reason);
     }
@@ -680,12 +698,14 @@ static void recycle_schedule (agent_t *self, int64_t now)
         if (!spare)
             return;
         old->retiring = true;
-        old->due = false;
         old->replacement = spare->index;
         spare->in_use = true;
         spare->retiring = false;
         spare->replacement = -1;
         spare->backoff_ms = RESPAWN_MIN_MS;
+        char why[64];
+        snprintf (why, sizeof why, "replacement for bridge %d", old->index);
+        slot_set_state (spare, BRIDGE_SPAWNING, why, now);
         recycling++;
         self->recycles++;
         pf_info ("bridge %d gen %u: recycling (%s); replacement in slot %d (recycle #%llu)",
@@ -802,8 +822,11 @@ static void slot_read (agent_t *self, slot_t *slot, int64_t now)
         slot_kill (self, slot, PF_BRIDGE_CRASHED, "bad bridge output: frame length above the limit",
                    now);
     }
-    else if (rc == -1 && slot->state != BRIDGE_STOPPING)
-        slot_kill (self, slot, PF_BRIDGE_CRASHED, "bridge closed its output", now);
+    else if (rc == -1)
+        //  Closed output means it is exiting: the reap (SIGCHLD) says how,
+        //  which the log needs; one that closed it and lives on stops
+        //  beating and is killed as wedged.
+        slot->out_eof = true;
 }
 
 //  --------------------------------------------------------------------------
@@ -876,7 +899,7 @@ static void handle_broker_request (agent_t *self, pf_msg_t *msg, int64_t now)
     if (slot && slot->handle && slot->generation == msg->generation && !slot->suspect
         && !slot->running && !slot->has_pending) {
         if (slot->state == BRIDGE_READY || slot->state == BRIDGE_BUSY)
-            accepts = true;
+            accepts = slot_listed_as (self, slot, now) != NULL;
         else if (slot->state == BRIDGE_DRAINING)
             //  A draining bridge takes only the sessions it still holds.
             accepts = msg->session[0] && now < slot->drain_until
@@ -884,9 +907,11 @@ static void handle_broker_request (agent_t *self, pf_msg_t *msg, int64_t now)
     }
     if (!accepts) {
         //  Our roster moved on since the broker chose: it never started, so
-        //  the broker may run it elsewhere.
+        //  the broker may run it elsewhere. The new roster goes first, so the
+        //  broker does not pick the same bridge again.
+        if (self->roster_changed)
+            send_heartbeat (self);
         send_error (self, msg->request_id, slot, PF_BUSY, "bridge not available; not started");
-        self->roster_changed = true;
         return;
     }
     if (slot->internal != INTERNAL_NONE) {
@@ -962,7 +987,8 @@ static void reap_children (agent_t *self, int64_t now)
             if (slot->handle && pf_bridge_pid (slot->handle) == pid) {
                 pf_bridge_set_reaped (slot->handle, status);
                 //  Read what it managed to write before it went.
-                slot_read (self, slot, now);
+                if (!slot->out_eof)
+                    slot_read (self, slot, now);
                 if (slot->handle) {
                     char reason[128];
                     describe_status (status, reason, sizeof reason);
@@ -1104,7 +1130,8 @@ static void poll_once (agent_t *self, int64_t timeout)
         slot_t *slot = &self->slots[i];
         if (!slot->handle)
             continue;
-        int fds[3] = {pf_bridge_fd_out (slot->handle), pf_bridge_fd_err (slot->handle),
+        int fds[3] = {slot->out_eof ? -1 : pf_bridge_fd_out (slot->handle),
+                      pf_bridge_fd_err (slot->handle),
                       pf_bridge_send_pending (slot->handle) ? pf_bridge_fd_in (slot->handle) : -1};
         for (int k = 0; k < 3; k++)
             if (fds[k] >= 0) {
@@ -1133,10 +1160,13 @@ static void poll_once (agent_t *self, int64_t timeout)
             if (pf_bridge_flush (slot->handle) != 0)
                 slot_kill (self, slot, PF_BRIDGE_CRASHED, "bridge stdin broken", now);
         }
-        else if (items[k].fd == pf_bridge_fd_out (slot->handle))
+        else if (items[k].fd == pf_bridge_fd_out (slot->handle) && !slot->out_eof)
             slot_read (self, slot, now);
     }
     reap_children (self, now);
+    //  The broker learns of a roster change before we read its next request.
+    if (self->dealer && self->roster_changed)
+        send_heartbeat (self);
     if (dealer_item > 0 && self->dealer && (items[dealer_item].revents & ZMQ_POLLIN))
         for (int batch = 0;
              batch < 256 && self->dealer && (zsock_events (self->dealer) & ZMQ_POLLIN); batch++)
@@ -1164,15 +1194,11 @@ static bool any_alive (agent_t *self)
 //  everything, grandchildren included.
 static void stop_gracefully (agent_t *self)
 {
+    //  An empty roster tells the broker we take no new work; DISCONNECT
+    //  would make it fail the requests still running here, so it comes
+    //  once they are answered.
     self->stopping = true;
-    pf_msg_t msg;
-    pf_msg_init (&msg);
-    msg.proto = PF_PROTO_W;
-    msg.command = PF_W_DISCONNECT;
-    msg.message = strdup ("agent stopping");
-    send_msg (self, &msg);
-    pf_msg_reset (&msg);
-
+    send_heartbeat (self);
     int64_t until = zclock_mono () + self->config->stop_grace_ms;
     while (any_running (self) && zclock_mono () < until)
         poll_once (self, 50);
@@ -1194,6 +1220,13 @@ static void stop_gracefully (agent_t *self)
             slot_set_state (slot, BRIDGE_STOPPING, "agent stopping", now);
         }
     }
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_W;
+    msg.command = PF_W_DISCONNECT;
+    msg.message = strdup ("agent stopping");
+    send_msg (self, &msg);
+    pf_msg_reset (&msg);
     int signals[] = {SIGTERM, SIGKILL};
     for (int step = 0; step < 2 && any_alive (self); step++) {
         until = zclock_mono () + self->config->stop_grace_ms;
@@ -1332,6 +1365,7 @@ int pf_agent_run (const pf_agent_config_t *config, volatile sig_atomic_t *interr
     int64_t now = zclock_mono ();
     for (int i = 0; i < config->bridges; i++) {
         self->slots[i].in_use = true;
+        self->slots[i].state = BRIDGE_SPAWNING;
         self->slots[i].state_since = now;
         slot_spawn (self, &self->slots[i], now);
     }

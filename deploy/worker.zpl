@@ -1,0 +1,25 @@
+#   pyfleet-worker example configuration (ZPL, CZMQ zconfig).
+#   Run: pyfleet-worker --config deploy/worker.zpl   (flags override these keys)
+worker
+    broker = tcp://127.0.0.1:5555
+    service = demo
+    bridges = 4
+    module = examples/commands.py
+    python = /usr/bin/python3
+    #   Recycling: after ~1000 requests or ~1 h (each +/-10 % per bridge), or above 512 MB.
+    max-requests = 1000
+    max-age = 3600
+    max-rss = 512
+    jitter = 10
+    max-recycling = 1
+    drain-cap = 60
+    #   Beats: one a second; three missed and the bridge is wedged, killed, replaced.
+    beat = 1000
+    wedged-beats = 3
+    startup-timeout = 30000
+    stop-grace = 2000
+    #   Runs on every new bridge before it takes work (repeatable).
+    setup = 'echo {"configured": true}'
+    #   Bridges get OMP/OPENBLAS/MKL_NUM_THREADS=1 unless overridden here (repeatable).
+    env = "OMP_NUM_THREADS=2"
+    log-level = info
