@@ -115,6 +115,8 @@ struct _pf_broker_t {
     zhashx_t *cancels;   //  "client hex/request id" -> request_t
     zhashx_t *sessions;  //  key -> session_t
     session_t *oldest, *newest;
+    request_t *spare_requests; //  freed requests kept for reuse (linked by session_next)
+    size_t spare_count;
     uint64_t next_id;
     uint64_t next_serial;
     int64_t started;
@@ -178,17 +180,39 @@ static const char *session_id_of (session_t *session)
     return session->key + 1 + (unsigned char) session->key[0];
 }
 
-static void request_destroy (request_t **self_p)
+#define SPARE_REQUESTS_MAX 4096
+
+//  Requests are recycled through a free list: a request is too large for
+//  malloc's per-thread cache, and with a million sessions in the heap the
+//  general allocator's bin searches came to dominate routing.
+static request_t *request_alloc (pf_broker_t *self)
 {
-    request_t *self = *self_p;
-    if (!self)
+    request_t *request = self->spare_requests;
+    if (!request)
+        return calloc (1, sizeof *request);
+    self->spare_requests = request->session_next;
+    self->spare_count--;
+    memset (request, 0, sizeof *request);
+    return request;
+}
+
+static void request_destroy (pf_broker_t *self, request_t **self_p)
+{
+    request_t *request = *self_p;
+    if (!request)
         return;
-    zframe_destroy (&self->client);
-    pf_msg_reset (&self->msg);
-    free (self->cancel_key);
-    if (self->results)
-        msgpack_sbuffer_free (self->results);
-    free (self);
+    zframe_destroy (&request->client);
+    pf_msg_reset (&request->msg);
+    free (request->cancel_key);
+    if (request->results)
+        msgpack_sbuffer_free (request->results);
+    if (self && self->spare_count < SPARE_REQUESTS_MAX) {
+        request->session_next = self->spare_requests;
+        self->spare_requests = request;
+        self->spare_count++;
+    }
+    else
+        free (request);
     *self_p = NULL;
 }
 
@@ -264,8 +288,13 @@ void pf_broker_destroy (pf_broker_t **self_p)
         return;
     for (request_t *request = zhashx_first (self->requests); request;
          request = zhashx_next (self->requests))
-        request_destroy (&request);
+        request_destroy (NULL, &request);
     zhashx_destroy (&self->requests);
+    while (self->spare_requests) {
+        request_t *next = self->spare_requests->session_next;
+        free (self->spare_requests);
+        self->spare_requests = next;
+    }
     zhashx_destroy (&self->cancels);
     for (session_t *session = zhashx_first (self->sessions); session;
          session = zhashx_next (self->sessions))
@@ -366,7 +395,7 @@ static void request_forget (pf_broker_t *self, request_t *request)
     if (request->cancel_key)
         zhashx_delete (self->cancels, request->cancel_key);
     zhashx_delete (self->requests, &request->id);
-    request_destroy (&request);
+    request_destroy (self, &request);
 }
 
 //  Appends one broadcast copy's outcome to its parent's combined result; the
@@ -1022,7 +1051,7 @@ static void handle_agent (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg
 static request_t *request_new (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg,
                                service_t *service, int64_t now)
 {
-    request_t *request = calloc (1, sizeof *request);
+    request_t *request = request_alloc (self);
     request->id = self->next_id++;
     request->client = zframe_dup (routing_id);
     request->msg = *msg; //  takes the body
@@ -1058,7 +1087,7 @@ static void start_broadcast (pf_broker_t *self, request_t *request, int64_t now)
          agent = zlistx_next (request->service->agents))
         for (uint32_t index = 0; index < agent->bridge_count; index++)
             if (agent->bridges[index].serving) {
-                request_t *copy = calloc (1, sizeof *copy);
+                request_t *copy = request_alloc (self);
                 copy->id = self->next_id++;
                 copy->parent = request;
                 copy->service = request->service;

@@ -18,6 +18,7 @@
 #include "pf_bridge_msg.h"
 #include "pf_error.h"
 #include "pf_log.h"
+#include "pf_paths.h"
 #include "pf_policy.h"
 #include "pf_proto.h"
 #include "pf_setup.h"
@@ -141,7 +142,7 @@ void pf_agent_config_defaults (pf_agent_config_t *config)
     config->service = "default";
     config->bridges = 2;
     config->python = PF_DEFAULT_PYTHON;
-    config->python_path = PF_DEFAULT_PYTHON_PATH;
+    config->python_path = pf_default_python_path ();
     config->heartbeat_ms = 1000;
     config->liveness = 3;
     config->beat_ms = 1000;
