@@ -691,8 +691,13 @@ pf_client_t *pf_client_new_with (const char *endpoint, const pf_client_options_t
 
     //  The monitor tells us when the broker connection drops, so idempotent
     //  requests lost with it can be sent again at once, not at their deadline.
+    //  A name never used before: libzmq may release the previous client's
+    //  monitor endpoint after destroy returns, and malloc may hand the next
+    //  client the same address, so the address alone is not unique enough.
+    static uint64_t monitor_serial = 0;
     char monitor_endpoint[64];
-    snprintf (monitor_endpoint, sizeof monitor_endpoint, "inproc://pf-client-%p", (void *)self);
+    snprintf (monitor_endpoint, sizeof monitor_endpoint, "inproc://pf-client-monitor-%llu",
+              (unsigned long long)__atomic_add_fetch (&monitor_serial, 1, __ATOMIC_RELAXED));
     if (zmq_socket_monitor (zsock_resolve (self->dealer), monitor_endpoint,
                             ZMQ_EVENT_DISCONNECTED) != 0)
         goto failed;

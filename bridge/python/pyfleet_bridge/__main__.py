@@ -65,10 +65,14 @@ def parse_args(argv, environ):
 
 
 def _install_signal_handlers():
-    # Fatal signals (SIGSEGV in a C extension...) dump every thread's stack;
-    # SIGUSR1 dumps them without stopping, for a handler that seems hung.
+    # Fatal signals (SIGSEGV in a C extension...) dump every thread's stack.
+    # SIGUSR1 dumps the stack of the thread running handlers (the beat
+    # thread blocks SIGUSR1, so the main thread takes it) without stopping,
+    # for a handler that seems hung. Not all threads: walking another
+    # thread's frames from a signal handler races with that thread, and we
+    # saw it crash the bridge mid-dump while the beat thread was writing.
     faulthandler.enable(file=sys.stderr, all_threads=True)
-    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=False)
     # The kernel's default action for SIGTERM kills us at once, even while
     # C code holds the GIL, where a Python-level handler would never run.
     # Dispositions set to "ignore" survive exec, so reset explicitly.

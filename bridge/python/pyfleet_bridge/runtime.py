@@ -21,6 +21,7 @@ cannot be resynchronised.
 
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -370,6 +371,8 @@ class Runtime:
             self._beat_thread = None
 
     def _beat_loop(self):
+        # SIGUSR1 (stack dump) must land on the main thread, which runs handlers.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
         interval = self.beat_ms / 1000.0
         while True:
             try:
