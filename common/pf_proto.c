@@ -96,6 +96,7 @@ static const command_spec_t worker_commands[] = {
                            {F ("session", FIELD_NAME, session), BRIDGE, GENERATION}},
     [PF_W_CANCEL] = {"CANCEL", 1, {REQUEST_ID}},
     [PF_W_DISCONNECT] = {"DISCONNECT", 1, {MESSAGE}},
+    [PF_W_RECYCLE] = {"RECYCLE", 1, {BRIDGE}},
 };
 
 #define COUNT_OF(array) (sizeof (array) / sizeof ((array)[0]))

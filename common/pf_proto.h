@@ -23,6 +23,7 @@
       SESSION_LOST A->B  "" PFW1 0x07 session bridge:u32 generation:u32
       CANCEL       B->A  "" PFW1 0x08 request_id:u64
       DISCONNECT   both  "" PFW1 0x09 message
+      RECYCLE      B->A  "" PFW1 0x0A bridge:u32   (PF_BRIDGE_ANY: every bridge)
 
     Field limits: service, command, agent_id 1..255 bytes; session, host 0..255
     bytes (empty session = no session; SESSION_END and SESSION_LOST need
@@ -64,6 +65,7 @@ enum {
     PF_W_SESSION_LOST = 0x07,
     PF_W_CANCEL = 0x08,
     PF_W_DISCONNECT = 0x09,
+    PF_W_RECYCLE = 0x0A,
 };
 
 //  Request flags (REQUEST.flags); reply flags (REPLY.flags).

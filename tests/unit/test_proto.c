@@ -497,6 +497,24 @@ static void worker_cancel_round_trips (void **state)
     pf_msg_reset (&out);
 }
 
+static void worker_recycle_round_trips_one_bridge_or_all (void **state)
+{
+    (void)state;
+    pf_msg_t in, out;
+    pf_msg_init (&in);
+    in.proto = PF_PROTO_W;
+    in.command = PF_W_RECYCLE;
+    in.bridge = 3;
+    round_trip (&in, &out, 4);
+    assert_int_equal (out.bridge, 3);
+    pf_msg_reset (&out);
+    in.bridge = PF_BRIDGE_ANY;
+    round_trip (&in, &out, 4);
+    assert_int_equal (out.bridge, PF_BRIDGE_ANY);
+    pf_msg_reset (&in);
+    pf_msg_reset (&out);
+}
+
 static void worker_disconnect_round_trips_with_and_without_message (void **state)
 {
     (void)state;
@@ -667,7 +685,8 @@ static void command_names_are_per_protocol (void **state)
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, PF_W_SESSION_LOST), "SESSION_LOST");
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, PF_W_DISCONNECT), "DISCONNECT");
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, 0), "?");
-    assert_string_equal (pf_msg_command_name (PF_PROTO_W, 0x0A), "?");
+    assert_string_equal (pf_msg_command_name (PF_PROTO_W, PF_W_RECYCLE), "RECYCLE");
+    assert_string_equal (pf_msg_command_name (PF_PROTO_W, 0x0B), "?");
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, -1), "?");
     assert_string_equal (pf_msg_command_name (3, PF_C_REQUEST), "?");
 }
@@ -728,9 +747,9 @@ static void decode_rejects_an_unknown_command_byte (void **state)
                          "PFC1: unknown command 0x00");
     assert_decode_fails (with_frame (raw_client_request (), 2, "\xFF", 1), 0, PF_BAD_REQUEST,
                          "PFC1: unknown command 0xFF");
-    zmsg_t *msg = new_head ("PFW1", 0x0A);
+    zmsg_t *msg = new_head ("PFW1", 0x0B);
     add_str (msg, "x");
-    assert_decode_fails (msg, 0, PF_BAD_REQUEST, "PFW1: unknown command 0x0A");
+    assert_decode_fails (msg, 0, PF_BAD_REQUEST, "PFW1: unknown command 0x0B");
 }
 
 static void decode_rejects_a_command_frame_of_two_bytes (void **state)
@@ -1043,7 +1062,7 @@ static void encode_refuses_an_unknown_protocol_or_command (void **state)
     in.command = 0x05;
     assert_null (pf_msg_encode (&in));
     in.proto = PF_PROTO_W;
-    in.command = 0x0A;
+    in.command = 0x0B;
     assert_null (pf_msg_encode (&in));
     in.proto = 7;
     in.command = PF_C_REQUEST;
@@ -1070,6 +1089,7 @@ int main (void)
         cmocka_unit_test (worker_session_end_and_session_lost_round_trip),
         cmocka_unit_test (worker_cancel_round_trips),
         cmocka_unit_test (worker_disconnect_round_trips_with_and_without_message),
+        cmocka_unit_test (worker_recycle_round_trips_one_bridge_or_all),
         cmocka_unit_test (encode_writes_the_frames_of_the_table_big_endian),
         cmocka_unit_test (encode_writes_worker_error_code_as_two_bytes),
         cmocka_unit_test (decode_reads_a_hand_built_request),
