@@ -31,7 +31,10 @@ import time
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 PY = "/usr/bin/python3"
-BIN = os.path.join(ROOT, "build", "bin")
+# $PYFLEET_BUILD: a build directory to measure instead of ./build (bench/run.sh
+# sets it; use it to measure a fixed snapshot while the tree is being edited).
+BUILD = os.path.abspath(os.environ.get("PYFLEET_BUILD", os.path.join(ROOT, "build")))
+BIN = os.path.join(BUILD, "bin")
 FLOOR = os.path.join(BENCH, "results", ".bin", "floor")
 SESSIONS = os.path.join(BENCH, "results", ".bin", "sessions")
 MODULE = os.path.join(BENCH, "commands.py")
@@ -213,6 +216,24 @@ def children_of(pid, marker=None):
             except (OSError, ValueError, IndexError):
                 pass
     return kids
+
+
+def cpu_busy_jiffies():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)  # busy (all but idle and iowait), total
+
+
+def background_cores(seconds=0.5):
+    """Cores kept busy by processes that are not ours, sampled while none of ours runs.
+
+    The machine may be shared (other jobs, test suites): a figure taken while
+    it was busy is flagged in the table rather than silently trusted.
+    """
+    b0, t0 = cpu_busy_jiffies()
+    time.sleep(seconds)
+    b1, t1 = cpu_busy_jiffies()
+    return (b1 - b0) / (t1 - t0) * os.cpu_count() if t1 > t0 else 0.0
 
 
 def echo_args(size):
@@ -529,7 +550,9 @@ def main():
                 d = tempfile.mkdtemp(prefix="r%d-%s-" % (rnd, s.name), dir=logroot)
                 res = {"round": rnd, "counts": {"throughput": c["throughput"], "latency": c["latency"],
                                                 "cpu": c["cpu"], "sweep": c["sweep"]}}
-                log("round %d/%d: %s" % (rnd + 1, rounds, s.name))
+                res["background_cores"] = background_cores()
+                log("round %d/%d: %s (background load %.2f cores)" % (rnd + 1, rounds, s.name,
+                                                                      res["background_cores"]))
                 try:
                     s.setup(d)
                     try:
@@ -595,15 +618,22 @@ def machine():
                 break
     with open("/proc/meminfo") as f:
         mem_kb = int(f.readline().split()[1])
+    try:
+        commit = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                                capture_output=True, timeout=10).stdout.decode().strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
     return {"nproc": os.cpu_count(), "cpu": model, "mem_gib": round(mem_kb / 1048576, 1),
-            "kernel": platform.release(), "python": platform.python_version()}
+            "kernel": platform.release(), "python": platform.python_version(),
+            "build": BUILD, "tree": commit, "measured_commit": os.environ.get("BENCH_COMMIT", commit)}
 
 
 def summarize(raw, extra, cfg):
     s = {}
     for name, rounds in raw.items():
         ok = [r for r in rounds if "error" not in r]
-        e = {"failed_rounds": len(rounds) - len(ok)}
+        e = {"failed_rounds": len(rounds) - len(ok),
+             "background_cores": med([r.get("background_cores") for r in rounds])}
         if ok:
             e["throughput_rps"] = med([r["throughput"]["req_per_s"] for r in ok])
             e["latency_p50_us"] = med([r["latency"]["p50_us"] for r in ok])
@@ -632,16 +662,18 @@ def table(s, doc):
                  % (doc["mode"], doc["rounds"], CONCURRENCY, m["nproc"], m["cpu"], m["mem_gib"]))
     lines.append("median (min–max) over rounds; 2 Python worker processes per system\n")
     systems = [k for k, v in s.items() if isinstance(v, dict) and "failed_rounds" in v]
-    hdr = "| system | (a) req/s | (b) p50 µs | (b) p99 µs | (b) max µs | (c) efficiency |"
-    lines += [hdr, "|---|---|---|---|---|---|"]
+    hdr = ("| system | (a) req/s | (b) p50 µs | (b) p99 µs | (b) max µs | (c) efficiency "
+           "| background cores busy |")
+    lines += [hdr, "|---|---|---|---|---|---|---|"]
     for name in systems:
         e = s[name]
         if "throughput_rps" not in e:
-            lines.append("| %s | failed | | | | |" % name)
+            lines.append("| %s | failed | | | | | |" % name)
             continue
-        lines.append("| %s | %s | %s | %s | %s | %s |" % (
+        lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
             name, fmt(e["throughput_rps"]), fmt(e["latency_p50_us"]), fmt(e["latency_p99_us"]),
-            fmt(e["latency_max_us"]), fmt(e["cpu_efficiency"], digits=3)))
+            fmt(e["latency_max_us"]), fmt(e["cpu_efficiency"], digits=3),
+            fmt(e["background_cores"], digits=2)))
     sizes = None
     for name in systems:
         if "sweep_rps" in s[name]:

@@ -6,6 +6,7 @@
 # bench/bench.py, which starts every system on 127.0.0.1 (free ports), runs
 # the workloads interleaved over the rounds, stops what it started by pid,
 # prints a table and writes bench/results/bench-*.json (git-ignored).
+# PYFLEET_BUILD=DIR: measure that build directory instead of building ./build.
 # --smoke: tiny counts, one round, well under a minute; exits non-zero if
 # any system fails (for CI). Without it: 3 rounds, about 10-15 minutes on 2 cores.
 set -euo pipefail
@@ -25,14 +26,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-./scripts/build.sh build >/dev/null
+# PYFLEET_BUILD=DIR measures an existing build (e.g. a snapshot of a commit)
+# instead of building ./build from the working tree.
+if [ -z "${PYFLEET_BUILD:-}" ]; then
+    ./scripts/build.sh build >/dev/null
+    export PYFLEET_BUILD=$PWD/build
+fi
 
 # The bench's own C drivers: the pipe floor and the sessions load generator.
 mkdir -p bench/results/.bin
 CFLAGS="-std=c11 -O2 -g -Wall -Wextra -Werror"
 cc $CFLAGS bench/floor/floor.c $(pkg-config --cflags --libs msgpack) -o bench/results/.bin/floor
 if [ -f bench/floor/sessions.c ]; then
-    cc $CFLAGS -Iclient -Icommon bench/floor/sessions.c build/lib/libpyfleet.a build/lib/libpfcore.a \
+    cc $CFLAGS -Iclient -Icommon bench/floor/sessions.c "$PYFLEET_BUILD/lib/libpyfleet.a" "$PYFLEET_BUILD/lib/libpfcore.a" \
         $(pkg-config --cflags --libs libczmq libzmq msgpack jansson) -o bench/results/.bin/sessions
 fi
 
