@@ -30,11 +30,40 @@ static int router_send (void *arg, zframe_t *routing_id, zmsg_t *msg)
     return rc;
 }
 
+//  Events go out as two frames: the topic (for prefix subscriptions) and
+//  the JSON object, stamped with the time.
+static void publish_event (void *arg, const char *topic, json_t *event)
+{
+    zsock_t *publisher = arg;
+    char stamp[40];
+    struct timeval now;
+    gettimeofday (&now, NULL);
+    struct tm tm;
+    gmtime_r (&now.tv_sec, &tm);
+    size_t length = strftime (stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf (stamp + length, sizeof stamp - length, ".%03dZ", (int) (now.tv_usec / 1000));
+    json_object_set_new (event, "time", json_string (stamp));
+    char *text = json_dumps (event, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref (event);
+    if (!text)
+        return;
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, topic);
+    zmsg_addstr (msg, text);
+    free (text);
+    //  PUB never blocks: a slow subscriber loses events past its HWM.
+    zmsg_send (&msg, publisher);
+    zmsg_destroy (&msg);
+}
+
 static void usage (FILE *out)
 {
     fprintf (out,
              "usage: pyfleet-broker [options]\n"
              "  --bind EP          endpoint for clients and agents (default tcp://127.0.0.1:5555)\n"
+             "  --mgmt EP          management endpoint, keep it local (default tcp://127.0.0.1:5556;\n"
+             "                     'none' to turn it off)\n"
+             "  --events EP        PUB endpoint for events (default tcp://127.0.0.1:5557; 'none')\n"
              "  --queue-max N      queued requests per service before BUSY (default 10000)\n"
              "  --session-queue-max N  waiting requests per session before BUSY (default 1000)\n"
              "  --session-ttl S    idle sessions expire after S seconds (default 1800)\n"
@@ -62,11 +91,16 @@ int main (int argc, char *argv[])
     pf_broker_config_t config;
     pf_broker_config_defaults (&config);
     const char *bind = "tcp://127.0.0.1:5555";
+    const char *mgmt_endpoint = "tcp://127.0.0.1:5556";
+    const char *events_endpoint = "tcp://127.0.0.1:5557";
+    bool mgmt_given = false, events_given = false;
     int log_level = PF_LOG_INFO;
 
     static struct option options[] = {
         {"bind", required_argument, 0, 'b'},      {"queue-max", required_argument, 0, 'q'},
         {"session-queue-max", required_argument, 0, 'Q'},
+        {"mgmt", required_argument, 0, 'M'},
+        {"events", required_argument, 0, 'E'},
         {"session-ttl", required_argument, 0, 's'},
         {"timeout", required_argument, 0, 't'},   {"heartbeat", required_argument, 0, 'h'},
         {"liveness", required_argument, 0, 'l'},  {"max-body", required_argument, 0, 'm'},
@@ -83,6 +117,14 @@ int main (int argc, char *argv[])
         case 'q':
             rc = parse_number (optarg, 1, 100000000, &value);
             config.queue_max = (size_t) value;
+            break;
+        case 'M':
+            mgmt_endpoint = optarg;
+            mgmt_given = true;
+            break;
+        case 'E':
+            events_endpoint = optarg;
+            events_given = true;
             break;
         case 'Q':
             rc = parse_number (optarg, 1, 100000000, &value);
@@ -149,18 +191,66 @@ int main (int argc, char *argv[])
         zsock_destroy (&router);
         return 1;
     }
+    //  The management and event sockets are optional: one given explicitly
+    //  that cannot be bound is fatal; a default that is taken (another
+    //  broker on this host) only costs a warning.
+    zsock_t *mgmt = NULL, *publisher = NULL;
+    if (strcmp (mgmt_endpoint, "none") != 0) {
+        mgmt = zsock_new (ZMQ_ROUTER);
+        zsock_set_linger (mgmt, 0);
+        if (zsock_bind (mgmt, "%s", mgmt_endpoint) < 0) {
+            pf_log (mgmt_given ? PF_LOG_ERROR : PF_LOG_WARN, "cannot bind management endpoint %s: %s",
+                    mgmt_endpoint, zmq_strerror (zmq_errno ()));
+            zsock_destroy (&mgmt);
+            if (mgmt_given) {
+                zsock_destroy (&router);
+                return 1;
+            }
+        }
+    }
+    if (strcmp (events_endpoint, "none") != 0) {
+        publisher = zsock_new (ZMQ_PUB);
+        zsock_set_linger (publisher, 0);
+        zsock_set_sndhwm (publisher, 10000);
+        if (zsock_bind (publisher, "%s", events_endpoint) < 0) {
+            pf_log (events_given ? PF_LOG_ERROR : PF_LOG_WARN, "cannot bind events endpoint %s: %s",
+                    events_endpoint, zmq_strerror (zmq_errno ()));
+            zsock_destroy (&publisher);
+            if (events_given) {
+                zsock_destroy (&mgmt);
+                zsock_destroy (&router);
+                return 1;
+            }
+        }
+    }
     pf_broker_t *broker = pf_broker_new (&config, router_send, router, zclock_mono ());
-    pf_info ("listening on %s (pid %d)", bind, getpid ());
+    if (publisher)
+        pf_broker_set_event_fn (broker, publish_event, publisher);
+    pf_info ("listening on %s (pid %d); management %s; events %s", bind, getpid (),
+             mgmt ? mgmt_endpoint : "off", publisher ? events_endpoint : "off");
 
     int64_t next_tick = 0;
     while (!interrupted) {
         int64_t now = zclock_mono ();
         if (now >= next_tick)
             next_tick = now + pf_broker_tick (broker, now);
-        zmq_pollitem_t item = {zsock_resolve (router), 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll (&item, 1, next_tick - now);
+        zmq_pollitem_t items[2] = {{zsock_resolve (router), 0, ZMQ_POLLIN, 0},
+                                   {mgmt ? zsock_resolve (mgmt) : NULL, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll (items, mgmt ? 2 : 1, next_tick - now);
         if (rc < 0 && zmq_errno () != EINTR)
             break;
+        if (mgmt && (items[1].revents & ZMQ_POLLIN)) {
+            zmsg_t *request = zmsg_recv (mgmt);
+            zframe_t *peer = request ? zmsg_pop (request) : NULL;
+            zmsg_t *answer = peer ? pf_broker_manage (broker, &request, zclock_mono ()) : NULL;
+            if (answer) {
+                zmsg_prepend (answer, &peer);
+                zmsg_send (&answer, mgmt);
+                zmsg_destroy (&answer);
+            }
+            zframe_destroy (&peer);
+            zmsg_destroy (&request);
+        }
         //  Read a bounded batch, so timers still run under a flood.
         for (int batch = 0; batch < 1000 && (zsock_events (router) & ZMQ_POLLIN); batch++) {
             zmsg_t *msg = zmsg_recv (router);
@@ -177,6 +267,8 @@ int main (int argc, char *argv[])
              (unsigned long long) stats.requests, (unsigned long long) stats.malformed,
              (unsigned long long) stats.send_failures);
     pf_broker_destroy (&broker);
+    zsock_destroy (&publisher);
+    zsock_destroy (&mgmt);
     zsock_destroy (&router);
     return 0;
 }

@@ -27,6 +27,7 @@
     in the table, marked answered, until its agent reports back or dies, so a
     late reply is recognised and dropped, never delivered twice. */
 #include "pf_broker.h"
+#include "pf_broker_state.h"
 #include "pf_error.h"
 #include "pf_log.h"
 #include "pf_proto.h"
@@ -34,94 +35,6 @@
 
 #define MAX_BRIDGES_PER_AGENT 4096
 #define TICK_MS               20
-
-typedef struct _agent_t agent_t;
-typedef struct _service_t service_t;
-typedef struct _session_t session_t;
-typedef struct _request_t request_t;
-
-typedef struct {
-    uint32_t generation;
-    bool serving;       //  listed in the agent's last HEARTBEAT
-    bool draining;      //  serves only the sessions bound to it
-    request_t *request; //  the request it runs, if any
-    zlistx_t *pending;  //  requests only this bridge may run (created on demand)
-} bridge_slot_t;
-
-struct _agent_t {
-    char key[2 * 256 + 1]; //  routing id in hex, the agents table key
-    uint64_t serial;       //  unique per registration; sessions name it
-    zframe_t *routing_id;
-    char agent_id[PF_MAX_NAME + 1];
-    char host[PF_MAX_NAME + 1];
-    uint32_t pid;
-    service_t *service;
-    void *service_handle; //  in service->agents
-    bridge_slot_t *bridges;
-    uint32_t bridge_count;
-    uint32_t cursor;   //  where the next idle-bridge search starts (round robin)
-    int64_t expiry;    //  dead unless heard from before this
-    int64_t last_sent; //  last message sent to it, for heartbeats
-};
-
-struct _service_t {
-    char *name;
-    zlistx_t *queue;  //  request_t, FIFO
-    zlistx_t *agents; //  agent_t, least recently used first
-};
-
-//  Kept small: a million live sessions must be cheap.
-struct _session_t {
-    session_t *older, *newer; //  LRU list, oldest first
-    request_t *head, *tail;   //  waiting chain; head is the active request
-    uint64_t agent_serial;    //  0 while unbound
-    uint32_t bridge, generation;
-    uint32_t count; //  requests in the chain
-    int64_t last_used;
-    char key[]; //  service length byte, service, session id, NUL
-};
-
-struct _request_t {
-    uint64_t id;      //  broker-wide, used towards agents
-    zframe_t *client; //  routing id; NULL once answered
-    pf_msg_t msg;     //  the client's REQUEST (service, session, command, body...)
-    service_t *service;
-    session_t *session;
-    request_t *session_next;
-    request_t *parent; //  broadcast copy: the request it answers into
-    int64_t deadline;
-    zlistx_t *queue; //  service queue or a bridge's pending list, while waiting
-    void *queue_handle;
-    agent_t *agent; //  while running
-    uint32_t bridge;
-    int attempts;
-    bool answered; //  its terminal answer went out (it may still run)
-    bool rebound;
-    char *cancel_key;
-    //  Broadcast parent: copies still out, and their results.
-    uint32_t remaining;
-    uint32_t result_count;
-    msgpack_sbuffer *results;
-};
-
-struct _pf_broker_t {
-    pf_broker_config_t config;
-    pf_broker_send_fn *send;
-    void *send_arg;
-    zhashx_t *agents;    //  hex routing id -> agent_t
-    zhashx_t *serials;   //  serial -> agent_t
-    zhashx_t *services;  //  name -> service_t
-    zhashx_t *requests;  //  uint64 id -> request_t
-    zhashx_t *cancels;   //  "client hex/request id" -> request_t
-    zhashx_t *sessions;  //  key -> session_t
-    session_t *oldest, *newest;
-    request_t *spare_requests; //  freed requests kept for reuse (linked by session_next)
-    size_t spare_count;
-    uint64_t next_id;
-    uint64_t next_serial;
-    int64_t started;
-    pf_broker_stats_t stats;
-};
 
 static void dispatch (pf_broker_t *self, service_t *service, int64_t now);
 static void run_bridge (pf_broker_t *self, agent_t *agent, uint32_t bridge, int64_t now);
@@ -278,6 +191,8 @@ pf_broker_t *pf_broker_new (const pf_broker_config_t *config, pf_broker_send_fn 
     self->next_id = 1;
     self->next_serial = 1;
     self->started = now;
+    self->actions = zlistx_new ();
+    zlistx_set_destructor (self->actions, (zlistx_destructor_fn *) zstr_free);
     return self;
 }
 
@@ -302,6 +217,7 @@ void pf_broker_destroy (pf_broker_t **self_p)
     zhashx_destroy (&self->sessions);
     zhashx_destroy (&self->serials);
     zhashx_destroy (&self->agents);
+    zlistx_destroy (&self->actions);
     zhashx_destroy (&self->services);
     free (self);
     *self_p = NULL;
@@ -317,7 +233,7 @@ static void send_to (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg)
         self->stats.send_failures++;
 }
 
-static void send_to_agent (pf_broker_t *self, agent_t *agent, pf_msg_t *msg, int64_t now)
+void broker_send_to_agent (pf_broker_t *self, agent_t *agent, pf_msg_t *msg, int64_t now)
 {
     agent->last_sent = now;
     send_to (self, agent->routing_id, msg);
@@ -398,6 +314,14 @@ static void request_forget (pf_broker_t *self, request_t *request)
     request_destroy (self, &request);
 }
 
+//  Counts a client's terminal answer: by code, and its latency.
+static void record_answer (request_t *request, int code)
+{
+    service_t *service = request->service;
+    service->errors[code < PF_ERROR_COUNT ? code : PF_INTERNAL]++;
+    histogram_add (&service->latency, (uint64_t) (zclock_usecs () - request->accepted_us));
+}
+
 //  Appends one broadcast copy's outcome to its parent's combined result; the
 //  last copy sends it.
 static void broadcast_collect (pf_broker_t *self, request_t *copy, int code, const char *message,
@@ -438,6 +362,7 @@ static void broadcast_collect (pf_broker_t *self, request_t *copy, int code, con
     //  All copies are in: [{agent, bridge, ok, result|error, message}, ...]
     if (!parent->answered) {
         parent->answered = true;
+        record_answer (parent, PF_OK);
         msgpack_sbuffer head;
         msgpack_sbuffer_init (&head);
         msgpack_packer head_packer;
@@ -467,6 +392,7 @@ static void request_fail (pf_broker_t *self, request_t *request, int code, const
     }
     else {
         request->answered = true;
+        record_answer (request, code);
         send_client_error (self, request->client, request->msg.request_id, code, message,
                            detail_p);
         zframe_destroy (&request->client);
@@ -486,6 +412,7 @@ static void request_succeed (pf_broker_t *self, request_t *request, uint32_t fla
     }
     else {
         request->answered = true;
+        record_answer (request, PF_OK);
         send_client_reply (self, request, flags, *body_p);
         *body_p = NULL;
         self->stats.replies++;
@@ -499,6 +426,8 @@ static void request_succeed (pf_broker_t *self, request_t *request, uint32_t fla
 
 static void session_unlink (pf_broker_t *self, session_t *session)
 {
+    if (!session->older && !session->newer && self->oldest != session)
+        return; //  not in the list (a new session)
     if (session->older)
         session->older->newer = session->newer;
     else
@@ -579,8 +508,20 @@ static void send_session_end (pf_broker_t *self, session_t *session, int64_t now
     snprintf (msg.session, sizeof msg.session, "%s", session_id_of (session));
     msg.bridge = session->bridge;
     msg.generation = session->generation;
-    send_to_agent (self, agent, &msg, now);
+    broker_send_to_agent (self, agent, &msg, now);
     pf_msg_reset (&msg);
+}
+
+static void session_event (pf_broker_t *self, const char *topic, session_t *session)
+{
+    if (!self->event_fn)
+        return;
+    char service[PF_MAX_NAME + 1];
+    size_t length = (unsigned char) session->key[0];
+    memcpy (service, session->key + 1, length);
+    service[length] = 0;
+    broker_event (self, topic,
+                  json_pack ("{s:s, s:s}", "service", service, "session", session_id_of (session)));
 }
 
 //  Makes a session's head request active: on its bridge if the session is
@@ -600,6 +541,7 @@ static void session_activate (pf_broker_t *self, request_t *request, int64_t now
             return;
         }
         self->stats.sessions_lost++;
+        session_event (self, "session.lost", session);
         session->agent_serial = 0;
         if (!(request->msg.flags & PF_FLAG_SOFT)) {
             request_fail (self, request, PF_SESSION_LOST,
@@ -648,7 +590,7 @@ static agent_t *find_idle_bridge (service_t *service, uint32_t *bridge_p)
 {
     for (agent_t *agent = zlistx_first (service->agents); agent;
          agent = zlistx_next (service->agents))
-        for (uint32_t step = 0; step < agent->bridge_count; step++) {
+        for (uint32_t step = 0; !agent->draining && step < agent->bridge_count; step++) {
             uint32_t index = (agent->cursor + step) % agent->bridge_count;
             bridge_slot_t *slot = &agent->bridges[index];
             if (slot->serving && !slot->draining && !slot->request
@@ -666,8 +608,11 @@ static void start_request (pf_broker_t *self, request_t *request, agent_t *agent
 {
     bridge_slot_t *slot = &agent->bridges[bridge];
     slot->request = request;
+    slot->requests++;
+    agent->requests++;
     request->agent = agent;
     request->bridge = bridge;
+    request->started = now;
     request->attempts++;
     if (request->session && !request->session->agent_serial)
         session_bind (request->session, agent, bridge);
@@ -688,7 +633,7 @@ static void start_request (pf_broker_t *self, request_t *request, agent_t *agent
     //  A copy of the body stays for a possible re-run of an idempotent
     //  request on another agent, and for the other broadcast copies.
     msg.body = request->msg.body ? zframe_dup (request->msg.body) : NULL;
-    send_to_agent (self, agent, &msg, now);
+    broker_send_to_agent (self, agent, &msg, now);
     pf_msg_reset (&msg);
 }
 
@@ -700,7 +645,7 @@ static void run_bridge (pf_broker_t *self, agent_t *agent, uint32_t bridge, int6
     if (!slot->serving || slot->request)
         return;
     request_t *request = slot->pending ? zlistx_first (slot->pending) : NULL;
-    if (!request && !slot->draining)
+    if (!request && !slot->draining && !agent->draining)
         request = zlistx_first (agent->service->queue);
     if (!request)
         return;
@@ -769,9 +714,12 @@ static void bridge_gone (pf_broker_t *self, agent_t *agent, uint32_t bridge, int
 //  --------------------------------------------------------------------------
 //  Agents
 
-static void agent_remove (pf_broker_t *self, agent_t *agent, const char *why, int64_t now)
+void broker_agent_remove (pf_broker_t *self, agent_t *agent, const char *why, int64_t now)
 {
     pf_info ("agent %s (%s pid %u) removed: %s", agent->agent_id, agent->host, agent->pid, why);
+    if (self->event_fn)
+        broker_event (self, "agent.left",
+                      json_pack ("{s:s, s:s}", "agent", agent->agent_id, "reason", why));
     service_t *service = agent->service;
     //  Out of the tables first, so sessions bound here read as lost.
     zhashx_delete (self->serials, &agent->serial);
@@ -878,7 +826,16 @@ static void adopt_session (pf_broker_t *self, agent_t *agent, msgpack_object *en
     session->generation = (uint32_t) item[2].via.u64;
 }
 
-//  HEARTBEAT's bridges entry [index, generation, state].
+static void bridge_event (pf_broker_t *self, const char *topic, agent_t *agent, uint32_t bridge,
+                          uint32_t generation)
+{
+    if (self->event_fn)
+        broker_event (self, topic,
+                      json_pack ("{s:s, s:i, s:i}", "agent", agent->agent_id, "bridge",
+                                 (json_int_t) bridge, "generation", (json_int_t) generation));
+}
+
+//  HEARTBEAT's bridges entry [index, generation, state, {pid, rss_kb}?].
 static void update_bridge (pf_broker_t *self, agent_t *agent, msgpack_object *entry, int64_t now)
 {
     (void) now;
@@ -892,9 +849,25 @@ static void update_bridge (pf_broker_t *self, agent_t *agent, msgpack_object *en
     }
     object_text (&item[2], state, sizeof state);
     bridge_slot_t *slot = &agent->bridges[item[0].via.u64];
+    if (slot->generation != (uint32_t) item[1].via.u64)
+        slot->requests = slot->errors = 0;
     slot->generation = (uint32_t) item[1].via.u64;
     slot->serving = true;
     slot->draining = strcmp (state, "draining") == 0;
+    //  Optional fourth element: {pid, rss_kb} for monitoring.
+    if (entry->via.array.size >= 4 && item[3].type == MSGPACK_OBJECT_MAP) {
+        msgpack_object_map *map = &item[3].via.map;
+        for (uint32_t i = 0; i < map->size; i++) {
+            char key[16];
+            if (object_text (&map->ptr[i].key, key, sizeof key) != 0
+                || map->ptr[i].val.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+                continue;
+            if (strcmp (key, "pid") == 0)
+                slot->pid = (uint32_t) map->ptr[i].val.via.u64;
+            else if (strcmp (key, "rss_kb") == 0)
+                slot->rss_kb = map->ptr[i].val.via.u64;
+        }
+    }
 }
 
 static void handle_heartbeat (pf_broker_t *self, agent_t *agent, pf_msg_t *msg, int64_t now)
@@ -903,10 +876,11 @@ static void handle_heartbeat (pf_broker_t *self, agent_t *agent, pf_msg_t *msg, 
         return; //  a bare heartbeat: nothing changed
     uint32_t count = agent->bridge_count;
     uint32_t old_generation[count];
-    bool old_serving[count];
+    bool old_serving[count], old_draining[count];
     for (uint32_t index = 0; index < count; index++) {
         old_generation[index] = agent->bridges[index].generation;
         old_serving[index] = agent->bridges[index].serving;
+        old_draining[index] = agent->bridges[index].draining;
         agent->bridges[index].serving = false;
     }
     if (for_each_entry (self, agent, msg->bridges, update_bridge, now) < 0) {
@@ -920,8 +894,15 @@ static void handle_heartbeat (pf_broker_t *self, agent_t *agent, pf_msg_t *msg, 
         bridge_slot_t *slot = &agent->bridges[index];
         serving_before += old_serving[index];
         serving_now += slot->serving;
-        if (old_serving[index] && (!slot->serving || slot->generation != old_generation[index]))
+        bool replaced = slot->generation != old_generation[index];
+        if (old_serving[index] && (!slot->serving || replaced)) {
+            bridge_event (self, "bridge.down", agent, index, old_generation[index]);
             bridge_gone (self, agent, index, now);
+        }
+        if (slot->serving && (!old_serving[index] || replaced))
+            bridge_event (self, "bridge.up", agent, index, slot->generation);
+        if (slot->serving && slot->draining && !old_draining[index])
+            bridge_event (self, "bridge.draining", agent, index, slot->generation);
     }
     if (serving_now != serving_before)
         pf_info ("agent %s: %u of %u bridges serving", agent->agent_id, serving_now, count);
@@ -935,7 +916,7 @@ static void handle_ready (pf_broker_t *self, zframe_t *routing_id, const char *k
 {
     agent_t *old = zhashx_lookup (self->agents, key);
     if (old)
-        agent_remove (self, old, "registered again", now);
+        broker_agent_remove (self, old, "registered again", now);
     if (msg->capacity == 0 || msg->capacity > MAX_BRIDGES_PER_AGENT) {
         self->stats.malformed++;
         send_disconnect (self, routing_id, "READY: capacity out of range");
@@ -954,7 +935,13 @@ static void handle_ready (pf_broker_t *self, zframe_t *routing_id, const char *k
     agent->service_handle = zlistx_add_start (agent->service->agents, agent);
     agent->expiry = now + (int64_t) self->config.heartbeat_ms * self->config.liveness;
     agent->last_sent = now;
+    agent->joined = agent->last_heard = now;
     zhashx_insert (self->agents, agent->key, agent);
+    if (self->event_fn)
+        broker_event (self, "agent.joined",
+                      json_pack ("{s:s, s:s, s:i, s:s, s:i}", "agent", agent->agent_id, "host",
+                                 agent->host, "pid", (json_int_t) agent->pid, "service",
+                                 msg->service, "capacity", (json_int_t) msg->capacity));
     zhashx_insert (self->serials, &agent->serial, agent);
     if (for_each_entry (self, agent, msg->sessions, adopt_session, now) != 0)
         self->stats.malformed++;
@@ -991,9 +978,13 @@ static void handle_agent_answer (pf_broker_t *self, agent_t *agent, pf_msg_t *ms
             request->attempts--;
             request_orphaned (self, request, false, now);
         }
-        else
+        else {
+            agent->errors++;
+            if (bridge < agent->bridge_count)
+                agent->bridges[bridge].errors++;
             request_fail (self, request, msg->code < PF_ERROR_COUNT ? msg->code : PF_INTERNAL,
                           msg->message, &msg->detail, now);
+        }
     }
     if (bridge < agent->bridge_count)
         run_bridge (self, agent, bridge, now);
@@ -1016,6 +1007,7 @@ static void handle_agent (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg
         return;
     }
     agent->expiry = now + (int64_t) self->config.heartbeat_ms * self->config.liveness;
+    agent->last_heard = now;
     switch (msg->command) {
     case PF_W_HEARTBEAT:
         handle_heartbeat (self, agent, msg, now);
@@ -1025,7 +1017,7 @@ static void handle_agent (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg
         handle_agent_answer (self, agent, msg, now);
         break;
     case PF_W_DISCONNECT:
-        agent_remove (self, agent, msg->message ? msg->message : "disconnected", now);
+        broker_agent_remove (self, agent, msg->message ? msg->message : "disconnected", now);
         break;
     case PF_W_SESSION_LOST: {
         //  The roster would show it stale anyway; this only makes it sooner.
@@ -1060,7 +1052,11 @@ static request_t *request_new (pf_broker_t *self, zframe_t *routing_id, pf_msg_t
     uint32_t timeout = request->msg.timeout_ms ? request->msg.timeout_ms
                                                : self->config.default_timeout_ms;
     request->deadline = now + timeout;
+    request->accepted_us = zclock_usecs ();
     zhashx_insert (self->requests, &request->id, request);
+    service->requests++;
+    rate_add (&service->rate, now);
+    rate_add (&self->rate, now);
     return request;
 }
 
@@ -1268,8 +1264,19 @@ static void check_agent (pf_broker_t *self, agent_t *agent, int64_t now)
         pf_msg_init (&msg);
         msg.proto = PF_PROTO_W;
         msg.command = PF_W_HEARTBEAT;
-        send_to_agent (self, agent, &msg, now);
+        broker_send_to_agent (self, agent, &msg, now);
     }
+}
+
+//  Nothing runs on the agent and nothing waits for its bridges.
+static bool agent_idle (agent_t *agent)
+{
+    for (uint32_t index = 0; index < agent->bridge_count; index++) {
+        bridge_slot_t *slot = &agent->bridges[index];
+        if (slot->request || (slot->pending && zlistx_size (slot->pending)))
+            return false;
+    }
+    return true;
 }
 
 static void expire_sessions (pf_broker_t *self, int64_t now)
@@ -1284,6 +1291,7 @@ static void expire_sessions (pf_broker_t *self, int64_t now)
             session_touch (self, session, now); //  busy: not idle
             continue;
         }
+        session_event (self, "session.expired", session);
         send_session_end (self, session, now);
         session_delete (self, session);
         self->stats.sessions_expired++;
@@ -1310,15 +1318,24 @@ int64_t pf_broker_tick (pf_broker_t *self, int64_t now)
 
     //  Collect expired agents first: removal changes the table being walked.
     zlistx_t *dead = zlistx_new ();
+    zlistx_t *drained = zlistx_new ();
     for (agent_t *agent = zhashx_first (self->agents); agent; agent = zhashx_next (self->agents)) {
         if (agent->expiry <= now)
             zlistx_add_end (dead, agent);
-        else
+        else {
             check_agent (self, agent, now);
+            if (agent->draining && agent_idle (agent))
+                zlistx_add_end (drained, agent);
+        }
     }
     for (agent_t *agent = zlistx_first (dead); agent; agent = zlistx_next (dead))
-        agent_remove (self, agent, "heartbeat expired", now);
+        broker_agent_remove (self, agent, "heartbeat expired", now);
+    for (agent_t *agent = zlistx_first (drained); agent; agent = zlistx_next (drained)) {
+        send_disconnect (self, agent->routing_id, "drain");
+        broker_agent_remove (self, agent, "drained", now);
+    }
     zlistx_destroy (&dead);
+    zlistx_destroy (&drained);
     expire_sessions (self, now);
 
     //  Queued and running requests have deadlines to watch at a fine grain;
@@ -1350,4 +1367,39 @@ void pf_broker_stats (pf_broker_t *self, pf_broker_stats_t *stats)
     for (request_t *request = zhashx_first (self->requests); request;
          request = zhashx_next (self->requests))
         stats->inflight += request->agent != NULL;
+}
+
+void pf_broker_set_event_fn (pf_broker_t *self, pf_broker_event_fn *fn, void *arg)
+{
+    self->event_fn = fn;
+    self->event_arg = arg;
+}
+
+void broker_event (pf_broker_t *self, const char *topic, json_t *event)
+{
+    if (!event)
+        return;
+    if (!self->event_fn) {
+        json_decref (event);
+        return;
+    }
+    json_object_set_new (event, "event", json_string (topic));
+    self->event_fn (self->event_arg, topic, event);
+}
+
+agent_t *broker_agent_by_id (pf_broker_t *self, const char *agent_id)
+{
+    for (agent_t *agent = zhashx_first (self->agents); agent; agent = zhashx_next (self->agents))
+        if (strcmp (agent->agent_id, agent_id) == 0)
+            return agent;
+    return NULL;
+}
+
+void broker_session_end (pf_broker_t *self, session_t *session, int64_t now)
+{
+    send_session_end (self, session, now);
+    if (session->count == 0)
+        session_delete (self, session);
+    else
+        session->agent_serial = 0; //  its waiting requests start a new binding
 }

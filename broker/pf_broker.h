@@ -15,6 +15,7 @@
 #define PF_BROKER_H_INCLUDED
 
 #include <czmq.h>
+#include <jansson.h>
 #include <stdint.h>
 
 typedef struct _pf_broker_t pf_broker_t;
@@ -70,5 +71,15 @@ typedef struct {
 } pf_broker_stats_t;
 
 void pf_broker_stats (pf_broker_t *self, pf_broker_stats_t *stats);
+
+//  Receives broker events (agent joined, bridge down, session lost...) as
+//  a topic and a JSON object, which the callee takes (json_decref).
+typedef void(pf_broker_event_fn) (void *arg, const char *topic, json_t *event);
+void pf_broker_set_event_fn (pf_broker_t *self, pf_broker_event_fn *fn, void *arg);
+
+//  Answers one management request (PFM1, docs/MANAGEMENT.md): takes *msg_p
+//  (frames after the routing id), returns the reply (frames after the
+//  routing id), or NULL if the request cannot be answered at all.
+zmsg_t *pf_broker_manage (pf_broker_t *self, zmsg_t **msg_p, int64_t now);
 
 #endif

@@ -335,14 +335,17 @@ static void late_reply_after_a_broker_timeout_is_dropped (void **state)
     sent_free (&timeout);
 }
 
-static void idle_session_expires_and_its_agent_is_told (void **state)
+static void idle_sessions_expire_and_their_agent_is_told (void **state)
 {
     fixture_t *fx = *state;
     agent_ready (fx, fx->agent_a, 1);
-    client_request (fx, 1, "ttl", 0, 0);
-    sent_t *request = take (fx, PF_PROTO_W, PF_W_REQUEST);
-    agent_reply (fx, fx->agent_a, &request->msg);
-    sent_free (&request);
+    const char *names[] = {"ttl-a", "ttl-b", "ttl-c"};
+    for (int i = 0; i < 3; i++) {
+        client_request (fx, (uint64_t) i + 1, names[i], 0, 0);
+        sent_t *request = take (fx, PF_PROTO_W, PF_W_REQUEST);
+        agent_reply (fx, fx->agent_a, &request->msg);
+        sent_free (&request);
+    }
     //  The agent stays alive (heartbeats) while the session idles.
     for (int second = 0; second < 9; second++) {
         fx->now += 1000;
@@ -356,10 +359,12 @@ static void idle_session_expires_and_its_agent_is_told (void **state)
     assert_null (take (fx, PF_PROTO_W, PF_W_SESSION_END));
     fx->now += 1001;
     pf_broker_tick (fx->broker, fx->now);
-    sent_t *end = take (fx, PF_PROTO_W, PF_W_SESSION_END);
-    assert_non_null (end);
-    assert_string_equal (end->msg.session, "ttl");
-    sent_free (&end);
+    for (int i = 0; i < 3; i++) {
+        sent_t *end = take (fx, PF_PROTO_W, PF_W_SESSION_END);
+        assert_non_null (end);
+        assert_string_equal (end->msg.session, names[i]);
+        sent_free (&end);
+    }
     pf_broker_stats_t stats;
     pf_broker_stats (fx->broker, &stats);
     assert_int_equal (stats.sessions, 0);
@@ -435,7 +440,7 @@ int main (void)
                                          teardown),
         cmocka_unit_test_setup_teardown (late_reply_after_a_broker_timeout_is_dropped, setup,
                                          teardown),
-        cmocka_unit_test_setup_teardown (idle_session_expires_and_its_agent_is_told, setup,
+        cmocka_unit_test_setup_teardown (idle_sessions_expire_and_their_agent_is_told, setup,
                                          teardown),
         cmocka_unit_test_setup_teardown (malformed_and_unknown_peers_are_counted_not_fatal, setup,
                                          teardown),
