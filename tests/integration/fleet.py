@@ -5,6 +5,7 @@ every process started here is stopped by its pid in stop(). The build tree
 is taken from $PYFLEET_BUILD (default: build/ at the repository root).
 """
 
+import json
 import os
 import re
 import shlex
@@ -105,12 +106,17 @@ class Process:
 class Fleet:
     def __init__(self):
         self.endpoint = "tcp://127.0.0.1:%d" % free_port()
+        self.mgmt = "tcp://127.0.0.1:%d" % free_port()
+        self.events = "tcp://127.0.0.1:%d" % free_port()
         self.broker = None
         self.workers = []
 
     def start_broker(self, *args):
+        # Own management and event ports, so brokers of parallel tests never
+        # contend for the defaults (arguments given later win).
         self.broker = Process("broker", [os.path.join(BIN, "pyfleet-broker"),
-                                         "--bind", self.endpoint] + list(args))
+                                         "--bind", self.endpoint, "--mgmt", self.mgmt,
+                                         "--events", self.events] + list(args))
         self.broker.wait_for("listening on")
         return self.broker
 
@@ -138,6 +144,22 @@ class Fleet:
 
     def client(self):
         return RawClient(self.endpoint)
+
+    def manage(self, command, args=None, timeout=5.0):
+        """One PFM1 request to the broker's management endpoint: (status, body)."""
+        socket = zmq.Context.instance().socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.connect(self.mgmt)
+        try:
+            socket.send_multipart([b"", b"PFM1", command.encode(),
+                                   json.dumps(args or {}).encode()])
+            if not socket.poll(int(timeout * 1000)):
+                raise AssertionError("management endpoint did not answer %s" % command)
+            frames = socket.recv_multipart()
+        finally:
+            socket.close(0)
+        body = frames[3].decode()
+        return frames[2].decode(), (body if command == "METRICS" else json.loads(body))
 
     def stop(self):
         statuses = [w.stop() for w in self.workers]
