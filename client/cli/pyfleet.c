@@ -31,11 +31,21 @@ static void print_usage (FILE *stream)
              "\n"
              "Commands:\n"
              "  call     send one request (or many, as a load generator) to a broker\n"
+             "\n"
+             "  status | workers | sessions | services\n"
+             "           the fleet as the broker's management endpoint sees it (--json)\n"
+             "  metrics  Prometheus text exposition\n"
+             "  drain AGENT | recycle AGENT[/BRIDGE] | end-session SERVICE SESSION\n"
+             "           operator actions\n"
+             "  top      live full-screen view of agents and bridges (q quits)\n"
+             "  watch    stream the broker's events, one line each (--json)\n"
              "  help     show this help\n"
              "\n"
              "Run 'pyfleet COMMAND --help' for a command's options.\n"
              "The broker endpoint comes from --broker, else $PYFLEET_BROKER,\n"
-             "else tcp://127.0.0.1:5555.\n"
+             "else tcp://127.0.0.1:5555; the management endpoint from --mgmt, else\n"
+             "$PYFLEET_MGMT, else tcp://127.0.0.1:5556; events from --events, else\n"
+             "$PYFLEET_EVENTS, else tcp://127.0.0.1:5557 (docs/MANAGEMENT.md).\n"
              "\n"
              "%s",
              cli_exit_code_help);
@@ -97,6 +107,12 @@ int main (int argc, char **argv)
         return CLI_EXIT_OK;
     }
     if (strcmp (command, "call") == 0) return cli_call (argc - 1, argv + 1);
+    static const char *const mgmt_commands[] = {"status",  "workers", "sessions", "services",
+                                                "metrics", "drain",   "recycle",  "end-session"};
+    for (size_t i = 0; i < sizeof mgmt_commands / sizeof mgmt_commands[0]; i++)
+        if (strcmp (command, mgmt_commands[i]) == 0) return cli_mgmt_command (argc - 1, argv + 1);
+    if (strcmp (command, "top") == 0) return cli_top (argc - 1, argv + 1);
+    if (strcmp (command, "watch") == 0) return cli_watch (argc - 1, argv + 1);
     fprintf (stderr, "pyfleet: unknown command '%s'\n\n", command);
     print_usage (stderr);
     return CLI_EXIT_USAGE;
