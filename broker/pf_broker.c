@@ -1155,7 +1155,9 @@ static void handle_client_request (pf_broker_t *self, zframe_t *routing_id, pf_m
             session->head = request;
         session->tail = request;
         session->count++;
-        session_touch (self, session, now);
+        //  No LRU touch here: a session with requests never expires, and
+        //  session_advance touches it when its last request is answered
+        //  (each touch relinks two random neighbours: cache misses).
         if (session->head == request)
             session_activate (self, request, now);
     }
