@@ -12,6 +12,9 @@ worker
     max-rss = 512
     jitter = 10
     max-recycling = 1
+    #   A replacement starts at 80 % of the request limit (or ~2 startups before a limit)
+    #   and waits ready, so the swap at the limit costs no request a Python start.
+    prespawn = 80
     drain-cap = 60
     #   Beats: one a second; three missed and the bridge is wedged, killed, replaced.
     beat = 1000

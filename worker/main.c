@@ -42,6 +42,8 @@ static void usage (FILE *out)
              "  --max-rss MB           recycle a bridge above this RSS (default 0: never)\n"
              "  --jitter PERCENT       per-bridge jitter of the request and age limits (default 10)\n"
              "  --max-recycling K      bridges recycling at once (default 1)\n"
+             "  --prespawn PERCENT     start a replacement at this %% of the request limit, or\n"
+             "                         when a limit is 2 startups (>= 300 ms) away (default 80)\n"
              "  --drain-cap SECONDS    longest a recycled bridge keeps its sessions (default 60)\n"
              "  --heartbeat MS         heartbeat interval with the broker (default 1000)\n"
              "  --liveness N           missed heartbeats before the broker is gone (default 3)\n"
@@ -116,6 +118,7 @@ static int apply (options_t *options, const char *key, const char *value, bool f
         {"max-rss", 0, 100000000, &config->max_rss_mb},
         {"jitter", 0, 50, &config->jitter_pct},
         {"max-recycling", 1, 64, &config->max_recycling},
+        {"prespawn", 0, 100, &config->prespawn_pct},
         {"drain-cap", 0, 100000000, &config->drain_cap_s},
     };
     long long number;
@@ -240,6 +243,7 @@ static int run (int argc, char *argv[], options_t *options, zconfig_t **tree_p)
                                     {"max-rss", required_argument, 0, 0},
                                     {"jitter", required_argument, 0, 0},
                                     {"max-recycling", required_argument, 0, 0},
+                                    {"prespawn", required_argument, 0, 0},
                                     {"drain-cap", required_argument, 0, 0},
                                     {"heartbeat", required_argument, 0, 0},
                                     {"liveness", required_argument, 0, 0},

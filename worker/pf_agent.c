@@ -11,7 +11,21 @@
       spawning -> starting -> ready <-> busy -> draining -> stopping -> dead
     starting covers the wait for the ready frame and the setup replay;
     draining is a recycled bridge whose replacement is ready: it takes only
-    requests of the sessions it holds, until they end or the drain cap. */
+    requests of the sessions it holds, until they end or the drain cap.
+
+    Recycling, spawn before retire: a bridge expected to reach its request
+    or age limit within two (slow) startup times, at least 300 ms, or at
+    --prespawn percent of its request limit, gets a replacement started in
+    a spare slot. The replacement waits ready but unlisted ("standby")
+    until the old bridge hits its limit; then the two swap in one roster
+    change, so capacity does not dip and no request waits for a Python
+    start. When replacements cannot keep up (K = 1 and limits hit faster
+    than Python starts), a bridge past its limit stops taking work while
+    another fresh bridge serves, and keeps serving only when none does, so
+    capacity never drops to zero. At most
+    max_recycling bridges have a replacement or are draining at once; a
+    stopping bridge (stdin closed, exiting) no longer counts, since its
+    replacement already serves in its place. */
 #define _GNU_SOURCE
 #include "pf_agent.h"
 #include "pf_bridge.h"
@@ -34,6 +48,7 @@
 #define RECONNECT_MIN_MS    1000
 #define RECONNECT_MAX_MS    32000
 #define SESSION_END_TIMEOUT 10000
+#define PRESPAWN_LEAD_MIN_MS 300
 
 typedef enum {
     BRIDGE_SPAWNING, //  waiting for its (re)spawn time
@@ -58,13 +73,16 @@ typedef struct {
     pf_bridge_t *handle;
     pid_t pgid;       //  registered with the watchdog while non-zero
     bool in_use;      //  holds a bridge (or will): active or retiring
-    bool retiring;    //  being recycled: no longer counts as active
-    int replacement;  //  while retiring and not yet draining: the replacing slot
-    bool due;         //  due for recycling, waiting for a turn
+    bool retiring;    //  swapped out for its replacement: draining or stopping
+    int replacement;  //  the slot preparing this bridge's replacement, or -1
+    int standby_for;  //  this slot is the replacement being prepared for slot N, or -1
+    bool due;         //  reached a limit, waiting for its replacement
+    int64_t due_since;
     char due_reason[128];
     int64_t respawn_at;
     uint32_t backoff_ms;
     int64_t spawned_at;
+    int64_t ready_since; //  a standby replacement: when it got ready
     bool got_ready;   //  the ready frame arrived (beats flow from then on)
     bool out_eof;     //  its output pipe closed: the exit status comes with the reap
     int64_t last_beat;
@@ -91,6 +109,8 @@ typedef struct {
     int64_t internal_deadline;
     size_t setup_next;
     uint64_t requests;
+    int64_t started_us;  //  when the running request was sent (service time)
+    uint64_t service_us; //  moving average of its time per request
     zhashx_t *sessions;  //  session ids it has served
     zlist_t *ends;       //  session ids to end when idle
     int64_t drain_until;
@@ -120,6 +140,7 @@ typedef struct {
     pid_t watchdog_pid;
     int last_capacity;
     uint64_t recycles;
+    int64_t startup_ms; //  spawn to ready: the slowest recent one, decaying; 0 = none yet
     bool stopping;
 } agent_t;
 
@@ -152,6 +173,7 @@ void pf_agent_config_defaults (pf_agent_config_t *config)
     config->stop_grace_ms = 2000;
     config->jitter_pct = 10;
     config->max_recycling = 1;
+    config->prespawn_pct = 80;
     config->drain_cap_s = 60;
     config->max_frame = PF_DEFAULT_MAX_BODY;
 }
@@ -189,12 +211,13 @@ static bool slot_has_sessions (slot_t *slot)
 static bool slot_fresh (slot_t *slot)
 {
     return slot->handle && !slot->suspect && !slot->due && !slot->retiring
-        && (slot->state == BRIDGE_READY || slot->state == BRIDGE_BUSY);
+        && slot->standby_for < 0 && (slot->state == BRIDGE_READY || slot->state == BRIDGE_BUSY);
 }
 
 static const char *slot_listed_as (agent_t *self, slot_t *slot, int64_t now)
 {
-    if (!slot->handle || slot->suspect || self->stopping)
+    //  A standby replacement is not listed until it swaps in.
+    if (!slot->handle || slot->suspect || self->stopping || slot->standby_for >= 0)
         return NULL;
     if (slot->state == BRIDGE_READY || slot->state == BRIDGE_BUSY) {
         //  A bridge past its limit takes work only while no fresh bridge
@@ -434,6 +457,8 @@ static void slot_spawn (agent_t *self, slot_t *slot, int64_t now)
     slot->suspect = false;
     slot->rss_exempt = false;
     slot->due = false;
+    slot->due_since = 0;
+    slot->service_us = 0;
     slot->requests = 0;
     slot->setup_next = 0;
     slot->internal = INTERNAL_NONE;
@@ -515,6 +540,17 @@ static void slot_lost (agent_t *self, slot_t *slot, int code, const char *reason
         slot->replacement = -1;
         return;
     }
+    if (slot->replacement >= 0) {
+        //  Its replacement was already on the way: it takes this bridge's
+        //  place now, sooner than a start from scratch.
+        slot_t *spare = &self->slots[slot->replacement];
+        spare->standby_for = -1;
+        slot->replacement = -1;
+        slot->in_use = false;
+        pf_info ("bridge %d: its replacement in slot %d takes its place", slot->index,
+                 spare->index);
+        return;
+    }
     if (was_ready)
         slot->backoff_ms = RESPAWN_MIN_MS;
     slot->respawn_at = now + (was_ready ? 0 : slot->backoff_ms);
@@ -564,6 +600,7 @@ static int slot_send_internal (agent_t *self, slot_t *slot, internal_t kind, con
 static void slot_start_request (agent_t *self, slot_t *slot, pf_msg_t *msg, int64_t arrived,
                                 int64_t now);
 static void slot_after_work (agent_t *self, slot_t *slot, int64_t now);
+static void slot_swap (agent_t *self, slot_t *old, int64_t now);
 
 //  Setup replay: the next setup call, or ready when none is left.
 static void slot_setup_next (agent_t *self, slot_t *slot, int64_t now)
@@ -593,20 +630,17 @@ static void slot_setup_next (agent_t *self, slot_t *slot, int64_t now)
                   slot->index, slot->generation, rss_kb,
                   (unsigned long long) slot->limits.max_rss_kb);
     }
-    //  Spawn before retire: the bridge this one replaces stops taking work now.
-    for (int i = 0; i < self->slot_count; i++) {
-        slot_t *old = &self->slots[i];
-        if (old->retiring && old->replacement == slot->index && old->handle) {
-            old->replacement = -1;
-            old->drain_until = now + (int64_t) self->config->drain_cap_s * 1000;
-            char why[192];
-            snprintf (why, sizeof why, "recycle (%s); replacement bridge %d gen %u ready",
-                      old->due_reason, slot->index, slot->generation);
-            if (old->state == BRIDGE_READY || old->state == BRIDGE_BUSY)
-                slot_set_state (old, BRIDGE_DRAINING, why, now);
-            self->roster_changed = true;
-            slot_after_work (self, old, now);
-        }
+    //  A slow start counts at once, fast ones bring the estimate down
+    //  slowly: a late replacement is what costs (a wait at the limit).
+    int64_t took = now - slot->spawned_at;
+    self->startup_ms = took > self->startup_ms ? took : (7 * self->startup_ms + took) / 8;
+    if (slot->standby_for >= 0) {
+        slot_t *old = &self->slots[slot->standby_for];
+        pf_info ("bridge %d gen %u: standby to replace bridge %d (%llu requests done)",
+                 slot->index, slot->generation, old->index, (unsigned long long) old->requests);
+        slot->ready_since = now;
+        if (old->due)
+            slot_swap (self, old, now);
     }
 }
 
@@ -666,7 +700,7 @@ static void slot_after_work (agent_t *self, slot_t *slot, int64_t now)
 //  Recycling policy, checked on beats and after each request.
 static void slot_check_due (agent_t *self, slot_t *slot, int64_t now)
 {
-    if (slot->due || slot->retiring || !slot->in_use || self->stopping
+    if (slot->due || slot->retiring || !slot->in_use || slot->standby_for >= 0 || self->stopping
         || (slot->state != BRIDGE_READY && slot->state != BRIDGE_BUSY))
         return;
     pf_policy_limits_t limits = slot->limits;
@@ -676,44 +710,131 @@ static void slot_check_due (agent_t *self, slot_t *slot, int64_t now)
     if (pf_policy_due (&limits, slot->requests, (uint64_t) (now - slot->spawned_at), rss_kb,
                        slot->due_reason, sizeof slot->due_reason)) {
         slot->due = true;
+        slot->due_since = now;
         self->roster_changed = true;
         pf_info ("bridge %d gen %u: due for recycling: %s", slot->index, slot->generation,
                  slot->due_reason);
+        slot_swap (self, slot, now);
     }
 }
 
-//  Gives due bridges a replacement, at most max_recycling at once.
+//  A standby replacement that is ready, preferably the one started for
+//  this bridge; any will do, they are all alike.
+static slot_t *standby_ready (agent_t *self, slot_t *old)
+{
+    slot_t *found = NULL;
+    for (int i = 0; i < self->slot_count; i++) {
+        slot_t *spare = &self->slots[i];
+        if (spare->standby_for >= 0 && spare->handle && spare->state == BRIDGE_READY
+            && !spare->suspect && (!found || spare->standby_for == old->index))
+            found = spare;
+    }
+    return found;
+}
+
+//  Spawn before retire: a bridge at its limit and a ready replacement swap
+//  in one roster change; the old bridge drains (only its sessions) and stops.
+static void slot_swap (agent_t *self, slot_t *old, int64_t now)
+{
+    if (!old->due || old->retiring || !old->handle
+        || (old->state != BRIDGE_READY && old->state != BRIDGE_BUSY))
+        return;
+    slot_t *spare = standby_ready (self, old);
+    if (!spare)
+        return;
+    if (spare->standby_for != old->index) {
+        //  The bridge it was started for is not due yet: it gets the one
+        //  started for this bridge, if any, or another later.
+        slot_t *other = &self->slots[spare->standby_for];
+        other->replacement = old->replacement;
+        if (old->replacement >= 0)
+            self->slots[old->replacement].standby_for = other->index;
+    }
+    spare->standby_for = -1;
+    old->replacement = -1;
+    old->retiring = true;
+    old->drain_until = now + (int64_t) self->config->drain_cap_s * 1000;
+    self->recycles++;
+    self->roster_changed = true;
+    //  One line per recycle; "waited" is how long the old bridge was past
+    //  its limit before a replacement was ready (0: ready in advance).
+    pf_info ("bridge %d gen %u: recycling (%s) after %llu requests; replacement bridge %d gen %u "
+             "ready %lld ms before, waited %lld ms (recycle #%llu)",
+             old->index, old->generation, old->due_reason, (unsigned long long) old->requests,
+             spare->index, spare->generation,
+             (long long) (spare->ready_since <= old->due_since ? old->due_since - spare->ready_since
+                                                                : 0),
+             (long long) (now - old->due_since), (unsigned long long) self->recycles);
+    char why[192];
+    snprintf (why, sizeof why, "recycled (%s); bridge %d gen %u serves in its place",
+              old->due_reason, spare->index, spare->generation);
+    slot_set_state (old, BRIDGE_DRAINING, why, now);
+    slot_after_work (self, old, now);
+}
+
+//  Bridges with a replacement on the way or draining: at most max_recycling.
+static int recycling_count (agent_t *self)
+{
+    int count = 0;
+    for (int i = 0; i < self->slot_count; i++) {
+        slot_t *slot = &self->slots[i];
+        count += slot->in_use && (slot->replacement >= 0 || slot->state == BRIDGE_DRAINING);
+    }
+    return count;
+}
+
+static bool slot_near_limit (agent_t *self, slot_t *slot, int64_t now)
+{
+    //  Twice the recent slow startup, and never under PRESPAWN_LEAD_MIN_MS:
+    //  starts vary threefold on a loaded host (we measured 40 to 250 ms on
+    //  2 cores), a late replacement makes requests wait, and an idle
+    //  standby kept a little longer costs only its memory.
+    int64_t lead = 2 * self->startup_ms;
+    uint64_t lead_ms = (uint64_t) (lead > PRESPAWN_LEAD_MIN_MS ? lead : PRESPAWN_LEAD_MIN_MS);
+    return pf_policy_prepare (&slot->limits, slot->requests, (uint64_t) (now - slot->spawned_at),
+                              slot->service_us, lead_ms, self->config->prespawn_pct);
+}
+
+//  Starts replacements: first for bridges past their limit, then for those
+//  near it, at most max_recycling at once.
 static void recycle_schedule (agent_t *self, int64_t now)
 {
-    int recycling = 0;
-    for (int i = 0; i < self->slot_count; i++)
-        recycling += self->slots[i].in_use && self->slots[i].retiring;
-    for (int i = 0; i < self->slot_count && recycling < (int) self->config->max_recycling; i++) {
-        slot_t *old = &self->slots[i];
-        if (!old->due || old->retiring || !old->handle)
-            continue;
-        slot_t *spare = NULL;
-        for (int k = 0; k < self->slot_count && !spare; k++)
-            if (!self->slots[k].in_use)
-                spare = &self->slots[k];
-        if (!spare)
-            return;
-        old->retiring = true;
-        old->replacement = spare->index;
-        spare->in_use = true;
-        spare->retiring = false;
-        spare->replacement = -1;
-        spare->backoff_ms = RESPAWN_MIN_MS;
-        char why[64];
-        snprintf (why, sizeof why, "replacement for bridge %d", old->index);
-        slot_set_state (spare, BRIDGE_SPAWNING, why, now);
-        recycling++;
-        self->recycles++;
-        pf_info ("bridge %d gen %u: recycling (%s); replacement in slot %d (recycle #%llu)",
-                 old->index, old->generation, old->due_reason, spare->index,
-                 (unsigned long long) self->recycles);
-        slot_spawn (self, spare, now);
-    }
+    if (self->stopping)
+        return;
+    int recycling = recycling_count (self);
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < self->slot_count; i++) {
+            if (recycling >= (int) self->config->max_recycling)
+                return;
+            slot_t *old = &self->slots[i];
+            if (!old->in_use || !old->handle || old->retiring || old->replacement >= 0
+                || old->standby_for >= 0
+                || (old->state != BRIDGE_READY && old->state != BRIDGE_BUSY))
+                continue;
+            if (pass == 0 ? !old->due : old->due || !slot_near_limit (self, old, now))
+                continue;
+            slot_t *spare = NULL;
+            for (int k = 0; k < self->slot_count && !spare; k++)
+                if (!self->slots[k].in_use)
+                    spare = &self->slots[k];
+            if (!spare)
+                return;
+            old->replacement = spare->index;
+            spare->in_use = true;
+            spare->retiring = false;
+            spare->replacement = -1;
+            spare->standby_for = old->index;
+            spare->backoff_ms = RESPAWN_MIN_MS;
+            char why[64];
+            snprintf (why, sizeof why, "replacement for bridge %d", old->index);
+            slot_set_state (spare, BRIDGE_SPAWNING, why, now);
+            recycling++;
+            pf_info ("bridge %d gen %u: replacement starts in slot %d (%s; %llu requests done)",
+                     old->index, old->generation, spare->index,
+                     old->due ? old->due_reason : "near its limit",
+                     (unsigned long long) old->requests);
+            slot_spawn (self, spare, now);
+        }
 }
 
 static void slot_handle_reply (agent_t *self, slot_t *slot, pf_bridge_msg_t *msg, int64_t now)
@@ -763,6 +884,9 @@ static void slot_handle_reply (agent_t *self, slot_t *slot, pf_bridge_msg_t *msg
     }
     slot_clear_request (slot);
     slot->requests++;
+    int64_t took_us = zclock_usecs () - slot->started_us;
+    slot->service_us = slot->service_us ? (7 * slot->service_us + (uint64_t) took_us) / 8
+                                        : (uint64_t) took_us;
     if (slot->state == BRIDGE_BUSY)
         slot_set_state (slot, BRIDGE_READY, "reply", now);
     slot_check_due (self, slot, now);
@@ -868,6 +992,7 @@ static void slot_start_request (agent_t *self, slot_t *slot, pf_msg_t *msg, int6
         return;
     }
     slot->running = true;
+    slot->started_us = zclock_usecs ();
     slot->request_id = msg->request_id;
     slot->local_id = local_id;
     slot->deadline = deadline;
@@ -1262,7 +1387,9 @@ static int agent_setup (agent_t *self, const pf_agent_config_t *config)
     self->config = config;
     self->watchdog_fd = -1;
     self->last_capacity = -1;
-    self->slot_count = config->bridges + (int) config->max_recycling;
+    //  Each recycle may hold two spare slots: the replacement being
+    //  prepared, then the old bridge while it stops.
+    self->slot_count = config->bridges + 2 * (int) config->max_recycling;
     self->setup = pf_setup_new ();
     for (int i = 0; config->setup && config->setup[i]; i++) {
         char err[256];
@@ -1304,6 +1431,7 @@ static int agent_setup (agent_t *self, const pf_agent_config_t *config)
         slot_t *slot = &self->slots[i];
         slot->index = i;
         slot->replacement = -1;
+        slot->standby_for = -1;
         slot->backoff_ms = RESPAWN_MIN_MS;
         slot->state = BRIDGE_DEAD;
         slot->sessions = zhashx_new ();

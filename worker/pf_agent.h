@@ -9,11 +9,12 @@
     exponential backoff, tracks the sessions each bridge holds, heartbeats
     with the broker and reconnects to it with backoff.
 
-    Slots: the agent has bridges + max_recycling slot indices. `bridges` of
-    them hold the active bridges; the spare ones hold the replacements of
-    bridges being recycled, so a replacement is ready before the bridge it
-    replaces stops taking work. The broker addresses a bridge by (slot
-    index, generation) and only sends work to bridges listed in HEARTBEAT. */
+    Slots: the agent has bridges + 2 * max_recycling slot indices. `bridges`
+    of them hold the active bridges; the spare ones hold the replacements
+    of bridges being recycled (started ahead of the limit, so a replacement
+    is ready before the bridge it replaces stops taking work) and the old
+    bridges while they stop. The broker addresses a bridge by (slot index,
+    generation) and only sends work to bridges listed in HEARTBEAT. */
 #ifndef PF_AGENT_H_INCLUDED
 #define PF_AGENT_H_INCLUDED
 
@@ -42,6 +43,7 @@ typedef struct {
     uint32_t max_rss_mb;         //  recycle above this RSS (0 = never)
     uint32_t jitter_pct;         //  per-bridge jitter of the request and age limits (10)
     uint32_t max_recycling;      //  bridges recycling at once (1)
+    uint32_t prespawn_pct;       //  replacement starts at this % of the request limit (80)
     uint32_t drain_cap_s;        //  longest a recycled bridge keeps its sessions (60)
     size_t max_frame;            //  largest bridge frame (64 MiB)
 } pf_agent_config_t;

@@ -45,3 +45,20 @@ int pf_policy_due (const pf_policy_limits_t *limits, uint64_t requests, uint64_t
     }
     return 0;
 }
+
+int pf_policy_prepare (const pf_policy_limits_t *limits, uint64_t requests, uint64_t age_ms,
+                       uint64_t service_us, uint64_t lead_ms, uint32_t prespawn_pct)
+{
+    if (limits->max_requests) {
+        //  Integer percent of the limit, rounded up: 80 % of 50 is 40.
+        uint64_t mark = (limits->max_requests * prespawn_pct + 99) / 100;
+        if (requests >= mark)
+            return 1;
+        uint64_t left = requests < limits->max_requests ? limits->max_requests - requests : 0;
+        if (service_us && left * service_us <= lead_ms * 1000)
+            return 1;
+    }
+    if (limits->max_age_ms && lead_ms && age_ms + lead_ms >= limits->max_age_ms)
+        return 1;
+    return 0;
+}

@@ -38,6 +38,38 @@ static void due_names_the_limit_that_was_reached (void **state)
     assert_int_equal (pf_policy_due (&limits, 0, 0, -1, reason, sizeof reason), 0);
 }
 
+static void replacement_starts_at_the_prespawn_percentage_of_the_request_limit (void **state)
+{
+    (void) state;
+    pf_policy_limits_t limits = {.max_requests = 50};
+    //  No timing known yet: only the percentage (80 % of 50 = 40).
+    assert_int_equal (pf_policy_prepare (&limits, 39, 0, 0, 0, 80), 0);
+    assert_int_equal (pf_policy_prepare (&limits, 40, 0, 0, 0, 80), 1);
+    assert_int_equal (pf_policy_prepare (&limits, 0, 0, 0, 0, 0), 1);   //  0 %: at once
+    assert_int_equal (pf_policy_prepare (&limits, 49, 0, 0, 0, 100), 0); //  100 %: at the limit
+    pf_policy_limits_t none = {0};
+    assert_int_equal (pf_policy_prepare (&none, 1000000, 0, 5000, 200, 80), 0);
+}
+
+static void replacement_starts_when_the_limit_is_a_startup_time_away (void **state)
+{
+    (void) state;
+    pf_policy_limits_t limits = {.max_requests = 50};
+    //  2 ms a request, 140 ms lead: 70 requests away is near enough.
+    assert_int_equal (pf_policy_prepare (&limits, 1, 0, 2000, 140, 80), 1);
+    //  1000 requests at 2 ms are 2 s away: not yet.
+    pf_policy_limits_t many = {.max_requests = 1000};
+    assert_int_equal (pf_policy_prepare (&many, 10, 0, 2000, 140, 80), 0);
+    assert_int_equal (pf_policy_prepare (&many, 930, 0, 2000, 140, 80), 1);
+    //  Age is exact: start within the lead of the age limit, not before.
+    pf_policy_limits_t age = {.max_age_ms = 3600000};
+    assert_int_equal (pf_policy_prepare (&age, 0, 3600000 - 141, 0, 140, 80), 0);
+    assert_int_equal (pf_policy_prepare (&age, 0, 3600000 - 140, 0, 140, 80), 1);
+    //  The RSS limit cannot be foreseen.
+    pf_policy_limits_t rss = {.max_rss_kb = 1024};
+    assert_int_equal (pf_policy_prepare (&rss, 1000, 1000000, 2000, 140, 0), 0);
+}
+
 static void json_args_become_msgpack (void **state)
 {
     (void) state;
@@ -109,6 +141,8 @@ int main (void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test (jitter_stays_within_the_percentage),
         cmocka_unit_test (due_names_the_limit_that_was_reached),
+        cmocka_unit_test (replacement_starts_at_the_prespawn_percentage_of_the_request_limit),
+        cmocka_unit_test (replacement_starts_when_the_limit_is_a_startup_time_away),
         cmocka_unit_test (json_args_become_msgpack),
         cmocka_unit_test (bad_json_is_refused_with_a_reason),
         cmocka_unit_test (setup_list_keeps_one_copy_of_a_repeated_call_in_order),
