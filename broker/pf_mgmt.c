@@ -176,18 +176,26 @@ static json_t *sessions (pf_broker_t *self, json_t *args, int64_t now)
         agent_t *agent = session->agent_serial
                              ? zhashx_lookup (self->serials, &session->agent_serial)
                              : NULL;
+        //  Bound to a bridge that is gone: its next request is told SESSION_LOST.
+        bool lost = session->agent_serial
+                    && (!agent || session->bridge >= agent->bridge_count
+                        || !agent->bridges[session->bridge].serving
+                        || agent->bridges[session->bridge].generation != session->generation);
+        if (lost)
+            agent = NULL;
         if (agent_filter && (!agent || strcmp (agent->agent_id, agent_filter) != 0))
             continue;
         if (matched >= offset && matched < offset + limit)
             json_array_append_new (
-                list, json_pack ("{s:s, s:s, s:o, s:o, s:o, s:I, s:I}", "service", service,
+                list, json_pack ("{s:s, s:s, s:o, s:o, s:o, s:I, s:I, s:b}", "service", service,
                                  "session", session->key + 1 + strlen (service), "agent",
                                  agent ? json_string (agent->agent_id) : json_null (), "bridge",
                                  agent ? json_integer (session->bridge) : json_null (),
                                  "generation",
                                  agent ? json_integer (session->generation) : json_null (),
                                  "idle_ms", (json_int_t) (now - session->last_used), "queued",
-                                 (json_int_t) (session->count ? session->count - 1 : 0)));
+                                 (json_int_t) (session->count ? session->count - 1 : 0), "lost",
+                                 lost));
         matched++;
     }
     return json_pack ("{s:I, s:I, s:I, s:o}", "total", matched, "offset", offset, "limit", limit,

@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 ./scripts/build.sh build
 
 BIN=build/bin
-PORT=${PYFLEET_DEMO_PORT:-$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
-EP="tcp://127.0.0.1:$PORT"
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+EP="tcp://127.0.0.1:${PYFLEET_DEMO_PORT:-$(free_port)}"
+MGMT="tcp://127.0.0.1:$(free_port)"
+EVENTS="tcp://127.0.0.1:$(free_port)"
 LOGS=$(mktemp -d)
 pids=()
 cleanup() {
@@ -23,7 +25,7 @@ trap cleanup EXIT
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 
 say "Starting pyfleet-broker on $EP and pyfleet-worker with 2 bridges (logs in $LOGS)"
-$BIN/pyfleet-broker --bind "$EP" 2>"$LOGS/broker.log" &
+$BIN/pyfleet-broker --bind "$EP" --mgmt "$MGMT" --events "$EVENTS" 2>"$LOGS/broker.log" &
 pids+=($!)
 $BIN/pyfleet-worker --broker "$EP" --service demo --bridges 2 --module examples/commands.py \
     2>"$LOGS/worker.log" &
@@ -61,12 +63,26 @@ printf 'both finished in %.2f s (sequentially it would take 2 s)\n' "$(echo "$en
 say "5. each bridge is its own long-lived Python process"
 for i in 1 2 3 4; do call demo greet "{\"name\": \"call $i\"}"; done
 
-say "6. status: per-bridge statistics"
-for i in 1 2; do call demo stats '{}'; done
+say "6. sessions: a session's requests stay on the bridge that holds its state"
+for i in 1 2 3; do call --session alice demo count '{}'; done
+call --session bob demo count '{}'
 
 say "7. a call past its deadline gets TIMEOUT; the bridge is replaced"
 call --timeout 500 demo sleep '{"seconds": 5}' || echo "(exit status $?)"
 call demo echo '{"after": "timeout"}'
+
+# The replacement bridge of step 7 is ready once the broker counts 2 again.
+for _ in $(seq 100); do
+    $BIN/pyfleet status --mgmt "$MGMT" --json | grep -q '"total": *2' && break
+    sleep 0.05
+done
+
+say "8. status, as the broker's management endpoint sees the fleet"
+for what in status workers services sessions; do
+    echo "\$ pyfleet $what"
+    $BIN/pyfleet $what --mgmt "$MGMT"
+    echo
+done
 
 say "Worker log (lifecycle lines):"
 grep -E 'bridge [0-9]+ gen' "$LOGS/worker.log" | sed 's/^/  /' | tail -12
