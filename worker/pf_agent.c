@@ -1434,6 +1434,7 @@ static int agent_setup (agent_t *self, const pf_agent_config_t *config)
         slot->standby_for = -1;
         slot->backoff_ms = RESPAWN_MIN_MS;
         slot->state = BRIDGE_DEAD;
+        slot->state_since = zclock_mono ();
         slot->sessions = zhashx_new ();
         slot->ends = zlist_new ();
         pf_msg_init (&slot->pending);

@@ -35,6 +35,14 @@ def children(pid):
         return []
 
 
+def assert_no_sanitizer_report(test, fleet):
+    """Under -DPYFLEET_SANITIZE=ON a report goes to the daemon's stderr, which we collect."""
+    for process in fleet.workers + [fleet.broker]:
+        reports = [line for line in process.lines
+                   if re.search(r"AddressSanitizer|LeakSanitizer|runtime error:", line)]
+        test.assertEqual(reports, [], process.name)
+
+
 class FleetCase(unittest.TestCase):
     bridges = 2
     args = ()
@@ -50,6 +58,7 @@ class FleetCase(unittest.TestCase):
     def tearDown(self):
         self.client.close()
         self.fleet.stop()
+        assert_no_sanitizer_report(self, self.fleet)
 
     def ready_count(self):
         return self.worker.count(r"-> ready after")
@@ -278,6 +287,76 @@ class PrespawnBeforeTheLimit(FleetCase):
         self.assertEqual([r["waited_ms"] for r in done], [0] * len(done))
         self.assertEqual([r["requests"] for r in done], [40] * len(done))
         self.assertEqual(set(capacities(self.worker)), {1})
+
+
+class DrainWithSessions(unittest.TestCase):
+    """A bridge due for recycling that holds a session keeps serving that
+    session (HEARTBEAT lists it as "draining", so the broker sends it only
+    that session's requests) until the session ends or --drain-cap passes."""
+
+    def start(self, broker_args, worker_args):
+        self.fleet = Fleet()
+        self.addCleanup(assert_no_sanitizer_report, self, self.fleet)
+        self.addCleanup(self.fleet.stop)
+        self.fleet.start_broker(*broker_args)
+        self.worker = self.fleet.start_worker(
+            bridges=1, modules=[FAULTS, os.path.join(FIXTURES, "broker_cmds.py")],
+            args=("--max-requests", "8", "--jitter", "0") + worker_args)
+        self.client = self.fleet.client()
+        self.addCleanup(self.client.close)
+
+    def pin_a_session_then_recycle(self):
+        """Returns the pid of the draining bridge that holds session "pinned"."""
+        first = self.client.call("test", "counter", {}, session="pinned")
+        pid = first["result"]["pid"]
+        for _ in range(7):  # the 8th request reaches --max-requests 8
+            self.assertEqual(self.client.call("test", "stats")["result"]["pid"], pid)
+        self.worker.wait_for(r"bridge 0 gen 1: recycling \(max requests 8 reached\)", timeout=10)
+        self.worker.wait_for(r"bridge 0 gen 1: \w+ -> draining", timeout=5)
+        # The broker has the new roster: the draining bridge and its replacement.
+        self.fleet.broker.wait_for(r"2 of 3 bridges serving", timeout=5)
+        others = {self.client.call("test", "stats")["result"]["pid"] for _ in range(5)}
+        self.assertNotIn(pid, others, "work outside the session went to the draining bridge")
+        for n in (2, 3):
+            reply = self.client.call("test", "counter", {}, session="pinned")
+            self.assertTrue(reply["ok"], reply)
+            self.assertEqual(reply["result"], {"n": n, "pid": pid})
+        return pid
+
+    def test_drain_cap_retires_the_bridge_and_the_session_is_lost(self):
+        self.start((), ("--drain-cap", "2"))
+        pid = self.pin_a_session_then_recycle()
+        line = self.worker.wait_for(r"bridge 0 gen 1: draining -> stopping after \d+ ms "
+                                    r"\(drain cap passed; sessions lost\)", timeout=6)[0]
+        drained_ms = int(re.search(r"after (\d+) ms", line).group(1))
+        self.assertGreaterEqual(drained_ms, 2000)
+        self.assertLess(drained_ms, 3500)
+        self.worker.wait_for(r"session 'pinned' lost")
+        self.assertTrue(wait_until(lambda: not pid_alive(pid), 5))
+        lost = self.client.call("test", "counter", {}, session="pinned")
+        self.assertFalse(lost["ok"])
+        self.assertEqual(lost["code"], "SESSION_LOST", lost)
+        again = self.client.call("test", "counter", {}, session="pinned")
+        self.assertTrue(again["ok"], again)
+        self.assertEqual(again["result"]["n"], 1)
+        self.assertNotEqual(again["result"]["pid"], pid)
+
+    def test_session_end_runs_the_hook_then_the_bridge_retires_before_the_cap(self):
+        self.start(("--session-ttl", "2"), ("--drain-cap", "60"))
+        pid = self.pin_a_session_then_recycle()
+        # Idle for the TTL: the broker ends the session, the hook runs on
+        # the draining bridge, which then has nothing left and stops.
+        self.worker.wait_for(r"bridge 0 pid %d: session_end pinned n=3" % pid, timeout=6)
+        line = self.worker.wait_for(r"bridge 0 gen 1: draining -> stopping after \d+ ms "
+                                    r"\(drained\)", timeout=5)[0]
+        self.assertLess(int(re.search(r"after (\d+) ms", line).group(1)), 10000)
+        self.assertTrue(wait_until(lambda: not pid_alive(pid), 5))
+        self.assertEqual(self.worker.count(r"session 'pinned' lost"), 0)
+        # An ended session is not lost: the same id starts a fresh one.
+        fresh = self.client.call("test", "counter", {}, session="pinned")
+        self.assertTrue(fresh["ok"], fresh)
+        self.assertEqual(fresh["result"]["n"], 1)
+        self.assertNotEqual(fresh["result"]["pid"], pid)
 
 
 class RecycleByMemory(FleetCase):
