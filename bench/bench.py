@@ -61,6 +61,7 @@ SMOKE_CELERY = {"throughput": 100, "latency": 50, "cpu": 20, "sweep": [(100, 20)
 
 CONCURRENCY = 64
 BURN_MS = 1
+QUIET_CORES = 0.5  # background load above which a round is left out of the medians
 
 
 def log(msg):
@@ -230,10 +231,31 @@ def background_cores(seconds=0.5):
     The machine may be shared (other jobs, test suites): a figure taken while
     it was busy is flagged in the table rather than silently trusted.
     """
+    p0 = all_proc_cpu()
     b0, t0 = cpu_busy_jiffies()
     time.sleep(seconds)
     b1, t1 = cpu_busy_jiffies()
-    return (b1 - b0) / (t1 - t0) * os.cpu_count() if t1 > t0 else 0.0
+    p1 = all_proc_cpu()
+    busy = (b1 - b0) / (t1 - t0) * os.cpu_count() if t1 > t0 else 0.0
+    # Who was busy: the processes that used at least 5% of a core meanwhile.
+    top = sorted(((p1[k] - p0[k]) / seconds, k[1], k[0]) for k in p1 if k in p0)
+    return busy, ["%s[%d] %.2f" % (comm, pid, cores) for cores, comm, pid in reversed(top) if cores >= 0.05][:5]
+
+
+def all_proc_cpu():
+    """(pid, comm) -> utime + stime in seconds, for every process."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    text = f.read()
+                comm = text[text.index("(") + 1:text.rindex(")")]
+                fields = text.rsplit(")", 1)[1].split()
+                out[(int(entry), comm)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
 
 
 def echo_args(size):
@@ -524,7 +546,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--systems", default="floor,pyfleet-tcp,pyfleet-ipc,gearman,mp-pool,celery")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--report", metavar="JSON", help="print the table of an earlier run's JSON file again")
     o = ap.parse_args()
+    if o.report:
+        with open(o.report) as f:
+            doc = json.load(f)
+        doc["summary"] = summarize(doc["raw"], doc["extra"], None)
+        print(table(doc["summary"], doc))
+        return 0
     cfg, ccfg = (SMOKE, SMOKE_CELERY) if o.smoke else (FULL, FULL_CELERY)
     rounds = o.rounds or (1 if o.smoke else 3)
     all_systems = {s.name: s for s in (Floor(), Pyfleet("tcp"), Pyfleet("ipc"), Gearman(), Pool(), Celery())}
@@ -550,9 +579,10 @@ def main():
                 d = tempfile.mkdtemp(prefix="r%d-%s-" % (rnd, s.name), dir=logroot)
                 res = {"round": rnd, "counts": {"throughput": c["throughput"], "latency": c["latency"],
                                                 "cpu": c["cpu"], "sweep": c["sweep"]}}
-                res["background_cores"] = background_cores()
-                log("round %d/%d: %s (background load %.2f cores)" % (rnd + 1, rounds, s.name,
-                                                                      res["background_cores"]))
+                res["background_cores"], res["background_top"] = background_cores()
+                log("round %d/%d: %s (background load %.2f cores%s)" % (
+                    rnd + 1, rounds, s.name, res["background_cores"],
+                    (": " + ", ".join(res["background_top"])) if res["background_top"] else ""))
                 try:
                     s.setup(d)
                     try:
@@ -634,6 +664,13 @@ def summarize(raw, extra, cfg):
         ok = [r for r in rounds if "error" not in r]
         e = {"failed_rounds": len(rounds) - len(ok),
              "background_cores": med([r.get("background_cores") for r in rounds])}
+        # Rounds that started while other processes kept the machine busy
+        # measure the contention, not the system: leave them out of the
+        # medians when at least one quiet round exists (the JSON keeps all).
+        quiet = [r for r in ok if r.get("background_cores", 0) < QUIET_CORES]
+        e["rounds_used"] = len(quiet) if quiet else len(ok)
+        e["busy_rounds_dropped"] = len(ok) - len(quiet) if quiet else 0
+        ok = quiet or ok
         if ok:
             e["throughput_rps"] = med([r["throughput"]["req_per_s"] for r in ok])
             e["latency_p50_us"] = med([r["latency"]["p50_us"] for r in ok])
@@ -660,7 +697,8 @@ def table(s, doc):
     m = doc["machine"]
     lines.append("pyfleet bench (%s, %d round(s), %d in flight): %d × %s, %.1f GiB"
                  % (doc["mode"], doc["rounds"], CONCURRENCY, m["nproc"], m["cpu"], m["mem_gib"]))
-    lines.append("median (min–max) over rounds; 2 Python worker processes per system\n")
+    lines.append("median (min–max) over rounds; 2 Python worker processes per system; rounds that began "
+                 "with > %.1f cores busy elsewhere are left out when a quiet round exists\n" % QUIET_CORES)
     systems = [k for k, v in s.items() if isinstance(v, dict) and "failed_rounds" in v]
     hdr = ("| system | (a) req/s | (b) p50 µs | (b) p99 µs | (b) max µs | (c) efficiency "
            "| background cores busy |")
@@ -673,7 +711,8 @@ def table(s, doc):
         lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
             name, fmt(e["throughput_rps"]), fmt(e["latency_p50_us"]), fmt(e["latency_p99_us"]),
             fmt(e["latency_max_us"]), fmt(e["cpu_efficiency"], digits=3),
-            fmt(e["background_cores"], digits=2)))
+            fmt(e["background_cores"], digits=2)
+            + ("; %d busy round(s) dropped" % e["busy_rounds_dropped"] if e["busy_rounds_dropped"] else "")))
     sizes = None
     for name in systems:
         if "sweep_rps" in s[name]:
