@@ -837,11 +837,27 @@ static void recycle_schedule (agent_t *self, int64_t now)
         }
 }
 
+//  A standby replacement is not listed, so a broadcast never reached it,
+//  and it replayed an older setup list: it would swap in without the new
+//  state. It is replaced by a fresh one that replays the whole list once,
+//  like any new bridge (running the calls again on it could double a call
+//  that is not idempotent).
+static void restart_standbys (agent_t *self, int64_t now)
+{
+    for (int i = 0; i < self->slot_count; i++) {
+        slot_t *spare = &self->slots[i];
+        if (spare->standby_for >= 0 && spare->handle && spare->state != BRIDGE_STOPPING)
+            slot_stop (self, spare, "setup list changed; a fresh standby replays it", now);
+    }
+}
+
 static void slot_handle_reply (agent_t *self, slot_t *slot, pf_bridge_msg_t *msg, int64_t now)
 {
     if (slot->internal != INTERNAL_NONE && msg->id == slot->internal_id) {
         internal_t kind = slot->internal;
         slot->internal = INTERNAL_NONE;
+        if (slot->state == BRIDGE_STOPPING)
+            return; //  a standby restarted mid-replay: nothing more to send
         if (kind == INTERNAL_SETUP) {
             const uint8_t *args;
             size_t args_size;
@@ -876,9 +892,11 @@ static void slot_handle_reply (agent_t *self, slot_t *slot, pf_bridge_msg_t *msg
     }
     send_reply (self, slot, msg);
     if (slot->broadcast && msg->ok) {
-        if (pf_setup_add (self->setup, slot->command, slot->args, slot->args_size) == 0)
+        if (pf_setup_add (self->setup, slot->command, slot->args, slot->args_size) == 0) {
             pf_info ("broadcast '%s' succeeded: added to the setup replay (%zu calls)",
                      slot->command, pf_setup_count (self->setup));
+            restart_standbys (self, now);
+        }
         else
             pf_error ("broadcast '%s': the setup replay list is full", slot->command);
     }

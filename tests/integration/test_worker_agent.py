@@ -359,6 +359,28 @@ class DrainWithSessions(unittest.TestCase):
         self.assertNotEqual(fresh["result"]["pid"], pid)
 
 
+class BroadcastWhileAStandbyWaits(FleetCase):
+    bridges = 1
+    args = ("--max-requests", "6", "--jitter", "0")
+
+    def test_the_standby_is_restarted_so_the_swapped_in_bridge_has_the_broadcast_state(self):
+        first = self.client.call("test", "stats")["result"]["pid"]
+        self.worker.wait_for(r"standby to replace bridge 0", timeout=10)
+        reply = self.client.call("test", "set_value", {"value": 7}, flags=0x04)  # BROADCAST
+        self.assertTrue(reply["ok"], reply)
+        self.assertEqual(len(reply["result"]), 1, "the standby is not listed: not broadcast to")
+        self.worker.wait_for(r"setup list changed; a fresh standby replays it", timeout=5)
+        self.worker.wait_for(r"standby to replace bridge 0", count=2, timeout=10)
+        for _ in range(4):
+            self.assertEqual(self.client.call("test", "stats")["result"]["pid"], first)
+        self.worker.wait_for(r"recycling \(max requests 6 reached\)", timeout=10)
+        # Had the broker not yet seen the swap, the agent answers BUSY "not
+        # started" and the broker runs the request on the new roster.
+        after = self.client.call("test", "get_value")["result"]
+        self.assertNotEqual(after["pid"], first)
+        self.assertEqual(after["value"], 7)
+
+
 class RecycleByMemory(FleetCase):
     args = ("--max-rss", "150")
 
