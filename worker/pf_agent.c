@@ -86,6 +86,7 @@ typedef struct {
     bool got_ready;   //  the ready frame arrived (beats flow from then on)
     bool out_eof;     //  its output pipe closed: the exit status comes with the reap
     int64_t last_beat;
+    uint64_t rss_kb;  //  from its last beat, for the broker's WORKERS view
     bool suspect;     //  beats late: not listed, gets no work
     bool rss_exempt;  //  fresh bridge above --max-rss: reported, not recycled for RSS
     pf_policy_limits_t limits;
@@ -142,6 +143,7 @@ typedef struct {
     uint64_t recycles;
     int64_t startup_ms; //  spawn to ready: the slowest recent one, decaying; 0 = none yet
     bool stopping;
+    bool drained; //  the broker said DISCONNECT "drain": leave
 } agent_t;
 
 static int sigchld_pipe[2] = {-1, -1};
@@ -233,7 +235,7 @@ static const char *slot_listed_as (agent_t *self, slot_t *slot, int64_t now)
     return NULL;
 }
 
-//  The serving bridges as msgpack [[index, generation, state], ...].
+//  The serving bridges as msgpack [[index, generation, state, {pid, rss_kb}], ...].
 static zframe_t *roster_frame (agent_t *self, int *ready_p)
 {
     int64_t now = zclock_mono ();
@@ -254,10 +256,15 @@ static zframe_t *roster_frame (agent_t *self, int *ready_p)
         const char *state = slot_listed_as (self, slot, now);
         if (!state)
             continue;
-        msgpack_pack_array (&packer, 3);
+        msgpack_pack_array (&packer, 4);
         msgpack_pack_uint32 (&packer, (uint32_t) slot->index);
         msgpack_pack_uint32 (&packer, slot->generation);
         msgpack_pack_str_with_body (&packer, state, strlen (state));
+        msgpack_pack_map (&packer, 2);
+        msgpack_pack_str_with_body (&packer, "pid", 3);
+        msgpack_pack_uint32 (&packer, (uint32_t) pf_bridge_pid (slot->handle));
+        msgpack_pack_str_with_body (&packer, "rss_kb", 6);
+        msgpack_pack_uint64 (&packer, slot->rss_kb);
     }
     zframe_t *frame = zframe_new (buffer.data, buffer.size);
     msgpack_sbuffer_destroy (&buffer);
@@ -697,6 +704,18 @@ static void slot_after_work (agent_t *self, slot_t *slot, int64_t now)
                    slot_has_sessions (slot) ? "drain cap passed; sessions lost" : "drained", now);
 }
 
+//  Marks a bridge due for recycling and starts its replacement
+//  (spawn before retire).
+static void slot_make_due (agent_t *self, slot_t *slot, int64_t now)
+{
+    slot->due = true;
+    slot->due_since = now;
+    self->roster_changed = true;
+    pf_info ("bridge %d gen %u: due for recycling: %s", slot->index, slot->generation,
+             slot->due_reason);
+    slot_swap (self, slot, now);
+}
+
 //  Recycling policy, checked on beats and after each request.
 static void slot_check_due (agent_t *self, slot_t *slot, int64_t now)
 {
@@ -708,13 +727,21 @@ static void slot_check_due (agent_t *self, slot_t *slot, int64_t now)
         limits.max_rss_kb = 0;
     long rss_kb = limits.max_rss_kb ? pf_bridge_rss_kb (slot->handle) : -1;
     if (pf_policy_due (&limits, slot->requests, (uint64_t) (now - slot->spawned_at), rss_kb,
-                       slot->due_reason, sizeof slot->due_reason)) {
-        slot->due = true;
-        slot->due_since = now;
-        self->roster_changed = true;
-        pf_info ("bridge %d gen %u: due for recycling: %s", slot->index, slot->generation,
-                 slot->due_reason);
-        slot_swap (self, slot, now);
+                       slot->due_reason, sizeof slot->due_reason))
+        slot_make_due (self, slot, now);
+}
+
+//  An operator asked (RECYCLE): one bridge, or every serving bridge.
+static void handle_recycle (agent_t *self, pf_msg_t *msg, int64_t now)
+{
+    for (int i = 0; i < self->slot_count; i++) {
+        slot_t *slot = &self->slots[i];
+        bool chosen = msg->bridge == PF_BRIDGE_ANY || (uint32_t) slot->index == msg->bridge;
+        if (!chosen || slot->due || slot->retiring || !slot->in_use || slot->standby_for >= 0
+            || (slot->state != BRIDGE_READY && slot->state != BRIDGE_BUSY))
+            continue;
+        snprintf (slot->due_reason, sizeof slot->due_reason, "operator asked");
+        slot_make_due (self, slot, now);
     }
 }
 
@@ -933,6 +960,7 @@ static void slot_handle_frame (agent_t *self, slot_t *slot, uint8_t *data, size_
         break;
     case PF_BRIDGE_MSG_BEAT:
         slot->last_beat = now;
+        slot->rss_kb = msg.rss_kb;
         if (slot->suspect) {
             slot->suspect = false;
             self->roster_changed = true;
@@ -1109,8 +1137,18 @@ static void handle_broker (agent_t *self, int64_t now)
         handle_session_end (self, &msg);
         break;
     case PF_W_DISCONNECT:
+        if (msg.message && streq (msg.message, "drain")) {
+            //  An operator drained us: the broker already moved our work
+            //  elsewhere; stop gracefully and exit.
+            pf_info ("drained by the broker: stopping");
+            self->drained = true;
+            break;
+        }
         broker_lost (self, msg.message ? msg.message : "broker said DISCONNECT", now);
         self->reconnect_at = now; //  a live broker asked: register again at once
+        break;
+    case PF_W_RECYCLE:
+        handle_recycle (self, &msg, now);
         break;
     default:
         break; //  HEARTBEAT: sign of life only; CANCEL: the broker answers it itself
@@ -1522,7 +1560,7 @@ int pf_agent_run (const pf_agent_config_t *config, volatile sig_atomic_t *interr
     pf_info ("agent %s serving '%s' with %d bridges (%d slots) via %s", self->agent_id,
              config->service, config->bridges, self->slot_count, config->broker);
 
-    while (!*interrupted) {
+    while (!*interrupted && !self->drained) {
         now = zclock_mono ();
         run_timers (self, now);
         poll_once (self, next_timer (self, zclock_mono ()));

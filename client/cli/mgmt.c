@@ -750,7 +750,9 @@ static void print_sessions (json_t *body)
         const char *cells[] = {
             json_string_value (member (session, "service")),
             json_string_value (member (session, "session")),
-            agent ? agent : "(unbound)",
+            agent                                        ? agent
+            : json_is_true (member (session, "lost")) ? "(lost)"
+                                                       : "(unbound)",
             cli_format_value (member (session, "bridge"), bridge, sizeof bridge),
             cli_format_value (member (session, "generation"), generation, sizeof generation),
             cli_format_ms (member (session, "idle_ms"), idle, sizeof idle),

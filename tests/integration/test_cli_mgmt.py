@@ -639,10 +639,6 @@ class AgainstALiveFleet(unittest.TestCase):
         self.assertEqual(rc, 10)
         self.assertRegex(err, r"^BAD_REQUEST: ")
 
-    # The agent's side of DRAIN (PFW1 DISCONNECT "drain": stop gracefully,
-    # exit 0) is not in worker/ yet; this turns into an unexpected success
-    # when it is.
-    @unittest.expectedFailure
     def test_a_drained_agent_leaves_and_exits_0(self):
         rc, _, err, _ = self.cli("drain", self.agents[0])
         self.assertEqual(rc, 0, err)
@@ -652,14 +648,13 @@ class AgainstALiveFleet(unittest.TestCase):
             self.fail("the drained agent did not exit")
         self.assertTrue(wait_until(lambda: self.status()["agents"] == 1, 5))
 
-    def generation(self, agent, bridge):
+    def serving(self, agent):
+        """The (bridge, generation, pid) of every bridge the agent serves with."""
         rc, out, err, _ = self.cli("workers", "--json")
         self.assertEqual(rc, 0, err)
-        for entry in json.loads(out)["agents"]:
-            for b in entry["bridges"] if entry["agent"] == agent else ():
-                if b["bridge"] == bridge and b["state"] == "ready":
-                    return b["generation"]
-        return None
+        return {(b["bridge"], b["generation"], b["pid"])
+                for entry in json.loads(out)["agents"] if entry["agent"] == agent
+                for b in entry["bridges"]}
 
     def test_recycle_is_acknowledged_and_recorded_in_status(self):
         rc, out, err, _ = self.cli("recycle", "%s/0" % self.agents[1])
@@ -670,15 +665,19 @@ class AgainstALiveFleet(unittest.TestCase):
         self.assertEqual([(a["action"], a["agent"], a.get("bridge")) for a in actions],
                          [("recycle", self.agents[1], 0), ("recycle", self.agents[0], None)])
 
-    # The agent's side of RECYCLE (PFW1 0x0A) is not in worker/ yet; this
-    # turns into an unexpected success when it is.
-    @unittest.expectedFailure
     def test_recycle_replaces_the_bridge(self):
-        before = self.generation(self.agents[1], 0)
+        before = self.serving(self.agents[1])
+        old = [b for b in before if b[0] == 0]
+        self.assertEqual(len(old), 1)
         rc, _, err, _ = self.cli("recycle", "%s/0" % self.agents[1])
         self.assertEqual(rc, 0, err)
-        self.assertTrue(wait_until(lambda: (self.generation(self.agents[1], 0) or 0) > before, 8),
-                        "bridge 0 serves again with a new generation")
+        # Spawn before retire: a new bridge (another slot or generation, another
+        # process) takes over and bridge 0's old process stops serving.
+        self.assertTrue(wait_until(lambda: old[0] not in self.serving(self.agents[1])
+                                   and len(self.serving(self.agents[1])) == 2, 8),
+                        "bridge 0 was replaced by a new process")
+        after = self.serving(self.agents[1])
+        self.assertNotIn(old[0][2], {b[2] for b in after})
 
     def test_end_session_ends_it_and_watch_prints_the_action(self):
         watch = subprocess.Popen([PYFLEET, "watch", "--events", self.fleet.events, "--topic",
