@@ -24,7 +24,7 @@ stage() {
         fails=$(grep -oE "\[  FAILED  \] [0-9]+ test" "$logs/$name.log" | grep -oE "[0-9]+" | awk '{s += $1} END {print s + 0}')
     else # unittest
         ran=$(grep -oE "^Ran [0-9]+ test" "$logs/$name.log" | tail -1 | grep -oE "[0-9]+")
-        fails=$(grep -oE "(failures|errors)=[0-9]+" "$logs/$name.log" | grep -oE "[0-9]+" | awk '{s += $1} END {print s + 0}')
+        fails=$(grep -E "^FAILED \(" "$logs/$name.log" | grep -oE "(\(|, )(failures|errors|unexpected successes)=[0-9]+" | grep -oE "[0-9]+" | awk '{s += $1} END {print s + 0}')
     fi
     ran=${ran:-0}
     fails=${fails:-0}
