@@ -2,6 +2,7 @@
     the broker logic (pf_broker) around a single poll loop. */
 #include "pf_broker.h"
 #include "pf_log.h"
+#include "pf_parse.h"
 #include "pf_proto.h"
 #include <getopt.h>
 #include <signal.h>
@@ -74,18 +75,6 @@ static void usage (FILE *out)
              "  --log-level LEVEL  debug, info, warn or error (default info)\n");
 }
 
-//  Parses a whole decimal number in [min, max]; -1 if it is not one.
-static int parse_number (const char *text, long long min, long long max, long long *value)
-{
-    char *end;
-    errno = 0;
-    long long number = strtoll (text, &end, 10);
-    if (errno || end == text || *end || number < min || number > max)
-        return -1;
-    *value = number;
-    return 0;
-}
-
 int main (int argc, char *argv[])
 {
     pf_broker_config_t config;
@@ -115,7 +104,7 @@ int main (int argc, char *argv[])
             bind = optarg;
             break;
         case 'q':
-            rc = parse_number (optarg, 1, 100000000, &value);
+            rc = pf_parse_number (optarg, 1, 100000000, &value);
             config.queue_max = (size_t) value;
             break;
         case 'M':
@@ -127,27 +116,27 @@ int main (int argc, char *argv[])
             events_given = true;
             break;
         case 'Q':
-            rc = parse_number (optarg, 1, 100000000, &value);
+            rc = pf_parse_number (optarg, 1, 100000000, &value);
             config.session_queue_max = (size_t) value;
             break;
         case 's':
-            rc = parse_number (optarg, 1, 365LL * 24 * 3600, &value);
+            rc = pf_parse_number (optarg, 1, 365LL * 24 * 3600, &value);
             config.session_ttl_s = (uint32_t) value;
             break;
         case 't':
-            rc = parse_number (optarg, 1, UINT32_MAX, &value);
+            rc = pf_parse_number (optarg, 1, UINT32_MAX, &value);
             config.default_timeout_ms = (uint32_t) value;
             break;
         case 'h':
-            rc = parse_number (optarg, 10, 3600000, &value);
+            rc = pf_parse_number (optarg, 10, 3600000, &value);
             config.heartbeat_ms = (uint32_t) value;
             break;
         case 'l':
-            rc = parse_number (optarg, 1, 1000, &value);
+            rc = pf_parse_number (optarg, 1, 1000, &value);
             config.liveness = (uint32_t) value;
             break;
         case 'm':
-            rc = parse_number (optarg, 1024, 1LL << 31, &value);
+            rc = pf_parse_number (optarg, 1024, 1LL << 31, &value);
             config.max_body = (size_t) value;
             break;
         case 'L':

@@ -7,6 +7,7 @@
     agent starts, and a bad one is refused with a message naming the key. */
 #include "pf_agent.h"
 #include "pf_log.h"
+#include "pf_parse.h"
 #include "pf_setup.h"
 #include <czmq.h>
 #include <errno.h>
@@ -65,17 +66,6 @@ typedef struct {
     bool list_from_flags[LIST_COUNT];
 } options_t;
 
-static int parse_number (const char *text, long long min, long long max, long long *value)
-{
-    char *end;
-    errno = 0;
-    long long number = strtoll (text, &end, 10);
-    if (errno || end == text || *end || number < min || number > max)
-        return -1;
-    *value = number;
-    return 0;
-}
-
 static void list_add (options_t *options, int list, const char *value, bool from_flag)
 {
     if (from_flag && !options->list_from_flags[list]) {
@@ -124,7 +114,7 @@ static int apply (options_t *options, const char *key, const char *value, bool f
     long long number;
     for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
         if (streq (key, numbers[i].key)) {
-            if (parse_number (value, numbers[i].min, numbers[i].max, &number) != 0) {
+            if (pf_parse_number (value, numbers[i].min, numbers[i].max, &number) != 0) {
                 snprintf (why, whylen, "expected an integer from %lld to %lld", numbers[i].min,
                           numbers[i].max);
                 return -1;
@@ -133,7 +123,7 @@ static int apply (options_t *options, const char *key, const char *value, bool f
             return 0;
         }
     if (streq (key, "bridges")) {
-        if (parse_number (value, 1, 1024, &number) != 0) {
+        if (pf_parse_number (value, 1, 1024, &number) != 0) {
             snprintf (why, whylen, "expected an integer from 1 to 1024");
             return -1;
         }
