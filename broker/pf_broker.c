@@ -682,9 +682,8 @@ static void request_orphaned (pf_broker_t *self, request_t *request, bool ran, i
         return;
     }
     bool may_rerun = !ran || (request->msg.flags & PF_FLAG_IDEMPOTENT);
-    if (request->parent)
-        request_fail (self, request, ran ? PF_WORKER_LOST : PF_SESSION_LOST,
-                      "the bridge went away", NULL, now);
+    if (request->parent) //  a broadcast copy belongs to that one bridge
+        request_fail (self, request, PF_WORKER_LOST, "the bridge went away", NULL, now);
     else if (request->session) {
         //  The binding is stale now; activation reports or rebinds it.
         if (may_rerun && request->session->head == request)
