@@ -2,6 +2,7 @@
     messages out through the send callback, time passed in by the test. */
 #include "pf_broker.h"
 #include "pf_error.h"
+#include "pf_log.h"
 #include "pf_proto.h"
 #include <msgpack.h>
 #include <setjmp.h>
@@ -427,6 +428,7 @@ int main (void)
 {
     zsys_init ();
     zsys_set_logstream (NULL);
+    pf_log_init ("test", PF_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown (work_goes_only_to_idle_bridges_and_waits_otherwise, setup,
                                          teardown),
