@@ -516,9 +516,12 @@ def callgrind(logroot, count):
             m = re.search(r"^summary:\s+(\d+)", f.read(), re.M)
         ir = int(m.group(1)) if m else 0
         out[role + "_instr_per_req"] = ir / count
-        ann = subprocess.run(["callgrind_annotate", "--inclusive=no", path], capture_output=True, timeout=120)
+        # Self cost, then inclusive cost, every function listed.
         with open(os.path.join(d, role + ".annotate.txt"), "wb") as f:
-            f.write(ann.stdout)
+            for inclusive in ("no", "yes"):
+                ann = subprocess.run(["callgrind_annotate", "--threshold=100", "--auto=no",
+                                      "--inclusive=" + inclusive, path], capture_output=True, timeout=120)
+                f.write(ann.stdout)
         out[role + "_annotate"] = os.path.join(d, role + ".annotate.txt")
     return out
 
