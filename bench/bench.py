@@ -613,10 +613,14 @@ def main():
                         failures.append("%s round %d: %s" % (label, rnd, str(exc)[:300]))
         if any(s.name.startswith("pyfleet") for s in chosen):
             log("pyfleet sessions")
-            if os.path.exists(SESSIONS):
-                extra["sessions"] = sessions(logroot, cfg["sessions"], cfg["session_requests"])
-            else:
-                extra["sessions"] = {"unsupported": "session driver not built"}
+            try:
+                if os.path.exists(SESSIONS):
+                    extra["sessions"] = sessions(logroot, cfg["sessions"], cfg["session_requests"])
+                else:
+                    extra["sessions"] = {"unsupported": "session driver not built"}
+            except Exception as exc:
+                failures.append("sessions: %s" % str(exc)[:300])
+                extra["sessions"] = {"unsupported": str(exc)[:300]}
             log("pyfleet callgrind")
             try:
                 extra["callgrind"] = callgrind(logroot, cfg["callgrind"])
