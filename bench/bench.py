@@ -365,7 +365,15 @@ class Gearman:
         argv = [PY, os.path.join(BENCH, "peers", "gearman_client.py"), "127.0.0.1", str(self.port),
                 "--count", str(count), "--concurrency", "1" if kind == "latency" else str(CONCURRENCY)]
         argv += ["--cmd", "burn", "--ms", str(BURN_MS)] if kind == "cpu" else ["--size", str(size)]
-        return run_driver(argv, timeout=300)
+        comps = {"server": [self.server.pid], "workers": [w.pid for w in self.workers]}
+        before = {k: sum(proc_cpu(p) for p in pids) for k, pids in comps.items()}
+        r = run_driver(argv, timeout=300)
+        if kind == "throughput":  # (f) for comparison: gearmand and its Python workers
+            after = {k: sum(proc_cpu(p) for p in pids) for k, pids in comps.items()}
+            n = r["requests"]
+            r["cpu_us_per_req"] = {k: (after[k] - before[k]) * 1e6 / n for k in comps}
+            r["cpu_us_per_req"]["client"] = r["client_cpu_s"] * 1e6 / n
+        return r
 
     def teardown(self):
         for w in self.workers:
@@ -549,6 +557,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--systems", default="floor,pyfleet-tcp,pyfleet-ipc,gearman,mp-pool,celery")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--no-extras", action="store_true",
+                    help="only workloads (a)-(d): no startup, scale, sessions or callgrind")
     ap.add_argument("--report", metavar="JSON", help="print the table of an earlier run's JSON file again")
     o = ap.parse_args()
     if o.report:
@@ -602,7 +612,7 @@ def main():
                     res["error"] = str(exc)[:1000]
                     failures.append("%s round %d: %s" % (s.name, rnd, str(exc)[:300]))
                 raw[s.name].append(res)
-            if any(s.name.startswith("pyfleet") for s in chosen):
+            if any(s.name.startswith("pyfleet") for s in chosen) and not o.no_extras:
                 for label, fn in (("startup", lambda: startup_and_crash(logroot, cfg["startup"], cfg["crashes"])),
                                   ("scale", lambda: scale(logroot, cfg["scale_agents"], cfg["scale"]))):
                     log("round %d/%d: pyfleet %s" % (rnd + 1, rounds, label))
@@ -611,7 +621,7 @@ def main():
                     except Exception as exc:
                         log("%s failed: %s" % (label, exc))
                         failures.append("%s round %d: %s" % (label, rnd, str(exc)[:300]))
-        if any(s.name.startswith("pyfleet") for s in chosen):
+        if any(s.name.startswith("pyfleet") for s in chosen) and not o.no_extras:
             log("pyfleet sessions")
             try:
                 if os.path.exists(SESSIONS):
