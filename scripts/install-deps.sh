@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
     build-essential cmake pkg-config
-    libzmq3-dev libczmq-dev libmsgpack-dev libcmocka-dev libjansson-dev
+    libzmq3-dev libczmq-dev libmsgpack-dev libcmocka-dev libjansson-dev libgoogle-perftools-dev
     python3 python3-msgpack python3-zmq
     valgrind procps tmux
 )

@@ -128,8 +128,17 @@ static void call (pf_broker_t *broker, harness_t *harness, uint64_t id, const ch
     answer_agent (broker, harness, now);
 }
 
+//  tcmalloc's own count when the broker is linked with it (weak: absent with
+//  glibc's allocator, which mallinfo2 reports on).
+extern int MallocExtension_GetNumericProperty (const char *property, size_t *value)
+    __attribute__ ((weak));
+
 static size_t heap_in_use (void)
 {
+    size_t bytes;
+    if (MallocExtension_GetNumericProperty
+        && MallocExtension_GetNumericProperty ("generic.current_allocated_bytes", &bytes))
+        return bytes;
     malloc_trim (0);
     return mallinfo2 ().uordblks;
 }
