@@ -46,6 +46,9 @@ stage integration-valgrind env PYFLEET_BUILD=build \
     PYFLEET_WRAP="valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99" \
     $PY -m unittest tests.integration.test_end_to_end -v
 
+# The benchmark harness in smoke mode (seconds): it still runs every system.
+stage bench-smoke env PYFLEET_BUILD="$PWD/build" ./bench/run.sh --smoke
+
 ./scripts/build.sh build-asan -DPYFLEET_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug || exit 1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 stage unit-asan ctest --test-dir build-asan -V
