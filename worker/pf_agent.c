@@ -1325,7 +1325,10 @@ static void poll_once (agent_t *self, int64_t timeout)
     if (zmq_poll (items, count, timeout) <= 0)
         return;
     int64_t now = zclock_mono ();
-    if (items[0].revents & ZMQ_POLLIN) {
+    //  Reap only when SIGCHLD said so: a wait4 on every wake-up was one more
+    //  system call per request.
+    bool child_exited = items[0].revents & ZMQ_POLLIN;
+    if (child_exited) {
         char drain[64];
         while (read (sigchld_pipe[0], drain, sizeof drain) > 0) {
         }
@@ -1345,7 +1348,8 @@ static void poll_once (agent_t *self, int64_t timeout)
         else if (items[k].fd == pf_bridge_fd_out (slot->handle) && !slot->out_eof)
             slot_read (self, slot, now);
     }
-    reap_children (self, now);
+    if (child_exited)
+        reap_children (self, now);
     //  The broker learns of a roster change before we read its next request.
     if (self->dealer && self->roster_changed)
         send_heartbeat (self);
