@@ -19,7 +19,7 @@
     generation), and a binding whose agent is gone or whose bridge moved to
     another generation is found stale on its next use. So losing an agent
     costs O(its bridges), not O(sessions), and a session costs only its table
-    entry. Idle sessions expire in LRU order (the TTL is the same for all).
+    entry. Idle sessions expire by a bounded sweep over all sessions.
 
     Every accepted request is answered exactly once: by the agent's REPLY or
     ERROR, or by the broker itself (queue deadline, in-flight deadline plus a
@@ -424,33 +424,28 @@ static void request_succeed (pf_broker_t *self, request_t *request, uint32_t fla
 //  --------------------------------------------------------------------------
 //  Sessions
 
+//  Sessions are listed in creation order and never move in the list: a
+//  request only stamps last_used. Expiry sweeps the list a bounded stretch at
+//  a time (expire_sessions). An LRU list would expire exactly on time but
+//  relinks two random neighbours on every request; at a million sessions
+//  those cache misses cost more than the routing.
 static void session_unlink (pf_broker_t *self, session_t *session)
 {
-    if (!session->older && !session->newer && self->oldest != session)
-        return; //  not in the list (a new session)
-    if (session->older)
-        session->older->newer = session->newer;
+    if (self->sweep == session)
+        self->sweep = session->next;
+    if (session->prev)
+        session->prev->next = session->next;
     else
-        self->oldest = session->newer;
-    if (session->newer)
-        session->newer->older = session->older;
+        self->first = session->next;
+    if (session->next)
+        session->next->prev = session->prev;
     else
-        self->newest = session->older;
-    session->older = session->newer = NULL;
+        self->last = session->prev;
 }
 
-static void session_touch (pf_broker_t *self, session_t *session, int64_t now)
+static void session_touch (session_t *session, int64_t now)
 {
     session->last_used = now;
-    if (self->newest == session)
-        return;
-    session_unlink (self, session);
-    session->older = self->newest;
-    if (self->newest)
-        self->newest->newer = session;
-    self->newest = session;
-    if (!self->oldest)
-        self->oldest = session;
 }
 
 static session_t *session_require (pf_broker_t *self, const char *service, const char *id,
@@ -464,7 +459,13 @@ static session_t *session_require (pf_broker_t *self, const char *service, const
         session = calloc (1, sizeof *session + size);
         memcpy (session->key, key, size);
         zhashx_insert (self->sessions, session->key, session);
-        session_touch (self, session, now);
+        session->last_used = now;
+        session->prev = self->last;
+        if (self->last)
+            self->last->next = session;
+        else
+            self->first = session;
+        self->last = session;
     }
     return session;
 }
@@ -566,7 +567,7 @@ static void session_advance (pf_broker_t *self, request_t *request, int64_t now)
     if (!session->head)
         session->tail = NULL;
     session->count--;
-    session_touch (self, session, now);
+    session_touch (session, now);
     if (session->head)
         session_activate (self, session->head, now);
 }
@@ -1154,9 +1155,8 @@ static void handle_client_request (pf_broker_t *self, zframe_t *routing_id, pf_m
             session->head = request;
         session->tail = request;
         session->count++;
-        //  No LRU touch here: a session with requests never expires, and
-        //  session_advance touches it when its last request is answered
-        //  (each touch relinks two random neighbours: cache misses).
+        //  last_used is stamped when its last request is answered: a session
+        //  with requests never expires.
         if (session->head == request)
             session_activate (self, request, now);
     }
@@ -1283,15 +1283,16 @@ static bool agent_idle (agent_t *agent)
 static void expire_sessions (pf_broker_t *self, int64_t now)
 {
     int64_t ttl = (int64_t) self->config.session_ttl_s * 1000;
-    //  Bounded per tick so a mass expiry cannot stall the loop.
-    for (int budget = 10000; budget > 0 && self->oldest; budget--) {
-        session_t *session = self->oldest;
-        if (session->last_used + ttl > now)
-            break;
-        if (session->count > 0) {
-            session_touch (self, session, now); //  busy: not idle
-            continue;
-        }
+    //  A bounded stretch per tick, resumed next tick, so a million sessions
+    //  cost the loop no pause; a pass over all of them takes seconds, well
+    //  inside any useful TTL.
+    if (!self->sweep)
+        self->sweep = self->first;
+    for (int budget = 10000; budget > 0 && self->sweep; budget--) {
+        session_t *session = self->sweep;
+        self->sweep = session->next;
+        if (session->count > 0 || session->last_used + ttl > now)
+            continue; //  busy, or used lately
         session_event (self, "session.expired", session);
         send_session_end (self, session, now);
         session_delete (self, session);

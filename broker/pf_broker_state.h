@@ -105,7 +105,7 @@ struct _service_t {
 
 //  Kept small: a million live sessions must be cheap.
 struct _session_t {
-    session_t *older, *newer; //  LRU list, oldest first
+    session_t *prev, *next;   //  all sessions, in creation order
     request_t *head, *tail;   //  waiting chain; head is the active request
     uint64_t agent_serial;    //  0 while unbound
     uint32_t bridge, generation;
@@ -149,7 +149,8 @@ struct _pf_broker_t {
     zhashx_t *requests;  //  uint64 id -> request_t
     zhashx_t *cancels;   //  "client hex/request id" -> request_t
     zhashx_t *sessions;  //  key -> session_t
-    session_t *oldest, *newest;
+    session_t *first, *last; //  all sessions, in creation order
+    session_t *sweep;        //  where the expiry sweep goes on
     request_t *spare_requests; //  freed requests kept for reuse (linked by session_next)
     size_t spare_count;
     uint64_t next_id;

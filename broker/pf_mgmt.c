@@ -167,8 +167,8 @@ static json_t *sessions (pf_broker_t *self, json_t *args, int64_t now)
         limit = 10000;
     json_t *list = json_array ();
     json_int_t matched = 0;
-    //  Newest first, through the LRU list (a stable order for paging).
-    for (session_t *session = self->newest; session; session = session->older) {
+    //  Newest first, through the creation-ordered list (stable for paging).
+    for (session_t *session = self->last; session; session = session->prev) {
         char service[PF_MAX_NAME + 1];
         service_of (session, service);
         if (service_filter && strcmp (service, service_filter) != 0)
