@@ -88,6 +88,11 @@ static void session_key (char *key, const char *service, const char *session)
     strcpy (key + 1 + length, session);
 }
 
+static bool session_match (const void *item, const void *key)
+{
+    return strcmp (((const session_t *) item)->key, key) == 0;
+}
+
 static const char *session_id_of (session_t *session)
 {
     return session->key + 1 + (unsigned char) session->key[0];
@@ -185,9 +190,7 @@ pf_broker_t *pf_broker_new (const pf_broker_config_t *config, pf_broker_send_fn 
     self->cancels = zhashx_new ();
     zhashx_set_key_duplicator (self->cancels, NULL);
     zhashx_set_key_destructor (self->cancels, NULL);
-    self->sessions = zhashx_new ();
-    zhashx_set_key_duplicator (self->sessions, NULL);
-    zhashx_set_key_destructor (self->sessions, NULL);
+    self->sessions = pf_table_new (session_match);
     self->next_id = 1;
     self->next_serial = 1;
     self->started = now;
@@ -211,10 +214,12 @@ void pf_broker_destroy (pf_broker_t **self_p)
         self->spare_requests = next;
     }
     zhashx_destroy (&self->cancels);
-    for (session_t *session = zhashx_first (self->sessions); session;
-         session = zhashx_next (self->sessions))
-        free (session);
-    zhashx_destroy (&self->sessions);
+    while (self->first) {
+        session_t *next = self->first->next;
+        free (self->first);
+        self->first = next;
+    }
+    pf_table_destroy (&self->sessions);
     zhashx_destroy (&self->serials);
     zhashx_destroy (&self->agents);
     zlistx_destroy (&self->actions);
@@ -448,17 +453,26 @@ static void session_touch (session_t *session, int64_t now)
     session->last_used = now;
 }
 
+session_t *broker_session_find (pf_broker_t *self, const char *service, const char *id)
+{
+    char key[2 * PF_MAX_NAME + 2];
+    session_key (key, service, id);
+    return pf_table_find (self->sessions, pf_table_hash (key, strlen (key)), key);
+}
+
 static session_t *session_require (pf_broker_t *self, const char *service, const char *id,
                                    int64_t now)
 {
     char key[2 * PF_MAX_NAME + 2];
     session_key (key, service, id);
-    session_t *session = zhashx_lookup (self->sessions, key);
+    size_t size = strlen (key) + 1;
+    uint64_t hash = pf_table_hash (key, size - 1);
+    session_t *session = pf_table_find (self->sessions, hash, key);
     if (!session) {
-        size_t size = strlen (key) + 1;
         session = calloc (1, sizeof *session + size);
+        session->hash = hash;
         memcpy (session->key, key, size);
-        zhashx_insert (self->sessions, session->key, session);
+        pf_table_insert (self->sessions, hash, session);
         session->last_used = now;
         session->prev = self->last;
         if (self->last)
@@ -473,7 +487,7 @@ static session_t *session_require (pf_broker_t *self, const char *service, const
 static void session_delete (pf_broker_t *self, session_t *session)
 {
     session_unlink (self, session);
-    zhashx_delete (self->sessions, session->key);
+    pf_table_remove (self->sessions, session->hash, session->key);
     free (session);
 }
 
@@ -947,7 +961,7 @@ static void handle_ready (pf_broker_t *self, zframe_t *routing_id, const char *k
         self->stats.malformed++;
     pf_info ("agent %s (%s pid %u) ready for '%s' with %u bridges, %zu sessions known",
              agent->agent_id, agent->host, agent->pid, msg->service, msg->capacity,
-             zhashx_size (self->sessions));
+             pf_table_size (self->sessions));
 }
 
 //  The request an agent answers, if that agent runs it; taken off its bridge.
@@ -1023,9 +1037,7 @@ static void handle_agent (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg
         //  The roster would show it stale anyway; this only makes it sooner.
         //  The session stays, bound to a bridge that cannot exist, so its
         //  next request is told SESSION_LOST rather than silently rebound.
-        char session_key_text[2 * PF_MAX_NAME + 2];
-        session_key (session_key_text, agent->service->name, msg->session);
-        session_t *session = zhashx_lookup (self->sessions, session_key_text);
+        session_t *session = broker_session_find (self, agent->service->name, msg->session);
         if (session && session->agent_serial == agent->serial && session->bridge == msg->bridge
             && session->generation == msg->generation)
             session->bridge = UINT32_MAX;
@@ -1360,7 +1372,7 @@ void pf_broker_stats (pf_broker_t *self, pf_broker_stats_t *stats)
 {
     *stats = self->stats;
     stats->agents = zhashx_size (self->agents);
-    stats->sessions = zhashx_size (self->sessions);
+    stats->sessions = pf_table_size (self->sessions);
     stats->queued = 0;
     stats->inflight = 0;
     for (service_t *service = zhashx_first (self->services); service;

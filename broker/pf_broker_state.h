@@ -7,6 +7,7 @@
 #include "pf_broker.h"
 #include "pf_error.h"
 #include "pf_proto.h"
+#include "pf_table.h"
 #include <jansson.h>
 #include <msgpack.h>
 
@@ -111,6 +112,7 @@ struct _session_t {
     uint32_t bridge, generation;
     uint32_t count; //  requests in the chain
     int64_t last_used;
+    uint64_t hash;  //  of key, for the session table
     char key[]; //  service length byte, service, session id, NUL
 };
 
@@ -148,7 +150,7 @@ struct _pf_broker_t {
     zhashx_t *services;  //  name -> service_t
     zhashx_t *requests;  //  uint64 id -> request_t
     zhashx_t *cancels;   //  "client hex/request id" -> request_t
-    zhashx_t *sessions;  //  key -> session_t
+    pf_table_t *sessions; //  key -> session_t
     session_t *first, *last; //  all sessions, in creation order
     session_t *sweep;        //  where the expiry sweep goes on
     request_t *spare_requests; //  freed requests kept for reuse (linked by session_next)
@@ -174,6 +176,9 @@ void broker_agent_remove (pf_broker_t *self, agent_t *agent, const char *why, in
 
 //  Sends a message to an agent.
 void broker_send_to_agent (pf_broker_t *self, agent_t *agent, pf_msg_t *msg, int64_t now);
+
+//  The session (service, id), or NULL.
+session_t *broker_session_find (pf_broker_t *self, const char *service, const char *id);
 
 //  Ends a session now (tells its bridge) and forgets it.
 void broker_session_end (pf_broker_t *self, session_t *session, int64_t now);

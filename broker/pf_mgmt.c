@@ -95,8 +95,7 @@ static json_t *workers (pf_broker_t *self, int64_t now)
     //  Sessions per bridge: one pass over the session table.
     zhashx_t *per_bridge = zhashx_new ();
     zhashx_set_destructor (per_bridge, NULL);
-    for (session_t *session = zhashx_first (self->sessions); session;
-         session = zhashx_next (self->sessions)) {
+    for (session_t *session = self->first; session; session = session->next) {
         if (!session->agent_serial)
             continue;
         char key[64];
@@ -388,11 +387,7 @@ static json_t *end_session (pf_broker_t *self, json_t *args, const char **error,
         *error = "END_SESSION needs a service and a session";
         return NULL;
     }
-    char key[2 * PF_MAX_NAME + 2];
-    key[0] = (char) strlen (service);
-    strcpy (key + 1, service);
-    strcat (key, id);
-    session_t *session = zhashx_lookup (self->sessions, key);
+    session_t *session = broker_session_find (self, service, id);
     if (!session) {
         *error = "no such session";
         return NULL;
