@@ -32,6 +32,7 @@
 #include "pf_log.h"
 #include "pf_proto.h"
 #include <msgpack.h>
+#include <sys/random.h>
 
 #define MAX_BRIDGES_PER_AGENT 4096
 #define TICK_MS               20
@@ -191,7 +192,12 @@ pf_broker_t *pf_broker_new (const pf_broker_config_t *config, pf_broker_send_fn 
     zhashx_set_key_duplicator (self->cancels, NULL);
     zhashx_set_key_destructor (self->cancels, NULL);
     self->sessions = pf_table_new (session_match);
-    self->next_id = 1;
+    //  Request ids start at a random point: a restarted broker must not
+    //  reuse the ids of its previous run, or an agent's late reply to an old
+    //  request (delivered once its socket reconnects) would answer a new one.
+    if (getrandom (&self->next_id, sizeof self->next_id, 0) != sizeof self->next_id)
+        self->next_id = (uint64_t) zclock_time () << 20;
+    self->next_id = (self->next_id >> 2) | 1; //  never 0, and far from wrapping
     self->next_serial = 1;
     self->started = now;
     self->actions = zlistx_new ();
