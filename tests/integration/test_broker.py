@@ -12,6 +12,8 @@ from tests.integration.fleet import FIXTURES, Fleet, wait_until
 
 MODULES = [os.path.join(FIXTURES, "faults.py"), os.path.join(FIXTURES, "broker_cmds.py")]
 IDEMPOTENT, SOFT, BROADCAST = 0x01, 0x02, 0x04
+DEBUG = ("--log-level", "debug")  # the agent then logs every ready -> busy change
+RUNNING = r"-> busy after \d+ ms \(sleep_pid\)"
 
 
 class FleetCase(unittest.TestCase):
@@ -128,10 +130,10 @@ class Backpressure(FleetCase):
     broker_args = ("--queue-max", "2")
 
     def test_overflow_is_busy_at_once_and_queued_deadlines_time_out_unstarted(self):
-        self.fleet.start_worker(bridges=1, modules=MODULES)
+        worker = self.fleet.start_worker(bridges=1, modules=MODULES, args=DEBUG)
         client = self.client()
         running = client.send_request("test", "sleep_pid", {"seconds": 1.0})
-        time.sleep(0.1)  # let it start: the queue is then empty
+        worker.wait_for(RUNNING)  # it runs: the queue is empty
         queued = [client.send_request("test", "mark", {"tag": "late%d" % i}, timeout_ms=200)
                   for i in range(2)]
         start = time.monotonic()
@@ -150,14 +152,14 @@ class Backpressure(FleetCase):
 
 class Heartbeats(FleetCase):
     broker_args = ("--heartbeat", "200", "--liveness", "3")
-    hb = ("--heartbeat", "200", "--liveness", "3")
+    hb = ("--heartbeat", "200", "--liveness", "3") + DEBUG
 
     def test_stopped_agent_is_declared_dead_and_its_work_reruns_or_fails(self):
         stopped = self.fleet.start_worker(bridges=2, modules=MODULES, args=self.hb)
         client = self.client()
         rerun = client.send_request("test", "sleep_pid", {"seconds": 1.0}, flags=IDEMPOTENT)
         lost = client.send_request("test", "sleep_pid", {"seconds": 1.0})
-        time.sleep(0.2)  # both started on the first agent
+        stopped.wait_for(RUNNING, count=2)  # both run on the first agent
         self.fleet.start_worker(bridges=2, modules=MODULES, args=self.hb)
         stopped.signal(signal.SIGSTOP)
         start = time.monotonic()
@@ -234,10 +236,10 @@ class BrokerRestart(FleetCase):
 
 class Cancel(FleetCase):
     def test_cancel_queued_and_running_requests(self):
-        self.fleet.start_worker(bridges=1, modules=MODULES)
+        worker = self.fleet.start_worker(bridges=1, modules=MODULES, args=DEBUG)
         client = self.client()
         running = client.send_request("test", "sleep_pid", {"seconds": 0.5})
-        time.sleep(0.1)
+        worker.wait_for(RUNNING)
         queued = client.send_request("test", "mark", {"tag": "cancelled"})
         client.send_raw([b"", b"PFC1", b"\x04", queued.to_bytes(8, "big")])
         reply = client.recv(timeout=2)
