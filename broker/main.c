@@ -69,6 +69,8 @@ static void usage (FILE *out)
              "  --session-queue-max N  waiting requests per session before BUSY (default 1000)\n"
              "  --session-ttl S    idle sessions expire after S seconds (default 1800)\n"
              "  --timeout MS       deadline of requests that set none (default 30000)\n"
+             "  --startup-grace MS after start, requests for a service no agent has registered\n"
+             "                     yet wait for one instead of UNKNOWN_SERVICE (default 5000)\n"
              "  --heartbeat MS     heartbeat interval with agents (default 1000)\n"
              "  --liveness N       missed heartbeats before an agent is dead (default 3)\n"
              "  --max-body BYTES   largest request or reply body (default 67108864)\n"
@@ -89,6 +91,7 @@ int main (int argc, char *argv[])
         {"bind", required_argument, 0, 'b'},      {"queue-max", required_argument, 0, 'q'},
         {"session-queue-max", required_argument, 0, 'Q'},
         {"mgmt", required_argument, 0, 'M'},
+        {"startup-grace", required_argument, 0, 'G'},
         {"events", required_argument, 0, 'E'},
         {"session-ttl", required_argument, 0, 's'},
         {"timeout", required_argument, 0, 't'},   {"heartbeat", required_argument, 0, 'h'},
@@ -106,6 +109,10 @@ int main (int argc, char *argv[])
         case 'q':
             rc = pf_parse_number (optarg, 1, 100000000, &value);
             config.queue_max = (size_t) value;
+            break;
+        case 'G':
+            rc = pf_parse_number (optarg, 0, 3600000, &value);
+            config.startup_grace_ms = (uint32_t) value;
             break;
         case 'M':
             mgmt_endpoint = optarg;

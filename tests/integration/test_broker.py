@@ -234,6 +234,27 @@ class BrokerRestart(FleetCase):
             self.assertEqual(reply["result"]["pid"], first["pid"], session)
 
 
+class NoStartupGrace(FleetCase):
+    broker_args = ("--startup-grace", "0")
+
+    def test_a_service_no_agent_serves_is_unknown_service_at_once(self):
+        client = self.client()
+        start = time.monotonic()
+        reply = client.call("nobody", "echo", timeout_ms=5000)
+        self.assertEqual(reply["code"], "UNKNOWN_SERVICE")
+        self.assertLess(time.monotonic() - start, 0.5)
+
+
+class StartupGrace(FleetCase):
+    def test_a_request_sent_before_its_agent_registers_waits_and_runs(self):
+        client = self.client()
+        request_id = client.send_request("test", "echo", {"early": True}, timeout_ms=20000)
+        self.fleet.start_worker(bridges=1, modules=MODULES)
+        reply = client.recv(timeout=20)
+        self.assertEqual(reply["id"], request_id)
+        self.assertEqual(reply["result"], {"early": True})
+
+
 class Cancel(FleetCase):
     def test_cancel_queued_and_running_requests(self):
         worker = self.fleet.start_worker(bridges=1, modules=MODULES, args=DEBUG)
