@@ -734,7 +734,7 @@ static void bridge_gone (pf_broker_t *self, agent_t *agent, uint32_t bridge, int
 //  --------------------------------------------------------------------------
 //  Agents
 
-void broker_agent_remove (pf_broker_t *self, agent_t *agent, const char *why, int64_t now)
+static void agent_remove (pf_broker_t *self, agent_t *agent, const char *why, int64_t now)
 {
     pf_info ("agent %s (%s pid %u) removed: %s", agent->agent_id, agent->host, agent->pid, why);
     if (self->event_fn)
@@ -936,7 +936,7 @@ static void handle_ready (pf_broker_t *self, zframe_t *routing_id, const char *k
 {
     agent_t *old = zhashx_lookup (self->agents, key);
     if (old)
-        broker_agent_remove (self, old, "registered again", now);
+        agent_remove (self, old, "registered again", now);
     if (msg->capacity == 0 || msg->capacity > MAX_BRIDGES_PER_AGENT) {
         self->stats.malformed++;
         send_disconnect (self, routing_id, "READY: capacity out of range");
@@ -1037,7 +1037,7 @@ static void handle_agent (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg
         handle_agent_answer (self, agent, msg, now);
         break;
     case PF_W_DISCONNECT:
-        broker_agent_remove (self, agent, msg->message ? msg->message : "disconnected", now);
+        agent_remove (self, agent, msg->message ? msg->message : "disconnected", now);
         break;
     case PF_W_SESSION_LOST: {
         //  The roster would show it stale anyway; this only makes it sooner.
@@ -1349,10 +1349,10 @@ int64_t pf_broker_tick (pf_broker_t *self, int64_t now)
         }
     }
     for (agent_t *agent = zlistx_first (dead); agent; agent = zlistx_next (dead))
-        broker_agent_remove (self, agent, "heartbeat expired", now);
+        agent_remove (self, agent, "heartbeat expired", now);
     for (agent_t *agent = zlistx_first (drained); agent; agent = zlistx_next (drained)) {
         send_disconnect (self, agent->routing_id, "drain");
-        broker_agent_remove (self, agent, "drained", now);
+        agent_remove (self, agent, "drained", now);
     }
     zlistx_destroy (&dead);
     zlistx_destroy (&drained);

@@ -171,9 +171,6 @@ void broker_event (pf_broker_t *self, const char *topic, json_t *event);
 //  Finds an agent by its agent id (linear: operator actions only).
 agent_t *broker_agent_by_id (pf_broker_t *self, const char *agent_id);
 
-//  Removes an agent (lost, left or drained).
-void broker_agent_remove (pf_broker_t *self, agent_t *agent, const char *why, int64_t now);
-
 //  Sends a message to an agent.
 void broker_send_to_agent (pf_broker_t *self, agent_t *agent, pf_msg_t *msg, int64_t now);
 
