@@ -333,20 +333,27 @@ class Pyfleet:
     def run(self, kind, count, size=100):
         if kind == "cpu":
             return self.call(count, CONCURRENCY, "burn", json.dumps({"ms": BURN_MS}).encode())
-        comps = self.components()
-        before = {k: sum(proc_cpu(p) for p in pids) for k, pids in comps.items()}
-        r = self.call(count, 1 if kind == "latency" else CONCURRENCY, "echo", echo_args(size))
-        if kind == "throughput":  # (f): CPU per request by component
-            after = {k: sum(proc_cpu(p) for p in pids) for k, pids in comps.items()}
-            n = r["requests"]
-            r["cpu_us_per_req"] = {k: (after[k] - before[k]) * 1e6 / n for k in comps}
-            r["cpu_us_per_req"]["client"] = r["client_cpu_s"] * 1e6 / n
-        return r
+        comps = self.components() if kind == "throughput" else {}  # (f): CPU by component
+        return with_cpu_per_request(comps, lambda: self.call(
+            count, 1 if kind == "latency" else CONCURRENCY, "echo", echo_args(size)))
 
     def teardown(self):
         for w in self.workers:
             PROCS.stop(w)
         PROCS.stop(self.broker)
+
+
+def with_cpu_per_request(components, drive):
+    """Runs drive() (a load driver returning its result dict); with components
+    ({name: [pid, ...]}), adds "cpu_us_per_req" by component, client included."""
+    before = {k: sum(proc_cpu(p) for p in pids) for k, pids in components.items()}
+    r = drive()
+    if components:
+        after = {k: sum(proc_cpu(p) for p in pids) for k, pids in components.items()}
+        n = r["requests"]
+        r["cpu_us_per_req"] = {k: (after[k] - before[k]) * 1e6 / n for k in components}
+        r["cpu_us_per_req"]["client"] = r["client_cpu_s"] * 1e6 / n
+    return r
 
 
 class Gearman:
@@ -365,15 +372,10 @@ class Gearman:
         argv = [PY, os.path.join(BENCH, "peers", "gearman_client.py"), "127.0.0.1", str(self.port),
                 "--count", str(count), "--concurrency", "1" if kind == "latency" else str(CONCURRENCY)]
         argv += ["--cmd", "burn", "--ms", str(BURN_MS)] if kind == "cpu" else ["--size", str(size)]
-        comps = {"server": [self.server.pid], "workers": [w.pid for w in self.workers]}
-        before = {k: sum(proc_cpu(p) for p in pids) for k, pids in comps.items()}
-        r = run_driver(argv, timeout=300)
-        if kind == "throughput":  # (f) for comparison: gearmand and its Python workers
-            after = {k: sum(proc_cpu(p) for p in pids) for k, pids in comps.items()}
-            n = r["requests"]
-            r["cpu_us_per_req"] = {k: (after[k] - before[k]) * 1e6 / n for k in comps}
-            r["cpu_us_per_req"]["client"] = r["client_cpu_s"] * 1e6 / n
-        return r
+        # (f) for comparison: gearmand and its Python workers
+        comps = ({"server": [self.server.pid], "workers": [w.pid for w in self.workers]}
+                 if kind == "throughput" else {})
+        return with_cpu_per_request(comps, lambda: run_driver(argv, timeout=300))
 
     def teardown(self):
         for w in self.workers:

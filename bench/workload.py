@@ -42,6 +42,21 @@ def payload(size):
     return {"d": "x" * size}
 
 
+def driver_options(parser):
+    """Adds the load options every peer driver takes, parses the command line,
+    and returns (options, the msgpack-encoded arguments of each request)."""
+    import msgpack
+
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--cmd", default="echo", choices=sorted(HANDLERS))
+    parser.add_argument("--size", type=int, default=100)
+    parser.add_argument("--ms", type=float, default=1.0)
+    options = parser.parse_args()
+    args = payload(options.size) if options.cmd == "echo" else {"ms": options.ms}
+    return options, msgpack.packb(args, use_bin_type=True)
+
+
 def summarize(latencies_us, errors, elapsed_s):
     """The figures every driver prints, named like `pyfleet call --json`."""
     lat = sorted(latencies_us)

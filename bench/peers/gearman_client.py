@@ -24,14 +24,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("host")
     p.add_argument("port", type=int)
-    p.add_argument("--count", type=int, default=1000)
-    p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument("--cmd", default="echo", choices=sorted(workload.HANDLERS))
-    p.add_argument("--size", type=int, default=100)
-    p.add_argument("--ms", type=float, default=1.0)
-    o = p.parse_args()
-    args = workload.payload(o.size) if o.cmd == "echo" else {"ms": o.ms}
-    data = msgpack.packb(args, use_bin_type=True)
+    o, data = workload.driver_options(p)
     function = o.cmd.encode()
     conn = g.Connection(o.host, o.port)
     clock = time.perf_counter

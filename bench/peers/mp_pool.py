@@ -30,15 +30,8 @@ def run(cmd, data):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--count", type=int, default=1000)
-    p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument("--cmd", default="echo", choices=sorted(workload.HANDLERS))
-    p.add_argument("--size", type=int, default=100)
-    p.add_argument("--ms", type=float, default=1.0)
     p.add_argument("--workers", type=int, default=2)
-    o = p.parse_args()
-    args = workload.payload(o.size) if o.cmd == "echo" else {"ms": o.ms}
-    data = msgpack.packb(args, use_bin_type=True)
+    o, data = workload.driver_options(p)
     clock = time.perf_counter
     slots = threading.Semaphore(o.concurrency)
     lock = threading.Lock()
