@@ -593,7 +593,7 @@ static int slot_send_internal (agent_t *self, slot_t *slot, internal_t kind, con
 {
     uint64_t local_id = ++self->next_local_id;
     size_t size;
-    uint8_t *frame = pf_bridge_msg_request (local_id, command, args, args_size, NULL, &size);
+    uint8_t *frame = pf_bridge_msg_request (local_id, command, args, args_size, NULL, 0, &size);
     int rc = frame ? pf_bridge_send (slot->handle, frame, size) : -1;
     free (frame);
     if (rc != 0)
@@ -1023,7 +1023,7 @@ static void slot_start_request (agent_t *self, slot_t *slot, pf_msg_t *msg, int6
     size_t size;
     uint64_t local_id = ++self->next_local_id;
     uint8_t *frame = pf_bridge_msg_request (local_id, msg->command_name, body, body_size,
-                                            msg->session, &size);
+                                            msg->session, deadline, &size);
     if (!frame) {
         send_error (self, msg->request_id, slot, PF_INTERNAL, "out of memory");
         return;

@@ -1,6 +1,7 @@
 """Requests and replies: the ready frame, built-ins, errors, bad requests."""
 
 import os
+import time
 import unittest
 
 from support import BridgeTestCase, fixture, frame, pack
@@ -74,8 +75,8 @@ class BuiltinCommandTest(BridgeTestCase):
         self.bridge.call(1, "ping")
         self.bridge.call(2, "no_such_command")
         stats = self.bridge.call(3, "stats")["result"]
-        self.assertEqual(set(stats), {"pid", "rss_kb", "requests", "errors", "uptime_s",
-                                      "sessions", "version"})
+        self.assertEqual(set(stats), {"pid", "rss_kb", "requests", "errors", "skipped",
+                                      "uptime_s", "sessions", "version"})
         self.assertEqual(stats["pid"], self.bridge.pid)
         self.assertGreater(stats["rss_kb"], 1000)
         self.assertEqual(stats["requests"], 3)
@@ -172,12 +173,55 @@ class BadRequestTest(BridgeTestCase):
     def test_session_that_is_not_a_string_is_a_bad_request(self):
         self.assertBadRequest(pack({"id": 14, "cmd": "ping", "session": 99}), 14)
 
+    def test_deadline_that_is_not_an_integer_is_a_bad_request(self):
+        for bad in ("soon", 1.5, True, [1]):
+            self.assertBadRequest(pack({"id": 15, "cmd": "ping", "deadline": bad}), 15)
+
     def test_bridge_keeps_serving_after_bad_requests(self):
         self.assertBadRequest(b"\xc1", 0)
         self.assertBadRequest(pack([]), 0)
         self.assertEqual(self.bridge.call(20, "ping")["result"]["pong"], True)
         stats = self.bridge.call(21, "stats")["result"]
         self.assertEqual(stats["errors"], 2)
+
+
+class DeadlineTest(BridgeTestCase):
+    """A request may wait in the pipe behind another; read after its
+    deadline (CLOCK_MONOTONIC ms, the agent's clock) it never starts."""
+
+    def setUp(self):
+        super().setUp()
+        self.bridge = self.start("--module", fixture("sessions.py"))
+
+    def now_ms(self):
+        return int(time.monotonic() * 1000)
+
+    def test_request_read_after_its_deadline_is_answered_timeout_without_running(self):
+        self.bridge.send({"id": 1, "cmd": "sleep", "args": {"seconds": 0.2}})
+        # Waits in the pipe behind the sleep, which outlives its deadline.
+        self.bridge.send({"id": 2, "cmd": "echo", "args": "late",
+                          "deadline": self.now_ms() + 50})
+        self.assertTrue(self.bridge.recv()["ok"])
+        error = self.assertErrorReply(self.bridge.recv(), 2, "TIMEOUT", "DeadlinePassed")
+        self.assertIn("not started", error["message"])
+        stats = self.bridge.call(3, "stats")["result"]
+        self.assertEqual(stats["skipped"], 1)
+
+    def test_skipped_request_leaves_its_session_state_untouched(self):
+        self.bridge.send({"id": 1, "cmd": "remember", "args": {"key": "a", "value": 1},
+                          "session": "s"})
+        self.assertTrue(self.bridge.recv()["ok"])
+        self.bridge.send({"id": 2, "cmd": "remember", "args": {"key": "b", "value": 2},
+                          "session": "s", "deadline": self.now_ms() - 1})
+        self.assertErrorReply(self.bridge.recv(), 2, "TIMEOUT", "DeadlinePassed")
+        self.bridge.send({"id": 3, "cmd": "remember", "args": {"key": "c", "value": 3},
+                          "session": "s"})
+        self.assertEqual(self.bridge.recv()["result"], {"a": 1, "c": 3})
+
+    def test_request_read_before_its_deadline_runs(self):
+        self.bridge.send({"id": 4, "cmd": "echo", "args": "on time",
+                          "deadline": self.now_ms() + 10000})
+        self.assertEqual(self.bridge.recv(), {"id": 4, "ok": True, "result": "on time"})
 
 
 class StdoutIsolationTest(BridgeTestCase):

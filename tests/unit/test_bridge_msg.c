@@ -99,7 +99,7 @@ static void request_decodes_back_to_id_cmd_args_session (void **state)
 
     size_t size = 0;
     uint8_t *frame = pf_bridge_msg_request (UINT64_MAX, "echo", args.buffer.data, args.buffer.size,
-                                            "sess-1", &size);
+                                            "sess-1", 0, &size);
     assert_non_null (frame);
     msgpack_unpacked unpacked;
     s_unpack_whole (&unpacked, frame, size);
@@ -136,7 +136,7 @@ static void request_copies_one_mebibyte_bin_args_verbatim (void **state)
 
     size_t size = 0;
     uint8_t *frame =
-        pf_bridge_msg_request (1, "load", args.buffer.data, args.buffer.size, NULL, &size);
+        pf_bridge_msg_request (1, "load", args.buffer.data, args.buffer.size, NULL, 0, &size);
     assert_non_null (frame);
     msgpack_unpacked unpacked;
     s_unpack_whole (&unpacked, frame, size);
@@ -158,7 +158,7 @@ static void request_without_args_or_session_encodes_nil (void **state)
     const char *sessions[] = {NULL, ""};
     for (int i = 0; i < 2; i++) {
         size_t size = 0;
-        uint8_t *frame = pf_bridge_msg_request (0, "ping", NULL, 0, sessions[i], &size);
+        uint8_t *frame = pf_bridge_msg_request (0, "ping", NULL, 0, sessions[i], 0, &size);
         assert_non_null (frame);
         msgpack_unpacked unpacked;
         s_unpack_whole (&unpacked, frame, size);
@@ -167,6 +167,22 @@ static void request_without_args_or_session_encodes_nil (void **state)
         msgpack_unpacked_destroy (&unpacked);
         free (frame);
     }
+}
+
+static void request_with_deadline_carries_it_as_a_fifth_key (void **state)
+{
+    (void)state;
+    size_t size = 0;
+    uint8_t *frame = pf_bridge_msg_request (7, "ping", NULL, 0, NULL, INT64_C (123456789012), &size);
+    assert_non_null (frame);
+    msgpack_unpacked unpacked;
+    s_unpack_whole (&unpacked, frame, size);
+    assert_int_equal (unpacked.data.via.map.size, 5);
+    const msgpack_object *deadline = s_get (&unpacked.data, "deadline");
+    assert_int_equal (deadline->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+    assert_true (deadline->via.u64 == UINT64_C (123456789012));
+    msgpack_unpacked_destroy (&unpacked);
+    free (frame);
 }
 
 static void args_are_valid_only_as_exactly_one_msgpack_object (void **state)
@@ -501,6 +517,7 @@ int main (void)
         cmocka_unit_test (request_decodes_back_to_id_cmd_args_session),
         cmocka_unit_test (request_copies_one_mebibyte_bin_args_verbatim),
         cmocka_unit_test (request_without_args_or_session_encodes_nil),
+        cmocka_unit_test (request_with_deadline_carries_it_as_a_fifth_key),
         cmocka_unit_test (args_are_valid_only_as_exactly_one_msgpack_object),
         cmocka_unit_test (ok_reply_carries_id_and_reencoded_result),
         cmocka_unit_test (ok_reply_without_result_has_a_nil_result),

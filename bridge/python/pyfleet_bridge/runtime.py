@@ -65,6 +65,7 @@ PYTHON_ERROR = "PYTHON_ERROR"
 UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
 BAD_REQUEST = "BAD_REQUEST"
 TOO_LARGE = "TOO_LARGE"
+TIMEOUT = "TIMEOUT"
 
 _MAX_REPR = 80
 
@@ -317,6 +318,7 @@ class Runtime:
         self.started = time.monotonic()
         self.requests = 0
         self.errors = 0
+        self.skipped = 0  # requests read after their deadline: never started
         self.sessions = {}
         # (request id, monotonic start) while a handler runs, else None.
         # Replaced as a whole so the beat thread reads it without a lock.
@@ -419,6 +421,7 @@ class Runtime:
             "rss_kb": read_rss_kb(),
             "requests": self.requests,
             "errors": self.errors,
+            "skipped": self.skipped,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "sessions": len(self.sessions),
             "version": VERSION,
@@ -455,7 +458,12 @@ class Runtime:
             raise _Rejected(request_id, BAD_REQUEST, "BadRequest",
                             "request session must be a string or nil, got %s"
                             % _short_repr(session_id))
-        return request_id, name, args, session_id
+        deadline = request.get("deadline")
+        if deadline is not None and (not isinstance(deadline, int) or isinstance(deadline, bool)):
+            raise _Rejected(request_id, BAD_REQUEST, "BadRequest",
+                            "request deadline must be an integer (monotonic ms) or nil, got %s"
+                            % _short_repr(deadline))
+        return request_id, name, args, session_id, deadline
 
     def _error_reply(self, request_id, code, error_type, message, trace=""):
         self.errors += 1
@@ -508,10 +516,16 @@ class Runtime:
         for anything the request or its handler did)."""
         self.requests += 1
         try:
-            request_id, name, args, session_id = self._parse(payload)
+            request_id, name, args, session_id, deadline = self._parse(payload)
         except _Rejected as rejected:
             return self._error_reply(rejected.request_id, rejected.code,
                                      rejected.error_type, rejected.message)
+        # A request may wait in the pipe behind another one; past its
+        # deadline (the agent's clock: CLOCK_MONOTONIC, ms) it never starts.
+        if deadline is not None and time.monotonic() * 1000.0 >= deadline:
+            self.skipped += 1
+            return self._error_reply(request_id, TIMEOUT, "DeadlinePassed",
+                                     "deadline passed before it started; not started")
         self._current = (request_id, time.monotonic())
         try:
             return self._run_handler(request_id, name, args, session_id)
