@@ -5,16 +5,27 @@
     encoding both walk that row, so the wire format is stated exactly once here,
     and it mirrors the frame tables of docs/PROTOCOL.md line for line.
 
-    The codec runs for every message the broker routes, so it stays cheap:
-    frames are popped off the zmsg (O(1)), opaque frames (body, detail,
-    sessions, bridges) are moved into the struct instead of copied, strings
-    are copied into the struct's fixed arrays, and the only heap allocation of
-    our own is a non-empty ERROR/DISCONNECT message.
+    The walks do not care where frames come from or go to: decoding reads them
+    from a frame source (a zmsg, or a ZeroMQ socket one part at a time) and
+    encoding writes them to a frame sink (a zmsg, or a socket). So
+    pf_msg_decode and pf_msg_recv apply the same checks with the same error
+    texts, and pf_msg_encode and pf_msg_send write the same frames.
+
+    The codec runs for every message the broker routes, so it stays cheap. The
+    socket paths exist because CZMQ's zmsg costs a zframe_t (calloc) per frame,
+    about 12 per message: pf_msg_recv reads every small frame into one zmq_msg_t
+    on the stack and parses it in place, pf_msg_send sends small frames from
+    stack buffers (libzmq keeps frames of up to 33 bytes inline, without
+    malloc). Only opaque frames (body, detail, sessions, bridges) become
+    zframes, moved in and out of the struct instead of copied; strings are
+    copied into the struct's fixed arrays, and the only heap allocation of our
+    own is a non-empty ERROR/DISCONNECT message.
 
     Network input is hostile: nothing here asserts, every length is checked
     before it is used, and every failure names the field that broke. */
 #include "pf_proto.h"
 #include "pf_error.h"
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -195,17 +206,145 @@ static void quote_bytes (char *out, size_t outlen, const byte *data, size_t size
     out[used] = '\0';
 }
 
-//  Decodes one field from its frame. Takes ownership of the frame: either moves
-//  it into self (opaque fields) or destroys it. Returns PF_OK or an error code.
-static int decode_field (pf_msg_t *self, const field_t *field, zframe_t **frame_p, size_t max_body,
-                         char *err, size_t errlen)
-{
-    zframe_t *frame = *frame_p;
-    const byte *data = zframe_data (frame);
-    size_t size = zframe_size (frame);
-    char *target = (char *)self + field->offset;
-    int rc = PF_OK;
+//  --------------------------------------------------------------------------
+//  Frame sources: where decoding reads frames from
 
+//  One multipart message, read front to back. A frame's bytes from next ()
+//  stay valid until the next call on the source.
+typedef struct frame_source_s frame_source_t;
+struct frame_source_s {
+    //  Whether the message has another frame.
+    bool (*more) (frame_source_t *self);
+    //  Reads the next frame. Returns 0, or -1 if there is none.
+    int (*next) (frame_source_t *self, const byte **data, size_t *size);
+    //  Takes the next frame whole (opaque fields); NULL if there is none.
+    zframe_t *(*take) (frame_source_t *self);
+};
+
+//  Over a zmsg: frames are popped (O(1)) and the current one held until the
+//  next call, so its bytes stay valid.
+typedef struct {
+    frame_source_t base;
+    zmsg_t *msg;
+    zframe_t *current;
+} zmsg_source_t;
+
+static bool zmsg_source_more (frame_source_t *base)
+{
+    return zmsg_size (((zmsg_source_t *)base)->msg) > 0;
+}
+
+static int zmsg_source_next (frame_source_t *base, const byte **data, size_t *size)
+{
+    zmsg_source_t *self = (zmsg_source_t *)base;
+    zframe_destroy (&self->current);
+    self->current = zmsg_pop (self->msg);
+    if (!self->current) return -1;
+    *data = zframe_data (self->current);
+    *size = zframe_size (self->current);
+    return 0;
+}
+
+static zframe_t *zmsg_source_take (frame_source_t *base)
+{
+    zmsg_source_t *self = (zmsg_source_t *)base;
+    zframe_destroy (&self->current);
+    return zmsg_pop (self->msg);
+}
+
+//  Over a socket: small frames land in one zmq_msg_t, reused for every frame
+//  (zmq_msg_recv frees what it held), so they cost no allocation of ours.
+//  Only the first part may wait or not (flags); the other parts of a message
+//  are already there, as ZeroMQ delivers a message whole or not at all.
+typedef struct {
+    frame_source_t base;
+    void *handle;
+    int flags;     //  for the first part: 0 or ZMQ_DONTWAIT
+    zmq_msg_t frame;
+    bool more;     //  a part is still to be read
+    bool received; //  at least one part was read
+    int error;     //  errno of a failed read, 0 if none
+} socket_source_t;
+
+static bool socket_source_more (frame_source_t *base)
+{
+    return ((socket_source_t *)base)->more;
+}
+
+static int socket_source_next (frame_source_t *base, const byte **data, size_t *size)
+{
+    socket_source_t *self = (socket_source_t *)base;
+    if (!self->more) return -1;
+    if (zmq_msg_recv (&self->frame, self->handle, self->flags) == -1) {
+        self->error = errno;
+        self->more = false;
+        return -1;
+    }
+    self->flags = 0;
+    self->received = true;
+    self->more = zmq_msg_more (&self->frame);
+    *data = zmq_msg_data (&self->frame);
+    *size = zmq_msg_size (&self->frame);
+    return 0;
+}
+
+static zframe_t *socket_source_take (frame_source_t *base)
+{
+    socket_source_t *self = (socket_source_t *)base;
+    if (!self->more) return NULL;
+    //  Never the first part (the head comes first), so this does not block.
+    zframe_t *frame = zframe_recv (self->handle);
+    if (!frame) {
+        self->error = errno;
+        self->more = false;
+        return NULL;
+    }
+    self->received = true;
+    self->more = zframe_more (frame);
+    return frame;
+}
+
+//  Reads and drops what is left of the message; returns how many frames.
+static size_t drain (frame_source_t *source)
+{
+    const byte *data;
+    size_t size, frames = 0;
+    while (source->more (source) && source->next (source, &data, &size) == 0)
+        frames++;
+    return frames;
+}
+
+//  --------------------------------------------------------------------------
+//  Decoding
+
+//  Decodes one field from the source's next frame: an opaque frame is moved
+//  into self, anything else parsed in place. Returns PF_OK or an error code.
+static int decode_field (pf_msg_t *self, const field_t *field, frame_source_t *source,
+                         size_t max_body, char *err, size_t errlen)
+{
+    char *target = (char *)self + field->offset;
+    if (field->type == FIELD_OPAQUE) {
+        zframe_t *frame = source->take (source);
+        if (!frame) {
+            set_error (err, errlen, "%s: missing frame", field->name);
+            return PF_BAD_REQUEST;
+        }
+        size_t size = zframe_size (frame);
+        if (size > max_body) {
+            set_error (err, errlen, "%s: %zu bytes exceeds limit of %zu", field->name, size,
+                       max_body);
+            zframe_destroy (&frame);
+            return PF_TOO_LARGE;
+        }
+        *(zframe_t **)target = frame;
+        return PF_OK;
+    }
+    const byte *data;
+    size_t size;
+    if (source->next (source, &data, &size)) {
+        set_error (err, errlen, "%s: missing frame", field->name);
+        return PF_BAD_REQUEST;
+    }
     switch (field->type) {
     case FIELD_U16:
     case FIELD_U32:
@@ -213,8 +352,7 @@ static int decode_field (pf_msg_t *self, const field_t *field, zframe_t **frame_
         size_t expected = integer_size (field->type);
         if (size != expected) {
             set_error (err, errlen, "%s: expected %zu bytes, got %zu", field->name, expected, size);
-            rc = PF_BAD_REQUEST;
-            break;
+            return PF_BAD_REQUEST;
         }
         uint64_t value = read_be (data, size);
         if (field->type == FIELD_U16)
@@ -223,7 +361,7 @@ static int decode_field (pf_msg_t *self, const field_t *field, zframe_t **frame_
             *(uint32_t *)target = (uint32_t)value;
         else
             *(uint64_t *)target = value;
-        break;
+        return PF_OK;
     }
     case FIELD_NAME:
     case FIELD_OPTNAME:
@@ -231,18 +369,15 @@ static int decode_field (pf_msg_t *self, const field_t *field, zframe_t **frame_
         size_t limit = field->type == FIELD_MESSAGE ? PF_MAX_MESSAGE : PF_MAX_NAME;
         if (size == 0 && field->type == FIELD_NAME) {
             set_error (err, errlen, "%s: empty", field->name);
-            rc = PF_BAD_REQUEST;
-            break;
+            return PF_BAD_REQUEST;
         }
         if (size > limit) {
             set_error (err, errlen, "%s: %zu bytes exceeds limit of %zu", field->name, size, limit);
-            rc = PF_BAD_REQUEST;
-            break;
+            return PF_BAD_REQUEST;
         }
         if (size > 0 && memchr (data, '\0', size)) {
             set_error (err, errlen, "%s: contains a NUL byte", field->name);
-            rc = PF_BAD_REQUEST;
-            break;
+            return PF_BAD_REQUEST;
         }
         if (field->type == FIELD_MESSAGE) {
             char **message_p = (char **)target;
@@ -250,8 +385,7 @@ static int decode_field (pf_msg_t *self, const field_t *field, zframe_t **frame_
                 *message_p = malloc (size + 1);
                 if (!*message_p) {
                     set_error (err, errlen, "%s: out of memory", field->name);
-                    rc = PF_INTERNAL;
-                    break;
+                    return PF_INTERNAL;
                 }
                 memcpy (*message_p, data, size);
                 (*message_p)[size] = '\0';
@@ -260,70 +394,53 @@ static int decode_field (pf_msg_t *self, const field_t *field, zframe_t **frame_
             if (size > 0) memcpy (target, data, size);
             target[size] = '\0';
         }
-        break;
-    }
-    case FIELD_OPAQUE:
-        if (size > max_body) {
-            set_error (err, errlen, "%s: %zu bytes exceeds limit of %zu", field->name, size,
-                       max_body);
-            rc = PF_TOO_LARGE;
-            break;
-        }
-        *(zframe_t **)target = frame;
-        *frame_p = NULL;
         return PF_OK;
     }
-    zframe_destroy (frame_p);
-    return rc;
+    case FIELD_OPAQUE:
+        break;
+    }
+    return PF_INTERNAL;
 }
 
-//  Validates the three head frames (delimiter, protocol header, command) and
-//  pops them. Sets self->proto and self->command as soon as each is known.
-static const command_spec_t *decode_head (pf_msg_t *self, zmsg_t *msg, char *err, size_t errlen)
+//  Reads and checks the three head frames (delimiter, protocol header,
+//  command). Sets self->proto and self->command as soon as each is known.
+static const command_spec_t *decode_head (pf_msg_t *self, frame_source_t *source, char *err,
+                                          size_t errlen)
 {
-    size_t frames = zmsg_size (msg);
-    if (frames == 0) {
+    const byte *data;
+    size_t size;
+    if (source->next (source, &data, &size)) {
         set_error (err, errlen, "empty message");
         return NULL;
     }
-    zframe_t *frame = zmsg_pop (msg);
-    size_t size = zframe_size (frame);
-    zframe_destroy (&frame);
     if (size != 0) {
         set_error (err, errlen, "missing empty delimiter (frame 0 has %zu bytes)", size);
         return NULL;
     }
-    if (frames < 2) {
+    if (source->next (source, &data, &size)) {
         set_error (err, errlen, "missing protocol header");
         return NULL;
     }
-    frame = zmsg_pop (msg);
-    size = zframe_size (frame);
-    if (size == 4 && memcmp (zframe_data (frame), PF_PROTO_CLIENT, 4) == 0)
+    if (size == 4 && memcmp (data, PF_PROTO_CLIENT, 4) == 0)
         self->proto = PF_PROTO_C;
-    else if (size == 4 && memcmp (zframe_data (frame), PF_PROTO_WORKER, 4) == 0)
+    else if (size == 4 && memcmp (data, PF_PROTO_WORKER, 4) == 0)
         self->proto = PF_PROTO_W;
     else {
         char quoted[80];
-        quote_bytes (quoted, sizeof (quoted), zframe_data (frame), size);
+        quote_bytes (quoted, sizeof (quoted), data, size);
         set_error (err, errlen, "unsupported protocol header \"%s\"", quoted);
-        zframe_destroy (&frame);
         return NULL;
     }
-    zframe_destroy (&frame);
     const char *proto_name = self->proto == PF_PROTO_C ? PF_PROTO_CLIENT : PF_PROTO_WORKER;
-    if (frames < 3) {
+    if (source->next (source, &data, &size)) {
         set_error (err, errlen, "%s: missing command frame", proto_name);
         return NULL;
     }
-    frame = zmsg_pop (msg);
-    size = zframe_size (frame);
-    int command = size == 1 ? zframe_data (frame)[0] : -1;
-    zframe_destroy (&frame);
     if (size != 1) {
         set_error (err, errlen, "%s: command frame: expected 1 byte, got %zu", proto_name, size);
         return NULL;
     }
+    int command = data[0];
     const command_spec_t *spec = command_spec (self->proto, command);
     if (!spec) {
         set_error (err, errlen, "%s: unknown command 0x%02X", proto_name, (unsigned)command);
@@ -331,6 +448,56 @@ static const command_spec_t *decode_head (pf_msg_t *self, zmsg_t *msg, char *err
     }
     self->command = command;
     return spec;
+}
+
+//  Decodes one whole message from source into self (already reset) and reads
+//  every frame of it, also after an error. The frame count is known only at
+//  the end, yet it outranks field errors (a message with the wrong number of
+//  frames says so, whatever its fields): after the first bad field the rest
+//  are only counted. The request id comes first wherever there is one, so it
+//  is read before the count is known and a malformed request can be answered.
+static int decode_frames (pf_msg_t *self, frame_source_t *source, size_t max_body, char *err,
+                          size_t errlen)
+{
+    const command_spec_t *spec = decode_head (self, source, err, errlen);
+    if (!spec) {
+        drain (source);
+        return PF_BAD_REQUEST;
+    }
+    int rc = PF_OK;
+    size_t frames = PF_PROTO_HEAD_FRAMES;
+    for (int index = 0; index < spec->field_count && source->more (source); index++) {
+        const field_t *field = &spec->fields[index];
+        frames++;
+        if (rc != PF_OK) {
+            const byte *data;
+            size_t size;
+            source->next (source, &data, &size);
+            continue;
+        }
+        rc = decode_field (self, field, source, max_body, err, errlen);
+        if (rc == PF_OK && index == 0 && field->type == FIELD_U64) self->has_request_id = true;
+    }
+    frames += drain (source);
+    size_t expected = (size_t)spec->field_count + PF_PROTO_HEAD_FRAMES;
+    if (frames != expected) {
+        set_error (err, errlen, "%s: expected %zu frames, got %zu", spec->name, expected, frames);
+        rc = PF_BAD_REQUEST;
+    }
+    return rc;
+}
+
+//  After a failed decode, keeps only what lets the caller answer the error.
+static void keep_answerable (pf_msg_t *self)
+{
+    int proto = self->proto, command = self->command;
+    uint64_t request_id = self->request_id;
+    bool has_request_id = self->has_request_id;
+    pf_msg_reset (self);
+    self->proto = proto;
+    self->command = command;
+    self->request_id = request_id;
+    self->has_request_id = has_request_id;
 }
 
 int pf_msg_decode (pf_msg_t *self, zmsg_t **msg_p, size_t max_body, char *err, size_t errlen)
@@ -350,44 +517,117 @@ int pf_msg_decode (pf_msg_t *self, zmsg_t **msg_p, size_t max_body, char *err, s
     }
     if (max_body == 0) max_body = PF_DEFAULT_MAX_BODY;
 
-    int rc = PF_BAD_REQUEST;
-    const command_spec_t *spec = decode_head (self, msg, err, errlen);
-    if (!spec) goto done;
-
-    //  The request id comes first wherever there is one: read it before the
-    //  frame count is checked, so a malformed REQUEST can still be answered.
-    zframe_t *first = zmsg_first (msg);
-    if (spec->fields[0].type == FIELD_U64 && first && zframe_size (first) == 8) {
-        self->request_id = read_be (zframe_data (first), 8);
-        self->has_request_id = true;
-    }
-    size_t frames = zmsg_size (msg) + PF_PROTO_HEAD_FRAMES;
-    size_t expected = (size_t)spec->field_count + PF_PROTO_HEAD_FRAMES;
-    if (frames != expected) {
-        set_error (err, errlen, "%s: expected %zu frames, got %zu", spec->name, expected, frames);
-        goto done;
-    }
-    for (int index = 0; index < spec->field_count; index++) {
-        zframe_t *frame = zmsg_pop (msg);
-        rc = decode_field (self, &spec->fields[index], &frame, max_body, err, errlen);
-        if (rc != PF_OK) goto done;
-    }
-    rc = PF_OK;
-
-done:
+    zmsg_source_t source = {
+        .base = {zmsg_source_more, zmsg_source_next, zmsg_source_take},
+        .msg = msg,
+    };
+    int rc = decode_frames (self, &source.base, max_body, err, errlen);
+    zframe_destroy (&source.current);
     zmsg_destroy (&msg);
-    if (rc != PF_OK) {
-        //  Keep only what lets the caller answer the error; drop partial fields.
-        int proto = self->proto, command = self->command;
-        uint64_t request_id = self->request_id;
-        bool has_request_id = self->has_request_id;
+    if (rc != PF_OK) keep_answerable (self);
+    return rc;
+}
+
+int pf_msg_recv (pf_msg_t *self, void *socket, int flags, zframe_t **routing_id_p,
+                 size_t max_body, char *err, size_t errlen)
+{
+    if (routing_id_p) *routing_id_p = NULL;
+    set_error (err, errlen, "ok");
+    if (!self || !socket) {
+        set_error (err, errlen, "no message struct or socket");
+        errno = EINVAL;
+        return -1;
+    }
+    pf_msg_reset (self);
+    if (max_body == 0) max_body = PF_DEFAULT_MAX_BODY;
+
+    socket_source_t source = {
+        .base = {socket_source_more, socket_source_next, socket_source_take},
+        .handle = zsock_resolve (socket),
+        .flags = flags & ZMQ_DONTWAIT,
+        .more = true,
+    };
+    zmq_msg_init (&source.frame);
+    int rc;
+    if (routing_id_p) {
+        const byte *data;
+        size_t size;
+        if (source.base.next (&source.base, &data, &size) == 0)
+            *routing_id_p = zframe_new (data, size);
+    }
+    if (source.error)
+        rc = -1;
+    else {
+        rc = decode_frames (self, &source.base, max_body, err, errlen);
+        if (rc != PF_OK) keep_answerable (self);
+    }
+    zmq_msg_close (&source.frame);
+    //  A read failed: before the first part (nothing there, interrupted) or,
+    //  only as the context terminates, inside a message.
+    if (source.error) {
         pf_msg_reset (self);
-        self->proto = proto;
-        self->command = command;
-        self->request_id = request_id;
-        self->has_request_id = has_request_id;
+        if (routing_id_p) zframe_destroy (routing_id_p);
+        set_error (err, errlen, "receive failed: %s", zmq_strerror (source.error));
+        errno = source.error;
+        return -1;
     }
     return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Frame sinks: where encoding writes frames to
+
+typedef struct frame_sink_s frame_sink_t;
+struct frame_sink_s {
+    //  Adds a frame holding a copy of size bytes at data; more says that
+    //  another frame follows. Returns 0 or -1.
+    int (*put) (frame_sink_t *self, const void *data, size_t size, bool more);
+    //  Adds *frame_p (not NULL) without copying: on success *frame_p is NULL,
+    //  on failure the frame is left there. Returns 0 or -1.
+    int (*move) (frame_sink_t *self, zframe_t **frame_p, bool more);
+};
+
+typedef struct {
+    frame_sink_t base;
+    zmsg_t *msg;
+} zmsg_sink_t;
+
+static int zmsg_sink_put (frame_sink_t *base, const void *data, size_t size, bool more)
+{
+    (void)more;
+    return zmsg_addmem (((zmsg_sink_t *)base)->msg, data, size);
+}
+
+static int zmsg_sink_move (frame_sink_t *base, zframe_t **frame_p, bool more)
+{
+    (void)more;
+    return zmsg_append (((zmsg_sink_t *)base)->msg, frame_p);
+}
+
+//  Over a socket: small frames are copied by zmq_send from our stack buffers
+//  (inline in libzmq up to 33 bytes); opaque frames are handed over as they
+//  are, so their bytes are never copied.
+typedef struct {
+    frame_sink_t base;
+    void *handle;
+    int flags; //  0 or ZMQ_DONTWAIT
+} socket_sink_t;
+
+static int socket_sink_put (frame_sink_t *base, const void *data, size_t size, bool more)
+{
+    socket_sink_t *self = (socket_sink_t *)base;
+    //  zmq_send copies size bytes from data; never hand it NULL.
+    if (zmq_send (self->handle, size ? data : "", size, (more ? ZMQ_SNDMORE : 0) | self->flags) ==
+        -1)
+        return -1;
+    return 0;
+}
+
+static int socket_sink_move (frame_sink_t *base, zframe_t **frame_p, bool more)
+{
+    socket_sink_t *self = (socket_sink_t *)base;
+    int flags = (more ? ZFRAME_MORE : 0) | (self->flags & ZMQ_DONTWAIT ? ZFRAME_DONTWAIT : 0);
+    return zframe_send (frame_p, self->handle, flags);
 }
 
 //  --------------------------------------------------------------------------
@@ -414,7 +654,19 @@ static bool field_fits (const pf_msg_t *self, const field_t *field)
     }
 }
 
-static int encode_field (zmsg_t *msg, pf_msg_t *self, const field_t *field)
+//  The command's row if self can be encoded; NULL if its proto/command is
+//  unknown or a field breaks its limits.
+static const command_spec_t *encodable (const pf_msg_t *self)
+{
+    if (!self) return NULL;
+    const command_spec_t *spec = command_spec (self->proto, self->command);
+    if (!spec) return NULL;
+    for (int index = 0; index < spec->field_count; index++)
+        if (!field_fits (self, &spec->fields[index])) return NULL;
+    return spec;
+}
+
+static int encode_field (frame_sink_t *sink, pf_msg_t *self, const field_t *field, bool more)
 {
     char *target = (char *)self + field->offset;
     switch (field->type) {
@@ -427,44 +679,67 @@ static int encode_field (zmsg_t *msg, pf_msg_t *self, const field_t *field)
                          : field->type == FIELD_U32 ? *(uint32_t *)target
                                                     : *(uint64_t *)target;
         write_be (data, size, value);
-        return zmsg_addmem (msg, data, size);
+        return sink->put (sink, data, size, more);
     }
     case FIELD_NAME:
     case FIELD_OPTNAME:
-        return zmsg_addmem (msg, target, strlen (target));
+        return sink->put (sink, target, strlen (target), more);
     case FIELD_MESSAGE: {
         const char *message = *(char **)target;
-        return zmsg_addmem (msg, message, message ? strlen (message) : 0);
+        return sink->put (sink, message, message ? strlen (message) : 0, more);
     }
     case FIELD_OPAQUE: {
         zframe_t **frame_p = (zframe_t **)target;
-        if (!*frame_p) return zmsg_addmem (msg, NULL, 0);
-        return zmsg_append (msg, frame_p);
+        if (!*frame_p) return sink->put (sink, NULL, 0, more);
+        return sink->move (sink, frame_p, more);
     }
     }
     return -1;
 }
 
-zmsg_t *pf_msg_encode (pf_msg_t *self)
+//  Writes the frames of self (checked by encodable) to sink, from the empty
+//  delimiter on. The opaque frames come after the head, so when the first
+//  frame fails nothing of self has moved yet.
+static int encode_frames (pf_msg_t *self, const command_spec_t *spec, frame_sink_t *sink)
 {
-    if (!self) return NULL;
-    const command_spec_t *spec = command_spec (self->proto, self->command);
-    if (!spec) return NULL;
-    for (int index = 0; index < spec->field_count; index++)
-        if (!field_fits (self, &spec->fields[index])) return NULL;
-
-    zmsg_t *msg = zmsg_new ();
-    if (!msg) return NULL;
     byte command = (byte)self->command;
     const char *header = self->proto == PF_PROTO_C ? PF_PROTO_CLIENT : PF_PROTO_WORKER;
-    if (zmsg_addmem (msg, NULL, 0) || zmsg_addmem (msg, header, 4) ||
-        zmsg_addmem (msg, &command, 1))
-        goto failed;
+    if (sink->put (sink, NULL, 0, true) || sink->put (sink, header, 4, true) ||
+        sink->put (sink, &command, 1, spec->field_count > 0))
+        return -1;
     for (int index = 0; index < spec->field_count; index++)
-        if (encode_field (msg, self, &spec->fields[index])) goto failed;
-    return msg;
+        if (encode_field (sink, self, &spec->fields[index], index + 1 < spec->field_count))
+            return -1;
+    return 0;
+}
 
-failed:
-    zmsg_destroy (&msg);
-    return NULL;
+zmsg_t *pf_msg_encode (pf_msg_t *self)
+{
+    const command_spec_t *spec = encodable (self);
+    if (!spec) return NULL;
+    zmsg_sink_t sink = {.base = {zmsg_sink_put, zmsg_sink_move}, .msg = zmsg_new ()};
+    if (!sink.msg) return NULL;
+    if (encode_frames (self, spec, &sink.base)) {
+        zmsg_destroy (&sink.msg);
+        return NULL;
+    }
+    return sink.msg;
+}
+
+int pf_msg_send (pf_msg_t *self, void *socket, zframe_t *routing_id, int flags)
+{
+    const command_spec_t *spec = encodable (self);
+    if (!spec || !socket) {
+        errno = EINVAL;
+        return -1;
+    }
+    socket_sink_t sink = {
+        .base = {socket_sink_put, socket_sink_move},
+        .handle = zsock_resolve (socket),
+        .flags = flags & ZMQ_DONTWAIT,
+    };
+    if (routing_id &&
+        sink.base.put (&sink.base, zframe_data (routing_id), zframe_size (routing_id), true))
+        return -1;
+    return encode_frames (self, spec, &sink.base);
 }

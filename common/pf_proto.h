@@ -5,7 +5,13 @@
     an empty delimiter frame and a protocol header frame, then one command frame
     of one byte. Integers are fixed-size big-endian frames (u16, u32, u64).
     Strings are frames of UTF-8 bytes without a terminator. A ROUTER socket sees
-    the peer's routing id before the empty frame: the caller pops it first.
+    the peer's routing id before the empty frame: the caller pops it first
+    (pf_msg_decode), or pf_msg_recv hands it back separately.
+
+    Two ways on and off a socket, same frames, same checks: pf_msg_encode /
+    pf_msg_decode work on a zmsg; pf_msg_send / pf_msg_recv work on the socket
+    directly and allocate about one zframe per message instead of one per
+    frame (the broker's path).
 
     PFC1 (client <-> broker)
       REQUEST  C->B  "" PFC1 0x01 request_id:u64 service session command timeout_ms:u32 flags:u32 body
@@ -123,6 +129,44 @@ int pf_msg_decode (pf_msg_t *self, zmsg_t **msg_p, size_t max_body, char *err, s
 //  a NULL frame or message encodes as an empty frame. Returns NULL, leaving
 //  self untouched, if proto/command is unknown or a string breaks the limits.
 zmsg_t *pf_msg_encode (pf_msg_t *self);
+
+//  Receives one whole message from a ZeroMQ socket (a libzmq handle, e.g.
+//  from zsock_resolve; a zsock_t * works too) and decodes it into self, which
+//  it resets first. With routing_id_p non-NULL (a ROUTER socket) the first
+//  frame is the peer's routing id, returned as a new zframe in *routing_id_p
+//  that the caller destroys, also on a decode error, so the caller can
+//  answer. flags: 0 (wait) or ZMQ_DONTWAIT. max_body as for pf_msg_decode.
+//  Always reads every part of a message, also on error, so the next call
+//  starts at a message boundary. Returns:
+//    PF_OK            self holds the message, as pf_msg_decode would give it.
+//    PF_BAD_REQUEST,  exactly as pf_msg_decode would for the same frames: the
+//    PF_TOO_LARGE     same err text, self holds only proto, command (when
+//                     known) and request_id/has_request_id.
+//    -1               nothing was received: errno EAGAIN (ZMQ_DONTWAIT, or a
+//                     receive timeout), EINTR, ETERM, ENOTSOCK, EINVAL (self
+//                     or socket NULL). Also if the context terminated in the
+//                     middle of a message. self is reset, *routing_id_p NULL.
+int pf_msg_recv (pf_msg_t *self, void *socket, int flags, zframe_t **routing_id_p,
+                 size_t max_body, char *err, size_t errlen);
+
+//  Encodes self and sends it on socket (a libzmq handle or a zsock_t *), the
+//  routing_id frame first if not NULL (it is copied, not consumed). flags: 0
+//  (wait) or ZMQ_DONTWAIT. The frames are the ones pf_msg_encode builds.
+//  Returns 0 when the whole message went out; then the opaque frames (body,
+//  detail, sessions, bridges) have moved out of self and are NULL, as after
+//  pf_msg_encode, and everything else in self is unchanged.
+//  Returns -1 with errno:
+//    EINVAL       pf_msg_encode would refuse self (unknown proto/command, a
+//                 string over its limit), or socket is NULL. Nothing sent.
+//    EAGAIN, EHOSTUNREACH, ETERM, EINTR...  the first part could not be
+//                 sent: ZeroMQ sends a message whole or not at all, so
+//                 nothing went out.
+//  In both cases self is untouched: the opaque frames are still in self and
+//  still the caller's (pf_msg_reset frees them, or send again). Only if the
+//  context terminates in the middle of a message can a later part fail; the
+//  frames already sent are then NULL in self and the rest still there, so
+//  pf_msg_reset is right whatever happened.
+int pf_msg_send (pf_msg_t *self, void *socket, zframe_t *routing_id, int flags);
 
 //  Name of a command for logs ("REQUEST"), per protocol; "?" if unknown.
 const char *pf_msg_command_name (int proto, int command);
