@@ -259,7 +259,7 @@ static zframe_t *zmsg_source_take (frame_source_t *base)
 typedef struct {
     frame_source_t base;
     void *handle;
-    int flags;     //  for the first part: 0 or ZMQ_DONTWAIT
+    int flags; //  for the first part: 0 or ZMQ_DONTWAIT
     zmq_msg_t frame;
     bool more;     //  a part is still to be read
     bool received; //  at least one part was read
@@ -528,8 +528,8 @@ int pf_msg_decode (pf_msg_t *self, zmsg_t **msg_p, size_t max_body, char *err, s
     return rc;
 }
 
-int pf_msg_recv (pf_msg_t *self, void *socket, int flags, zframe_t **routing_id_p,
-                 size_t max_body, char *err, size_t errlen)
+int pf_msg_recv (pf_msg_t *self, void *socket, int flags, zframe_t **routing_id_p, size_t max_body,
+                 char *err, size_t errlen)
 {
     if (routing_id_p) *routing_id_p = NULL;
     set_error (err, errlen, "ok");

@@ -5,6 +5,7 @@
     if encoder and decoder were wrong the same way); and every kind of
     malformed message gets the typed error and the specific reason that
     docs/PROTOCOL.md promises, without leaking or crashing. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -162,6 +163,8 @@ static char *repeat (char c, size_t size)
     text[size] = '\0';
     return text;
 }
+
+#define COUNT(array) (sizeof (array) / sizeof ((array)[0]))
 
 static const byte binary[] = {0x00, 0xFF, 0x00, 0x00, 0x7F, 0x80, 0x00, 0x01};
 
@@ -951,44 +954,50 @@ static uint32_t next_random (uint32_t *seed)
     return (*seed >> 16) & 0x7FFF;
 }
 
+//  A random message, half of the time a valid head then random frames, else a
+//  valid REQUEST with one frame resized or one byte flipped. Deterministic for
+//  a seed, so a failure reproduces.
+static zmsg_t *random_message (uint32_t *seed)
+{
+    byte data[300];
+    zmsg_t *msg;
+    if (next_random (seed) % 2 == 0) {
+        const char *header = next_random (seed) % 2 ? "PFC1" : "PFW1";
+        msg = new_head (header, (byte)(next_random (seed) % 11));
+        int frames = (int)(next_random (seed) % 12);
+        for (int index = 0; index < frames; index++) {
+            size_t size = next_random (seed) % 3 == 0
+                              ? next_random (seed) % 300
+                              : (size_t[]){0, 1, 2, 4, 8}[next_random (seed) % 5];
+            for (size_t at = 0; at < size; at++)
+                data[at] = (byte)next_random (seed);
+            zmsg_addmem (msg, data, size);
+        }
+    } else {
+        msg = raw_client_request ();
+        size_t index = next_random (seed) % 10;
+        zframe_t *frame = frame_at (msg, index);
+        size_t size = zframe_size (frame);
+        memcpy (data, zframe_data (frame), size);
+        if (next_random (seed) % 2 && size > 0) {
+            size_t at = next_random (seed) % size;
+            data[at] ^= (byte)(1 + next_random (seed) % 255);
+        } else
+            size = next_random (seed) % 10;
+        msg = with_frame (msg, index, data, size);
+    }
+    return msg;
+}
+
 static void decode_survives_random_and_mutated_input (void **state)
 {
     (void)state;
-    //  Deterministic: a failure here reproduces. Under ASan/valgrind this is
-    //  the check that no input makes the codec read out of bounds or leak.
+    //  Under ASan/valgrind this is the check that no input makes the codec
+    //  read out of bounds or leak.
     uint32_t seed = 12345;
-#define NEXT_RANDOM() next_random (&seed)
-    byte data[300];
     int outcomes[PF_ERROR_COUNT] = {0};
     for (int round = 0; round < 20000; round++) {
-        zmsg_t *msg;
-        if (round % 2 == 0) {
-            //  A valid head, then random frames.
-            const char *header = NEXT_RANDOM () % 2 ? "PFC1" : "PFW1";
-            msg = new_head (header, (byte)(NEXT_RANDOM () % 11));
-            int frames = (int)(NEXT_RANDOM () % 12);
-            for (int index = 0; index < frames; index++) {
-                size_t size = NEXT_RANDOM () % 3 == 0
-                                  ? NEXT_RANDOM () % 300
-                                  : (size_t[]){0, 1, 2, 4, 8}[NEXT_RANDOM () % 5];
-                for (size_t at = 0; at < size; at++)
-                    data[at] = (byte)NEXT_RANDOM ();
-                zmsg_addmem (msg, data, size);
-            }
-        } else {
-            //  A valid REQUEST with one frame resized or one byte flipped.
-            msg = raw_client_request ();
-            size_t index = NEXT_RANDOM () % 10;
-            zframe_t *frame = frame_at (msg, index);
-            size_t size = zframe_size (frame);
-            memcpy (data, zframe_data (frame), size);
-            if (NEXT_RANDOM () % 2 && size > 0) {
-                size_t at = NEXT_RANDOM () % size;
-                data[at] ^= (byte)(1 + NEXT_RANDOM () % 255);
-            } else
-                size = NEXT_RANDOM () % 10;
-            msg = with_frame (msg, index, data, size);
-        }
+        zmsg_t *msg = random_message (&seed);
         pf_msg_t out;
         pf_msg_init (&out);
         char err[ERRLEN];
@@ -1003,7 +1012,6 @@ static void decode_survives_random_and_mutated_input (void **state)
     assert_true (outcomes[PF_OK] > 0);
     assert_true (outcomes[PF_BAD_REQUEST] > 0);
     assert_true (outcomes[PF_TOO_LARGE] > 0);
-#undef NEXT_RANDOM
 }
 
 //  --------------------------------------------------------------------------
@@ -1070,6 +1078,693 @@ static void encode_refuses_an_unknown_protocol_or_command (void **state)
     assert_null (pf_msg_encode (NULL));
 }
 
+//  --------------------------------------------------------------------------
+//  On and off a socket: pf_msg_send / pf_msg_recv
+//
+//  The socket paths must be the zmsg paths by other means: the same frames on
+//  the wire, the same decoded message, the same typed error and reason for
+//  the same bad frames. A malformed message is read whole, so the message
+//  after it decodes fine.
+
+typedef struct {
+    zsock_t *pair_a, *pair_b; //  inproc PAIR, connected
+    zsock_t *router, *dealer; //  inproc ROUTER/DEALER; the dealer's id is DEALER_ID
+    void *a, *b;              //  their libzmq handles
+    void *router_handle, *dealer_handle;
+} sockets_t;
+
+#define DEALER_ID       "dealer-1"
+#define RECV_TIMEOUT_MS 5000 //  a broken codec fails a test, never hangs it
+
+static int sockets_setup (void **state)
+{
+    static int instance = 0;
+    instance++;
+    sockets_t *self = calloc (1, sizeof (sockets_t));
+    self->pair_a = zsock_new (ZMQ_PAIR);
+    self->pair_b = zsock_new (ZMQ_PAIR);
+    self->router = zsock_new (ZMQ_ROUTER);
+    self->dealer = zsock_new (ZMQ_DEALER);
+    zsock_set_rcvtimeo (self->pair_a, RECV_TIMEOUT_MS);
+    zsock_set_rcvtimeo (self->pair_b, RECV_TIMEOUT_MS);
+    zsock_set_rcvtimeo (self->router, RECV_TIMEOUT_MS);
+    zsock_set_rcvtimeo (self->dealer, RECV_TIMEOUT_MS);
+    zsock_set_identity (self->dealer, DEALER_ID);
+    if (zsock_bind (self->pair_b, "inproc://test-proto-pair-%d", instance) ||
+        zsock_connect (self->pair_a, "inproc://test-proto-pair-%d", instance) ||
+        zsock_bind (self->router, "inproc://test-proto-router-%d", instance) ||
+        zsock_connect (self->dealer, "inproc://test-proto-router-%d", instance))
+        return -1;
+    self->a = zsock_resolve (self->pair_a);
+    self->b = zsock_resolve (self->pair_b);
+    self->router_handle = zsock_resolve (self->router);
+    self->dealer_handle = zsock_resolve (self->dealer);
+    *state = self;
+    return 0;
+}
+
+static int sockets_teardown (void **state)
+{
+    sockets_t *self = *state;
+    zsock_destroy (&self->pair_a);
+    zsock_destroy (&self->pair_b);
+    zsock_destroy (&self->router);
+    zsock_destroy (&self->dealer);
+    free (self);
+    return 0;
+}
+
+//  Sends the frames of *msg_p one by one with zmq_send, as a peer would;
+//  destroys the message.
+static void send_raw (void *handle, zmsg_t **msg_p)
+{
+    size_t count = zmsg_size (*msg_p), index = 0;
+    for (zframe_t *frame = zmsg_first (*msg_p); frame; frame = zmsg_next (*msg_p), index++) {
+        int flags = index + 1 < count ? ZMQ_SNDMORE : 0;
+        assert_int_equal (zmq_send (handle, zframe_data (frame), zframe_size (frame), flags),
+                          (int)zframe_size (frame));
+    }
+    zmsg_destroy (msg_p);
+}
+
+static void assert_frames_equal (zframe_t *expected, zframe_t *actual)
+{
+    if (!expected) {
+        assert_null (actual);
+        return;
+    }
+    assert_frame_bytes (actual, zframe_data (expected), zframe_size (expected));
+}
+
+//  Every field of two decoded messages is the same.
+static void assert_msg_equal (const pf_msg_t *expected, const pf_msg_t *actual)
+{
+    assert_int_equal (actual->proto, expected->proto);
+    assert_int_equal (actual->command, expected->command);
+    assert_true (actual->request_id == expected->request_id);
+    assert_int_equal (actual->has_request_id, expected->has_request_id);
+    assert_int_equal (actual->flags, expected->flags);
+    assert_int_equal (actual->timeout_ms, expected->timeout_ms);
+    assert_int_equal (actual->bridge, expected->bridge);
+    assert_int_equal (actual->generation, expected->generation);
+    assert_int_equal (actual->pid, expected->pid);
+    assert_int_equal (actual->capacity, expected->capacity);
+    assert_int_equal (actual->code, expected->code);
+    assert_string_equal (actual->service, expected->service);
+    assert_string_equal (actual->session, expected->session);
+    assert_string_equal (actual->command_name, expected->command_name);
+    assert_string_equal (actual->agent_id, expected->agent_id);
+    assert_string_equal (actual->host, expected->host);
+    if (expected->message)
+        assert_string_equal (actual->message, expected->message);
+    else
+        assert_null (actual->message);
+    assert_frames_equal (expected->body, actual->body);
+    assert_frames_equal (expected->detail, actual->detail);
+    assert_frames_equal (expected->sessions, actual->sessions);
+    assert_frames_equal (expected->bridges, actual->bridges);
+}
+
+//  A message of the given command with every field of pf_msg_t set (the
+//  codec sends only the command's), distinct values, names at full length
+//  and all four opaque frames; or (full false) the smallest legal one: empty
+//  optional strings, NULL message and frames.
+static void sample_message (pf_msg_t *self, int proto, int command, bool full)
+{
+    pf_msg_init (self);
+    self->proto = proto;
+    self->command = command;
+    strcpy (self->service, "svc");
+    strcpy (self->command_name, "cmd");
+    strcpy (self->agent_id, "agent");
+    if (proto == PF_PROTO_W && (command == PF_W_SESSION_END || command == PF_W_SESSION_LOST))
+        strcpy (self->session, "s");
+    if (!full) return;
+    self->request_id = 0x0102030405060708ull + (uint64_t)command;
+    self->flags = 0x11223344u;
+    self->timeout_ms = 0x55667788u;
+    self->bridge = PF_BRIDGE_ANY;
+    self->generation = 0x99AABBCCu;
+    self->pid = 4242;
+    self->capacity = 64;
+    self->code = PF_PYTHON_ERROR;
+    memset (self->service, 'v', PF_MAX_NAME);
+    memset (self->session, 'e', PF_MAX_NAME);
+    memset (self->command_name, 'c', PF_MAX_NAME);
+    memset (self->agent_id, 'a', PF_MAX_NAME);
+    memset (self->host, 'h', PF_MAX_NAME);
+    self->message = strdup ("something went wrong");
+    self->body = zframe_new (binary, sizeof (binary));
+    self->detail = zframe_new ("\x81\xa4type\xa9TypeError", 16);
+    self->sessions = zframe_new ("\x90", 1);
+    byte big[1000];
+    for (size_t index = 0; index < sizeof (big); index++)
+        big[index] = (byte)index;
+    self->bridges = zframe_new (big, sizeof (big)); //  over 33 bytes: not inline
+}
+
+typedef struct {
+    int proto;
+    int command;
+} command_id_t;
+
+static const command_id_t every_command[] = {
+    {PF_PROTO_C, PF_C_REQUEST},     {PF_PROTO_C, PF_C_REPLY},        {PF_PROTO_C, PF_C_ERROR},
+    {PF_PROTO_C, PF_C_CANCEL},      {PF_PROTO_W, PF_W_READY},        {PF_PROTO_W, PF_W_HEARTBEAT},
+    {PF_PROTO_W, PF_W_REQUEST},     {PF_PROTO_W, PF_W_REPLY},        {PF_PROTO_W, PF_W_ERROR},
+    {PF_PROTO_W, PF_W_SESSION_END}, {PF_PROTO_W, PF_W_SESSION_LOST}, {PF_PROTO_W, PF_W_CANCEL},
+    {PF_PROTO_W, PF_W_DISCONNECT},  {PF_PROTO_W, PF_W_RECYCLE},
+};
+
+//  What pf_msg_encode + pf_msg_decode make of a message: the reference.
+static void encode_then_decode (pf_msg_t *in, pf_msg_t *out)
+{
+    zmsg_t *msg = pf_msg_encode (in);
+    assert_non_null (msg);
+    char err[ERRLEN];
+    pf_msg_init (out);
+    if (pf_msg_decode (out, &msg, 0, err, sizeof (err)) != PF_OK)
+        fail_msg ("decode failed: %s", err);
+}
+
+//  pf_msg_send moved out of self the frames pf_msg_encode moved out of
+//  encoded (the command's), and left the others.
+static void assert_same_frames_moved (const pf_msg_t *encoded, const pf_msg_t *sent)
+{
+    assert_int_equal (encoded->body == NULL, sent->body == NULL);
+    assert_int_equal (encoded->detail == NULL, sent->detail == NULL);
+    assert_int_equal (encoded->sessions == NULL, sent->sessions == NULL);
+    assert_int_equal (encoded->bridges == NULL, sent->bridges == NULL);
+}
+
+static void send_and_recv_give_what_encode_and_decode_give_for_every_command (void **state)
+{
+    sockets_t *sockets = *state;
+    for (size_t index = 0; index < COUNT (every_command); index++) {
+        for (int full = 0; full < 2; full++) {
+            int proto = every_command[index].proto, command = every_command[index].command;
+            pf_msg_t reference_in, reference, in, out;
+            sample_message (&reference_in, proto, command, full);
+            encode_then_decode (&reference_in, &reference);
+
+            sample_message (&in, proto, command, full);
+            assert_int_equal (pf_msg_send (&in, sockets->a, NULL, 0), 0);
+            assert_same_frames_moved (&reference_in, &in);
+            char err[ERRLEN];
+            pf_msg_init (&out);
+            int rc = pf_msg_recv (&out, sockets->b, 0, NULL, 0, err, sizeof (err));
+            if (rc != PF_OK)
+                fail_msg ("%s %s: recv gave %d \"%s\"", proto == PF_PROTO_C ? "PFC1" : "PFW1",
+                          pf_msg_command_name (proto, command), rc, err);
+            assert_string_equal (err, "ok");
+            assert_msg_equal (&reference, &out);
+            pf_msg_reset (&reference_in);
+            pf_msg_reset (&reference);
+            pf_msg_reset (&in);
+            pf_msg_reset (&out);
+        }
+    }
+}
+
+static void send_writes_exactly_the_frames_encode_builds (void **state)
+{
+    sockets_t *sockets = *state;
+    for (size_t index = 0; index < COUNT (every_command); index++) {
+        for (int full = 0; full < 2; full++) {
+            int proto = every_command[index].proto, command = every_command[index].command;
+            pf_msg_t encoded_in, sent_in;
+            sample_message (&encoded_in, proto, command, full);
+            sample_message (&sent_in, proto, command, full);
+            zmsg_t *expected = pf_msg_encode (&encoded_in);
+            assert_non_null (expected);
+            assert_int_equal (pf_msg_send (&sent_in, sockets->a, NULL, 0), 0);
+            zmsg_t *received = zmsg_recv (sockets->pair_b);
+            assert_non_null (received);
+            assert_int_equal (zmsg_size (received), zmsg_size (expected));
+            for (size_t at = 0; at < zmsg_size (expected); at++) {
+                zframe_t *frame = frame_at (expected, at);
+                assert_frame_equal (received, at, zframe_data (frame), zframe_size (frame));
+            }
+            zmsg_destroy (&expected);
+            zmsg_destroy (&received);
+            pf_msg_reset (&encoded_in);
+            pf_msg_reset (&sent_in);
+        }
+    }
+}
+
+static void recv_decodes_what_encode_built_and_a_peer_sent_as_a_zmsg (void **state)
+{
+    sockets_t *sockets = *state;
+    for (size_t index = 0; index < COUNT (every_command); index++) {
+        int proto = every_command[index].proto, command = every_command[index].command;
+        pf_msg_t reference_in, reference, in, out;
+        sample_message (&reference_in, proto, command, true);
+        encode_then_decode (&reference_in, &reference);
+        sample_message (&in, proto, command, true);
+        zmsg_t *msg = pf_msg_encode (&in);
+        assert_int_equal (zmsg_send (&msg, sockets->pair_a), 0);
+        pf_msg_init (&out);
+        assert_int_equal (pf_msg_recv (&out, sockets->b, 0, NULL, 0, NULL, 0), PF_OK);
+        assert_msg_equal (&reference, &out);
+        pf_msg_reset (&reference_in);
+        pf_msg_reset (&reference);
+        pf_msg_reset (&in);
+        pf_msg_reset (&out);
+    }
+}
+
+static void router_recv_returns_the_peer_routing_id_and_send_routes_to_it (void **state)
+{
+    sockets_t *sockets = *state;
+    pf_msg_t in, out;
+    char err[ERRLEN];
+
+    //  Client to broker: the ROUTER sees the dealer's routing id first.
+    sample_message (&in, PF_PROTO_C, PF_C_REQUEST, true);
+    assert_int_equal (pf_msg_send (&in, sockets->dealer_handle, NULL, 0), 0);
+    pf_msg_reset (&in);
+    zframe_t *routing_id = NULL;
+    pf_msg_init (&out);
+    assert_int_equal (
+        pf_msg_recv (&out, sockets->router_handle, 0, &routing_id, 0, err, sizeof (err)), PF_OK);
+    assert_frame_bytes (routing_id, DEALER_ID, strlen (DEALER_ID));
+    assert_int_equal (out.command, PF_C_REQUEST);
+    assert_frame_bytes (out.body, binary, sizeof (binary));
+    pf_msg_reset (&out);
+
+    //  Broker to client, twice with the same routing id: it is not consumed.
+    for (int round = 0; round < 2; round++) {
+        sample_message (&in, PF_PROTO_W, PF_W_REPLY, true);
+        in.request_id = (uint64_t)round;
+        assert_int_equal (pf_msg_send (&in, sockets->router_handle, routing_id, 0), 0);
+        assert_null (in.body);
+        pf_msg_reset (&in);
+        assert_frame_bytes (routing_id, DEALER_ID, strlen (DEALER_ID));
+        assert_int_equal (pf_msg_recv (&out, sockets->dealer_handle, 0, NULL, 0, err, sizeof (err)),
+                          PF_OK);
+        assert_int_equal (out.command, PF_W_REPLY);
+        assert_true (out.request_id == (uint64_t)round);
+        assert_frame_bytes (out.body, binary, sizeof (binary));
+        pf_msg_reset (&out);
+    }
+    zframe_destroy (&routing_id);
+}
+
+static void recv_with_dontwait_on_an_empty_socket_returns_minus_one_and_eagain (void **state)
+{
+    sockets_t *sockets = *state;
+    pf_msg_t out;
+    pf_msg_init (&out);
+    //  Whatever self held is freed: it is reset first.
+    out.body = zframe_new ("stale", 5);
+    char err[ERRLEN];
+    errno = 0;
+    assert_int_equal (pf_msg_recv (&out, sockets->b, ZMQ_DONTWAIT, NULL, 0, err, sizeof (err)), -1);
+    assert_int_equal (errno, EAGAIN);
+    assert_null (out.body);
+    assert_int_equal (out.proto, 0);
+
+    zframe_t *routing_id = zframe_new ("stale", 5);
+    zframe_t *stale = routing_id;
+    errno = 0;
+    assert_int_equal (
+        pf_msg_recv (&out, sockets->router_handle, ZMQ_DONTWAIT, &routing_id, 0, NULL, 0), -1);
+    assert_int_equal (errno, EAGAIN);
+    //  *routing_id_p is an output: set to NULL, never freed.
+    assert_null (routing_id);
+    zframe_destroy (&stale);
+}
+
+static void recv_of_null_self_or_socket_is_einval (void **state)
+{
+    sockets_t *sockets = *state;
+    pf_msg_t out;
+    pf_msg_init (&out);
+    errno = 0;
+    assert_int_equal (pf_msg_recv (NULL, sockets->b, ZMQ_DONTWAIT, NULL, 0, NULL, 0), -1);
+    assert_int_equal (errno, EINVAL);
+    errno = 0;
+    assert_int_equal (pf_msg_recv (&out, NULL, ZMQ_DONTWAIT, NULL, 0, NULL, 0), -1);
+    assert_int_equal (errno, EINVAL);
+}
+
+//  The outcome of decoding one message: code, reason and what self kept.
+typedef struct {
+    int rc;
+    char err[ERRLEN];
+    pf_msg_t msg;
+} outcome_t;
+
+//  Decodes a copy of msg with pf_msg_decode into *decoded, then sends msg raw
+//  from `from` and receives it with pf_msg_recv on `to` into *received.
+static void decode_and_recv (zmsg_t *msg, void *from, void *to, zframe_t **routing_id_p,
+                             size_t max_body, outcome_t *decoded, outcome_t *received)
+{
+    zmsg_t *copy = zmsg_dup (msg);
+    pf_msg_init (&decoded->msg);
+    decoded->rc = pf_msg_decode (&decoded->msg, &copy, max_body, decoded->err, ERRLEN);
+    send_raw (from, &msg);
+    pf_msg_init (&received->msg);
+    received->rc =
+        pf_msg_recv (&received->msg, to, 0, routing_id_p, max_body, received->err, ERRLEN);
+}
+
+static void assert_same_outcome (outcome_t *decoded, outcome_t *received)
+{
+    if (received->rc != decoded->rc || strcmp (received->err, decoded->err))
+        fail_msg ("decode gave %d \"%s\", recv gave %d \"%s\"", decoded->rc, decoded->err,
+                  received->rc, received->err);
+    assert_msg_equal (&decoded->msg, &received->msg);
+}
+
+//  The message after a bad one decodes fine: the bad one was drained whole.
+static void assert_next_request_decodes (void *from, void *to, zframe_t **routing_id_p)
+{
+    zmsg_t *msg = raw_client_request ();
+    send_raw (from, &msg);
+    pf_msg_t out;
+    pf_msg_init (&out);
+    char err[ERRLEN];
+    int rc = pf_msg_recv (&out, to, 0, routing_id_p, 0, err, sizeof (err));
+    if (rc != PF_OK) fail_msg ("the next message gave %d \"%s\"", rc, err);
+    assert_true (out.request_id == 0x0102030405060708ull);
+    assert_string_equal (out.service, "echo");
+    assert_frame_bytes (out.body, "\x81\xa1x\x01", 4);
+    pf_msg_reset (&out);
+}
+
+//  pf_msg_recv of msg's frames fails with `code` and a reason containing
+//  `reason`, exactly as pf_msg_decode does, keeps the same request id, and
+//  leaves the socket at the next message.
+static void assert_recv_fails (sockets_t *sockets, zmsg_t *msg, size_t max_body, int code,
+                               const char *reason)
+{
+    outcome_t decoded, received;
+    decode_and_recv (msg, sockets->a, sockets->b, NULL, max_body, &decoded, &received);
+    if (received.rc != code || !strstr (received.err, reason))
+        fail_msg ("expected %s \"%s\", got %d \"%s\"", pf_error_name (code), reason, received.rc,
+                  received.err);
+    assert_same_outcome (&decoded, &received);
+    assert_null (received.msg.body);
+    assert_null (received.msg.message);
+    pf_msg_reset (&decoded.msg);
+    pf_msg_reset (&received.msg);
+    assert_next_request_decodes (sockets->a, sockets->b, NULL);
+}
+
+static void recv_rejects_a_flood_of_40_frames_and_reads_it_all (void **state)
+{
+    sockets_t *sockets = *state;
+    zmsg_t *msg = new_head ("PFC1", PF_C_CANCEL);
+    for (int index = 0; index < 37; index++)
+        add_u64 (msg, (uint64_t)index);
+    assert_recv_fails (sockets, msg, 0, PF_BAD_REQUEST, "CANCEL: expected 4 frames, got 40");
+
+    msg = raw_client_request ();
+    for (int index = 0; index < 30; index++)
+        add_str (msg, "extra");
+    assert_recv_fails (sockets, msg, 0, PF_BAD_REQUEST, "REQUEST: expected 10 frames, got 40");
+
+    //  The count outranks a bad field, as in pf_msg_decode.
+    msg = with_frame (raw_client_request (), 4, "", 0);
+    add_str (msg, "extra");
+    assert_recv_fails (sockets, msg, 0, PF_BAD_REQUEST, "REQUEST: expected 10 frames, got 11");
+}
+
+static void recv_rejects_too_few_frames (void **state)
+{
+    sockets_t *sockets = *state;
+    zmsg_t *msg = without_frame (without_frame (raw_client_request (), 9), 8);
+    assert_recv_fails (sockets, msg, 0, PF_BAD_REQUEST, "REQUEST: expected 10 frames, got 8");
+    assert_recv_fails (sockets, new_head ("PFW1", PF_W_HEARTBEAT), 0, PF_BAD_REQUEST,
+                       "HEARTBEAT: expected 4 frames, got 3");
+    msg = zmsg_new ();
+    zmsg_addmem (msg, NULL, 0);
+    assert_recv_fails (sockets, msg, 0, PF_BAD_REQUEST, "missing protocol header");
+    msg = zmsg_new ();
+    zmsg_addmem (msg, NULL, 0);
+    add_str (msg, "PFW1");
+    assert_recv_fails (sockets, msg, 0, PF_BAD_REQUEST, "PFW1: missing command frame");
+}
+
+static void recv_rejects_a_bad_head (void **state)
+{
+    sockets_t *sockets = *state;
+    assert_recv_fails (sockets, without_frame (raw_client_request (), 0), 0, PF_BAD_REQUEST,
+                       "missing empty delimiter (frame 0 has 4 bytes)");
+    assert_recv_fails (sockets, with_frame (raw_client_request (), 1, "MDPC01", 6), 0,
+                       PF_BAD_REQUEST, "unsupported protocol header \"MDPC01\"");
+    assert_recv_fails (sockets, with_frame (raw_client_request (), 2, "\x09", 1), 0, PF_BAD_REQUEST,
+                       "PFC1: unknown command 0x09");
+    assert_recv_fails (sockets, with_frame (raw_client_request (), 2, "\x01\x01", 2), 0,
+                       PF_BAD_REQUEST, "command frame: expected 1 byte, got 2");
+}
+
+static void recv_rejects_integers_of_the_wrong_size (void **state)
+{
+    sockets_t *sockets = *state;
+    assert_recv_fails (sockets, with_frame (raw_client_request (), 7, "\x00\x13\x88", 3), 0,
+                       PF_BAD_REQUEST, "timeout_ms: expected 4 bytes, got 3");
+    assert_recv_fails (sockets, with_frame (raw_client_request (), 3, "\x00\x00\x00\x01", 4), 0,
+                       PF_BAD_REQUEST, "request_id: expected 8 bytes, got 4");
+    zmsg_t *msg = new_head ("PFC1", PF_C_ERROR);
+    add_u64 (msg, 1);
+    add_u32 (msg, PF_TIMEOUT);
+    add_str (msg, "late");
+    zmsg_addmem (msg, NULL, 0);
+    assert_recv_fails (sockets, msg, 0, PF_BAD_REQUEST, "code: expected 2 bytes, got 4");
+}
+
+static void recv_rejects_bad_names (void **state)
+{
+    sockets_t *sockets = *state;
+    char *name = repeat ('s', PF_MAX_NAME + 1);
+    assert_recv_fails (sockets, with_frame (raw_client_request (), 4, name, PF_MAX_NAME + 1), 0,
+                       PF_BAD_REQUEST, "service: 256 bytes exceeds limit of 255");
+    assert_recv_fails (sockets, with_frame (raw_client_request (), 5, name, PF_MAX_NAME + 1), 0,
+                       PF_BAD_REQUEST, "session: 256 bytes exceeds limit of 255");
+    free (name);
+    assert_recv_fails (sockets, with_frame (raw_client_request (), 4, "ec\0ho", 5), 0,
+                       PF_BAD_REQUEST, "service: contains a NUL byte");
+    assert_recv_fails (sockets, with_frame (raw_client_request (), 6, "", 0), 0, PF_BAD_REQUEST,
+                       "command: empty");
+    zmsg_t *msg = new_head ("PFW1", PF_W_DISCONNECT);
+    zmsg_addmem (msg, "bye\0", 4);
+    assert_recv_fails (sockets, msg, 0, PF_BAD_REQUEST, "message: contains a NUL byte");
+    char *text = repeat ('m', PF_MAX_MESSAGE + 1);
+    msg = new_head ("PFW1", PF_W_DISCONNECT);
+    add_str (msg, text);
+    free (text);
+    assert_recv_fails (sockets, msg, 0, PF_BAD_REQUEST,
+                       "message: 65536 bytes exceeds limit of 65535");
+}
+
+static void recv_answers_too_large_for_an_opaque_frame_over_max_body (void **state)
+{
+    sockets_t *sockets = *state;
+    assert_recv_fails (sockets, with_frame (raw_client_request (), 9, "123456789", 9), 8,
+                       PF_TOO_LARGE, "body: 9 bytes exceeds limit of 8");
+    //  The message read before the detail is freed, not leaked.
+    zmsg_t *msg = new_head ("PFC1", PF_C_ERROR);
+    add_u64 (msg, 3);
+    add_u16 (msg, PF_PYTHON_ERROR);
+    add_str (msg, "boom");
+    zmsg_addmem (msg, "123456789", 9);
+    assert_recv_fails (sockets, msg, 8, PF_TOO_LARGE, "detail: 9 bytes exceeds limit of 8");
+
+    //  Exactly max_body passes.
+    msg = with_frame (raw_client_request (), 9, "12345678", 8);
+    send_raw (sockets->a, &msg);
+    pf_msg_t out;
+    pf_msg_init (&out);
+    assert_int_equal (pf_msg_recv (&out, sockets->b, 0, NULL, 8, NULL, 0), PF_OK);
+    assert_frame_bytes (out.body, "12345678", 8);
+    pf_msg_reset (&out);
+}
+
+static void recv_keeps_the_request_id_of_a_malformed_request (void **state)
+{
+    sockets_t *sockets = *state;
+    outcome_t decoded, received;
+    decode_and_recv (without_frame (raw_client_request (), 9), sockets->a, sockets->b, NULL, 0,
+                     &decoded, &received);
+    assert_same_outcome (&decoded, &received);
+    assert_int_equal (received.rc, PF_BAD_REQUEST);
+    assert_true (received.msg.has_request_id);
+    assert_true (received.msg.request_id == 0x0102030405060708ull);
+    assert_int_equal (received.msg.command, PF_C_REQUEST);
+    pf_msg_reset (&decoded.msg);
+    pf_msg_reset (&received.msg);
+}
+
+static void router_recv_returns_the_routing_id_with_a_decode_error_to_answer_it (void **state)
+{
+    sockets_t *sockets = *state;
+    outcome_t decoded, received;
+    zframe_t *routing_id = NULL;
+    decode_and_recv (with_frame (raw_client_request (), 4, "", 0), sockets->dealer_handle,
+                     sockets->router_handle, &routing_id, 0, &decoded, &received);
+    assert_same_outcome (&decoded, &received);
+    assert_int_equal (received.rc, PF_BAD_REQUEST);
+    assert_string_equal (received.err, "service: empty");
+    assert_frame_bytes (routing_id, DEALER_ID, strlen (DEALER_ID));
+    assert_true (received.msg.has_request_id);
+
+    //  Which is what the broker needs to answer the client.
+    pf_msg_t answer;
+    pf_msg_init (&answer);
+    answer.proto = PF_PROTO_C;
+    answer.command = PF_C_ERROR;
+    answer.request_id = received.msg.request_id;
+    answer.code = (uint16_t)received.rc;
+    answer.message = strdup (received.err);
+    assert_int_equal (pf_msg_send (&answer, sockets->router_handle, routing_id, 0), 0);
+    pf_msg_reset (&answer);
+    zframe_destroy (&routing_id);
+    assert_int_equal (pf_msg_recv (&answer, sockets->dealer_handle, 0, NULL, 0, NULL, 0), PF_OK);
+    assert_int_equal (answer.command, PF_C_ERROR);
+    assert_int_equal (answer.code, PF_BAD_REQUEST);
+    assert_true (answer.request_id == 0x0102030405060708ull);
+    assert_string_equal (answer.message, "service: empty");
+    pf_msg_reset (&answer);
+    pf_msg_reset (&decoded.msg);
+    pf_msg_reset (&received.msg);
+
+    //  And the ROUTER is at the next message.
+    assert_next_request_decodes (sockets->dealer_handle, sockets->router_handle, &routing_id);
+    assert_frame_bytes (routing_id, DEALER_ID, strlen (DEALER_ID));
+    zframe_destroy (&routing_id);
+}
+
+static void recv_matches_decode_on_random_and_mutated_input (void **state)
+{
+    sockets_t *sockets = *state;
+    uint32_t seed = 4711;
+    int outcomes[PF_ERROR_COUNT] = {0};
+    for (int round = 0; round < 5000; round++) {
+        outcome_t decoded, received;
+        //  Alternately through the PAIR and the ROUTER (routing id first).
+        bool routed = round % 2;
+        zframe_t *routing_id = NULL;
+        decode_and_recv (random_message (&seed), routed ? sockets->dealer_handle : sockets->a,
+                         routed ? sockets->router_handle : sockets->b, routed ? &routing_id : NULL,
+                         64, &decoded, &received);
+        assert_same_outcome (&decoded, &received);
+        if (routed) assert_frame_bytes (routing_id, DEALER_ID, strlen (DEALER_ID));
+        zframe_destroy (&routing_id);
+        outcomes[received.rc]++;
+        pf_msg_reset (&decoded.msg);
+        pf_msg_reset (&received.msg);
+    }
+    assert_true (outcomes[PF_OK] > 0);
+    assert_true (outcomes[PF_BAD_REQUEST] > 0);
+    assert_true (outcomes[PF_TOO_LARGE] > 0);
+    assert_next_request_decodes (sockets->a, sockets->b, NULL);
+}
+
+static void send_refuses_what_encode_refuses_and_leaves_self_untouched (void **state)
+{
+    sockets_t *sockets = *state;
+    pf_msg_t in;
+    sample_message (&in, PF_PROTO_C, PF_C_REQUEST, true);
+    zframe_t *body = in.body;
+    in.service[0] = '\0';
+    errno = 0;
+    assert_int_equal (pf_msg_send (&in, sockets->a, NULL, 0), -1);
+    assert_int_equal (errno, EINVAL);
+    assert_ptr_equal (in.body, body);
+    in.command = 0x05;
+    assert_int_equal (pf_msg_send (&in, sockets->a, NULL, 0), -1);
+    assert_int_equal (errno, EINVAL);
+    assert_int_equal (pf_msg_send (NULL, sockets->a, NULL, 0), -1);
+    in.command = PF_C_REQUEST;
+    strcpy (in.service, "echo");
+    assert_int_equal (pf_msg_send (&in, NULL, NULL, 0), -1);
+    assert_ptr_equal (in.body, body);
+    pf_msg_reset (&in);
+    //  Nothing reached the peer.
+    pf_msg_t out;
+    pf_msg_init (&out);
+    assert_int_equal (pf_msg_recv (&out, sockets->b, ZMQ_DONTWAIT, NULL, 0, NULL, 0), -1);
+    assert_int_equal (errno, EAGAIN);
+}
+
+static void send_that_cannot_start_sends_nothing_and_the_body_stays_in_self (void **state)
+{
+    sockets_t *sockets = *state;
+    //  A PAIR with no peer yet: with ZMQ_DONTWAIT the first part fails.
+    zsock_t *lonely = zsock_new (ZMQ_PAIR);
+    zsock_set_rcvtimeo (lonely, RECV_TIMEOUT_MS);
+    pf_msg_t in;
+    sample_message (&in, PF_PROTO_C, PF_C_REQUEST, true);
+    zframe_t *body = in.body, *detail = in.detail;
+    errno = 0;
+    assert_int_equal (pf_msg_send (&in, zsock_resolve (lonely), NULL, ZMQ_DONTWAIT), -1);
+    assert_int_equal (errno, EAGAIN);
+    assert_ptr_equal (in.body, body);
+    assert_ptr_equal (in.detail, detail);
+
+    //  Once a peer is there, the same message goes out whole, and only it:
+    //  no stray first frames were left queued by the failed attempt.
+    assert_int_equal (zsock_bind (lonely, "inproc://test-proto-lonely"), 0);
+    zsock_t *peer = zsock_new_pair (">inproc://test-proto-lonely");
+    zsock_set_rcvtimeo (peer, RECV_TIMEOUT_MS);
+    assert_int_equal (pf_msg_send (&in, zsock_resolve (lonely), NULL, 0), 0);
+    assert_null (in.body);
+    pf_msg_t out;
+    pf_msg_init (&out);
+    assert_int_equal (pf_msg_recv (&out, zsock_resolve (peer), 0, NULL, 0, NULL, 0), PF_OK);
+    assert_frame_bytes (out.body, binary, sizeof (binary));
+    assert_int_equal (pf_msg_recv (&out, zsock_resolve (peer), ZMQ_DONTWAIT, NULL, 0, NULL, 0), -1);
+    assert_int_equal (errno, EAGAIN);
+    pf_msg_reset (&in);
+    zsock_destroy (&peer);
+    zsock_destroy (&lonely);
+
+    //  A ROUTER that must not drop: an unknown peer fails at the routing id.
+    zsock_set_router_mandatory (sockets->router, 1);
+    zframe_t *nobody = zframe_new ("nobody", 6);
+    sample_message (&in, PF_PROTO_W, PF_W_REPLY, true);
+    body = in.body;
+    errno = 0;
+    assert_int_equal (pf_msg_send (&in, sockets->router_handle, nobody, 0), -1);
+    assert_int_equal (errno, EHOSTUNREACH);
+    assert_ptr_equal (in.body, body);
+    pf_msg_reset (&in);
+    zframe_destroy (&nobody);
+}
+
+static void send_and_recv_carry_a_megabyte_body (void **state)
+{
+    sockets_t *sockets = *state;
+    size_t size = 1024 * 1024;
+    byte *big = malloc (size);
+    for (size_t index = 0; index < size; index++)
+        big[index] = (byte)(index * 7);
+    pf_msg_t in, out;
+    sample_message (&in, PF_PROTO_W, PF_W_REQUEST, true);
+    zframe_destroy (&in.body);
+    in.body = zframe_new (big, size);
+    assert_int_equal (pf_msg_send (&in, sockets->a, NULL, 0), 0);
+    assert_null (in.body);
+    pf_msg_init (&out);
+    assert_int_equal (pf_msg_recv (&out, sockets->b, 0, NULL, 0, NULL, 0), PF_OK);
+    assert_frame_bytes (out.body, big, size);
+    //  One byte under the limit's size is too large; the next message is fine.
+    pf_msg_reset (&in);
+    sample_message (&in, PF_PROTO_W, PF_W_REQUEST, true);
+    zframe_destroy (&in.body);
+    in.body = zframe_new (big, size);
+    assert_int_equal (pf_msg_send (&in, sockets->a, NULL, 0), 0);
+    assert_int_equal (pf_msg_recv (&out, sockets->b, 0, NULL, size - 1, NULL, 0), PF_TOO_LARGE);
+    assert_null (out.body);
+    assert_next_request_decodes (sockets->a, sockets->b, NULL);
+    pf_msg_reset (&in);
+    pf_msg_reset (&out);
+    free (big);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -1117,6 +1812,45 @@ int main (void)
         cmocka_unit_test (decode_survives_random_and_mutated_input),
         cmocka_unit_test (encode_refuses_a_string_over_its_limit),
         cmocka_unit_test (encode_refuses_an_unknown_protocol_or_command),
+        cmocka_unit_test_setup_teardown (
+            send_and_recv_give_what_encode_and_decode_give_for_every_command, sockets_setup,
+            sockets_teardown),
+        cmocka_unit_test_setup_teardown (send_writes_exactly_the_frames_encode_builds,
+                                         sockets_setup, sockets_teardown),
+        cmocka_unit_test_setup_teardown (recv_decodes_what_encode_built_and_a_peer_sent_as_a_zmsg,
+                                         sockets_setup, sockets_teardown),
+        cmocka_unit_test_setup_teardown (
+            router_recv_returns_the_peer_routing_id_and_send_routes_to_it, sockets_setup,
+            sockets_teardown),
+        cmocka_unit_test_setup_teardown (
+            recv_with_dontwait_on_an_empty_socket_returns_minus_one_and_eagain, sockets_setup,
+            sockets_teardown),
+        cmocka_unit_test_setup_teardown (recv_of_null_self_or_socket_is_einval, sockets_setup,
+                                         sockets_teardown),
+        cmocka_unit_test_setup_teardown (recv_rejects_a_flood_of_40_frames_and_reads_it_all,
+                                         sockets_setup, sockets_teardown),
+        cmocka_unit_test_setup_teardown (recv_rejects_too_few_frames, sockets_setup,
+                                         sockets_teardown),
+        cmocka_unit_test_setup_teardown (recv_rejects_a_bad_head, sockets_setup, sockets_teardown),
+        cmocka_unit_test_setup_teardown (recv_rejects_integers_of_the_wrong_size, sockets_setup,
+                                         sockets_teardown),
+        cmocka_unit_test_setup_teardown (recv_rejects_bad_names, sockets_setup, sockets_teardown),
+        cmocka_unit_test_setup_teardown (recv_answers_too_large_for_an_opaque_frame_over_max_body,
+                                         sockets_setup, sockets_teardown),
+        cmocka_unit_test_setup_teardown (recv_keeps_the_request_id_of_a_malformed_request,
+                                         sockets_setup, sockets_teardown),
+        cmocka_unit_test_setup_teardown (
+            router_recv_returns_the_routing_id_with_a_decode_error_to_answer_it, sockets_setup,
+            sockets_teardown),
+        cmocka_unit_test_setup_teardown (recv_matches_decode_on_random_and_mutated_input,
+                                         sockets_setup, sockets_teardown),
+        cmocka_unit_test_setup_teardown (send_refuses_what_encode_refuses_and_leaves_self_untouched,
+                                         sockets_setup, sockets_teardown),
+        cmocka_unit_test_setup_teardown (
+            send_that_cannot_start_sends_nothing_and_the_body_stays_in_self, sockets_setup,
+            sockets_teardown),
+        cmocka_unit_test_setup_teardown (send_and_recv_carry_a_megabyte_body, sockets_setup,
+                                         sockets_teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
