@@ -959,7 +959,7 @@ static uint32_t next_random (uint32_t *seed)
 //  a seed, so a failure reproduces.
 static zmsg_t *random_message (uint32_t *seed)
 {
-    byte data[300];
+    byte data[300] = {0}; //  a frame grown past its bytes carries zeros
     zmsg_t *msg;
     if (next_random (seed) % 2 == 0) {
         const char *header = next_random (seed) % 2 ? "PFC1" : "PFW1";
