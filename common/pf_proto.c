@@ -261,9 +261,8 @@ typedef struct {
     void *handle;
     int flags; //  for the first part: 0 or ZMQ_DONTWAIT
     zmq_msg_t frame;
-    bool more;     //  a part is still to be read
-    bool received; //  at least one part was read
-    int error;     //  errno of a failed read, 0 if none
+    bool more; //  a part is still to be read
+    int error; //  errno of a failed read, 0 if none
 } socket_source_t;
 
 static bool socket_source_more (frame_source_t *base)
@@ -281,7 +280,6 @@ static int socket_source_next (frame_source_t *base, const byte **data, size_t *
         return -1;
     }
     self->flags = 0;
-    self->received = true;
     self->more = zmq_msg_more (&self->frame);
     *data = zmq_msg_data (&self->frame);
     *size = zmq_msg_size (&self->frame);
@@ -299,7 +297,6 @@ static zframe_t *socket_source_take (frame_source_t *base)
         self->more = false;
         return NULL;
     }
-    self->received = true;
     self->more = zframe_more (frame);
     return frame;
 }
