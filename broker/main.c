@@ -74,6 +74,9 @@ static void usage (FILE *out)
              "  --heartbeat MS     heartbeat interval with agents (default 1000)\n"
              "  --liveness N       missed heartbeats before an agent is dead (default 3)\n"
              "  --max-body BYTES   largest request or reply body (default 67108864)\n"
+             "  --window N         requests in flight per bridge (default 8; 1 = one at a time)\n"
+             "  --window-ms MS     ... more than one only while the bridge's oldest has run less\n"
+             "                     than MS, so none waits behind a long request (default 10)\n"
              "  --log-level LEVEL  debug, info, warn or error (default info)\n");
 }
 
@@ -96,6 +99,7 @@ int main (int argc, char *argv[])
         {"session-ttl", required_argument, 0, 's'},
         {"timeout", required_argument, 0, 't'},   {"heartbeat", required_argument, 0, 'h'},
         {"liveness", required_argument, 0, 'l'},  {"max-body", required_argument, 0, 'm'},
+        {"window", required_argument, 0, 'w'},    {"window-ms", required_argument, 0, 'W'},
         {"log-level", required_argument, 0, 'L'}, {"help", no_argument, 0, 'H'},
         {0, 0, 0, 0}};
     int option, index = 0;
@@ -109,6 +113,14 @@ int main (int argc, char *argv[])
         case 'q':
             rc = pf_parse_number (optarg, 1, 100000000, &value);
             config.queue_max = (size_t) value;
+            break;
+        case 'w':
+            rc = pf_parse_number (optarg, 1, 64, &value);
+            config.window = (uint32_t) value;
+            break;
+        case 'W':
+            rc = pf_parse_number (optarg, 0, 3600000, &value);
+            config.window_ms = (uint32_t) value;
             break;
         case 'G':
             rc = pf_parse_number (optarg, 0, 3600000, &value);

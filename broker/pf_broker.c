@@ -52,6 +52,8 @@ void pf_broker_config_defaults (pf_broker_config_t *config)
     config->inflight_grace_ms = 1500;
     config->startup_grace_ms = 5000;
     config->max_body = PF_DEFAULT_MAX_BODY;
+    config->window = 8;
+    config->window_ms = 10;
 }
 
 //  --------------------------------------------------------------------------
@@ -606,29 +608,57 @@ static void request_done (pf_broker_t *self, request_t *request, int64_t now)
         request_forget (self, request);
 }
 
-//  The first agent in LRU order with an idle bridge that takes new work.
-static agent_t *find_idle_bridge (service_t *service, uint32_t *bridge_p)
+//  A bridge takes one more request when it is idle, or when its window
+//  has room and its oldest request has run less than window_ms: requests
+//  are short there, and the next one waiting at the agent saves a round
+//  trip; a request never goes to wait behind a long one.
+static bool slot_has_room (pf_broker_t *self, bridge_slot_t *slot, int64_t now)
 {
-    for (agent_t *agent = zlistx_first (service->agents); agent;
+    return !slot->first
+        || (slot->inflight < self->config.window
+            && now - slot->first->started < (int64_t) self->config.window_ms);
+}
+
+//  The bridge for the next request of the service queue: an idle one if
+//  any (agents in LRU order, bridges round robin), else the least loaded
+//  one with room. Bridges with requests of their own waiting are skipped.
+static agent_t *find_bridge (pf_broker_t *self, service_t *service, uint32_t *bridge_p,
+                             int64_t now)
+{
+    agent_t *best = NULL;
+    uint32_t best_index = 0, best_load = UINT32_MAX;
+    for (agent_t *agent = zlistx_first (service->agents); agent && best_load > 0;
          agent = zlistx_next (service->agents))
         for (uint32_t step = 0; !agent->draining && step < agent->bridge_count; step++) {
             uint32_t index = (agent->cursor + step) % agent->bridge_count;
             bridge_slot_t *slot = &agent->bridges[index];
-            if (slot->serving && !slot->draining && !slot->request
-                && !(slot->pending && zlistx_size (slot->pending))) {
-                agent->cursor = index + 1;
-                *bridge_p = index;
-                return agent;
+            if (slot->serving && !slot->draining && slot->inflight < best_load
+                && !(slot->pending && zlistx_size (slot->pending))
+                && slot_has_room (self, slot, now)) {
+                best = agent;
+                best_index = index;
+                best_load = slot->inflight;
+                if (best_load == 0)
+                    break;
             }
         }
-    return NULL;
+    if (best) {
+        best->cursor = best_index + 1;
+        *bridge_p = best_index;
+    }
+    return best;
 }
 
 static void start_request (pf_broker_t *self, request_t *request, agent_t *agent, uint32_t bridge,
                            int64_t now)
 {
     bridge_slot_t *slot = &agent->bridges[bridge];
-    slot->request = request;
+    if (slot->last)
+        slot->last->slot_next = request;
+    else
+        slot->first = request;
+    slot->last = request;
+    slot->inflight++;
     slot->requests++;
     agent->requests++;
     request->agent = agent;
@@ -658,27 +688,28 @@ static void start_request (pf_broker_t *self, request_t *request, agent_t *agent
     pf_msg_reset (&msg);
 }
 
-//  Gives an idle bridge its next request: its own pending list first (bound
-//  sessions, broadcast copies), then, unless it drains, the service queue.
+//  Gives a bridge with room its next requests: its own pending list first
+//  (bound sessions, broadcast copies), then, unless it drains, the service
+//  queue.
 static void run_bridge (pf_broker_t *self, agent_t *agent, uint32_t bridge, int64_t now)
 {
     bridge_slot_t *slot = &agent->bridges[bridge];
-    if (!slot->serving || slot->request)
-        return;
-    request_t *request = slot->pending ? zlistx_first (slot->pending) : NULL;
-    if (!request && !slot->draining && !agent->draining)
-        request = zlistx_first (agent->service->queue);
-    if (!request)
-        return;
-    request_dequeue (request);
-    start_request (self, request, agent, bridge, now);
+    while (slot->serving && slot_has_room (self, slot, now)) {
+        request_t *request = slot->pending ? zlistx_first (slot->pending) : NULL;
+        if (!request && !slot->draining && !agent->draining)
+            request = zlistx_first (agent->service->queue);
+        if (!request)
+            return;
+        request_dequeue (request);
+        start_request (self, request, agent, bridge, now);
+    }
 }
 
 static void dispatch (pf_broker_t *self, service_t *service, int64_t now)
 {
     while (zlistx_size (service->queue) > 0) {
         uint32_t bridge;
-        agent_t *agent = find_idle_bridge (service, &bridge);
+        agent_t *agent = find_bridge (self, service, &bridge, now);
         if (!agent)
             return;
         request_t *request = zlistx_first (service->queue);
@@ -687,10 +718,23 @@ static void dispatch (pf_broker_t *self, service_t *service, int64_t now)
     }
 }
 
-//  Takes a request off the bridge that ran it.
+//  Takes a request off the bridge it was sent to.
 static void request_unbind (request_t *request)
 {
-    request->agent->bridges[request->bridge].request = NULL;
+    bridge_slot_t *slot = &request->agent->bridges[request->bridge];
+    request_t *previous = NULL, *item = slot->first;
+    while (item != request) {
+        previous = item;
+        item = item->slot_next;
+    }
+    if (previous)
+        previous->slot_next = request->slot_next;
+    else
+        slot->first = request->slot_next;
+    if (slot->last == request)
+        slot->last = previous;
+    slot->inflight--;
+    request->slot_next = NULL;
     request->agent = NULL;
 }
 
@@ -747,8 +791,9 @@ static void agent_remove (pf_broker_t *self, agent_t *agent, const char *why, in
     for (uint32_t index = 0; index < agent->bridge_count; index++) {
         bridge_slot_t *slot = &agent->bridges[index];
         slot->serving = false;
-        request_t *request = slot->request;
-        if (request) {
+        //  Any of them may have started: only idempotent ones run again.
+        request_t *request;
+        while ((request = slot->first)) {
             request_unbind (request);
             request_orphaned (self, request, true, now);
         }
@@ -1271,11 +1316,13 @@ static void expire_waiting (pf_broker_t *self, zlistx_t *queue, int64_t now)
 static void check_agent (pf_broker_t *self, agent_t *agent, int64_t now)
 {
     for (uint32_t index = 0; index < agent->bridge_count; index++) {
-        request_t *request = agent->bridges[index].request;
-        if (request && !request->answered
-            && request->deadline + self->config.inflight_grace_ms <= now)
-            request_fail (self, request, PF_TIMEOUT, "deadline passed; the agent did not answer",
-                          NULL, now);
+        request_t *next;
+        for (request_t *request = agent->bridges[index].first; request; request = next) {
+            next = request->slot_next;
+            if (!request->answered && request->deadline + self->config.inflight_grace_ms <= now)
+                request_fail (self, request, PF_TIMEOUT,
+                              "deadline passed; the agent did not answer", NULL, now);
+        }
         expire_waiting (self, agent->bridges[index].pending, now);
     }
     if (now - agent->last_sent >= self->config.heartbeat_ms) {
@@ -1292,7 +1339,7 @@ static bool agent_idle (agent_t *agent)
 {
     for (uint32_t index = 0; index < agent->bridge_count; index++) {
         bridge_slot_t *slot = &agent->bridges[index];
-        if (slot->request || (slot->pending && zlistx_size (slot->pending)))
+        if (slot->first || (slot->pending && zlistx_size (slot->pending)))
             return false;
     }
     return true;

@@ -1,8 +1,11 @@
 /*  pf_broker — the broker's state and logic, without sockets.
 
     The broker routes client REQUESTs to worker agents that have a free
-    bridge (credit-based: the broker only sends work to a bridge it knows is
-    idle, least recently used agent first), queues the rest per service
+    bridge (credit-based: the broker only sends work to a bridge it knows
+    has room, an idle one first, least recently used agent first; a bridge
+    has room for up to `window` requests only while its oldest has run less
+    than window_ms, so short requests stream to a bridge without a round
+    trip between them and none waits behind a long one), queues the rest per service
     within a bound, keeps each session on the bridge that holds its state,
     fans broadcast requests out to every bridge, answers every accepted
     request exactly once, expires queued requests at their deadline and idle
@@ -30,6 +33,8 @@ typedef struct {
     uint32_t inflight_grace_ms; //  after a running request's deadline, how long the agent gets to answer (1 500)
     uint32_t startup_grace_ms; //  after start, requests for a service never seen yet wait for it (5 000)
     size_t max_body;           //  largest body accepted (64 MiB)
+    uint32_t window;           //  requests in flight per bridge (8; 1 = strictly one at a time)
+    uint32_t window_ms;        //  ... more than one only while its oldest has run less (10)
 } pf_broker_config_t;
 
 //  Fills config with the defaults above.

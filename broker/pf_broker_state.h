@@ -65,7 +65,9 @@ typedef struct {
     uint32_t generation;
     bool serving;       //  listed in the agent's last HEARTBEAT
     bool draining;      //  serves only the sessions bound to it
-    request_t *request; //  the request it runs, if any
+    request_t *first;   //  requests sent to it and not answered by its agent, oldest
+    request_t *last;    //  first (linked by slot_next); the oldest one runs
+    uint32_t inflight;  //  how many
     zlistx_t *pending;  //  requests only this bridge may run (created on demand)
     uint64_t requests;  //  routed to this generation
     uint64_t errors;    //  of those, answered with an error by the agent
@@ -129,7 +131,8 @@ struct _request_t {
     int64_t started;     //  when it was sent to its bridge
     zlistx_t *queue; //  service queue or a bridge's pending list, while waiting
     void *queue_handle;
-    agent_t *agent; //  while running
+    agent_t *agent; //  while sent to an agent (running or waiting there)
+    request_t *slot_next;
     uint32_t bridge;
     int attempts;
     bool answered; //  its terminal answer went out (it may still run)

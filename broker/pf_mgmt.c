@@ -11,7 +11,7 @@
 
 static const char *bridge_state (bridge_slot_t *slot)
 {
-    return slot->draining ? "draining" : slot->request ? "busy" : "ready";
+    return slot->draining ? "draining" : slot->first ? "busy" : "ready";
 }
 
 static double rate_per_second (rate_t *rate, int64_t now)
@@ -113,19 +113,20 @@ static json_t *workers (pf_broker_t *self, int64_t now)
             if (!slot->serving)
                 continue;
             serving++;
-            in_flight += slot->request != NULL;
+            in_flight += slot->inflight;
             char key[64];
             snprintf (key, sizeof key, "%llu/%u/%u", (unsigned long long) agent->serial, index,
                       slot->generation);
             json_t *bridge = json_pack (
-                "{s:I, s:I, s:s, s:I, s:I, s:I, s:o, s:o, s:o, s:o}", "bridge", (json_int_t) index,
+                "{s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o}", "bridge", (json_int_t) index,
                 "generation", (json_int_t) slot->generation, "state", bridge_state (slot),
                 "requests", (json_int_t) slot->requests, "errors", (json_int_t) slot->errors,
-                "sessions", (json_int_t) (uintptr_t) zhashx_lookup (per_bridge, key), "request",
-                slot->request ? json_integer ((json_int_t) slot->request->id) : json_null (),
+                "sessions", (json_int_t) (uintptr_t) zhashx_lookup (per_bridge, key), "in_flight",
+                (json_int_t) slot->inflight, "request",
+                slot->first ? json_integer ((json_int_t) slot->first->id) : json_null (),
                 "request_age_ms",
-                slot->request ? json_integer ((json_int_t) (now - slot->request->started))
-                              : json_null (),
+                slot->first ? json_integer ((json_int_t) (now - slot->first->started))
+                            : json_null (),
                 "pid", nullable_int (slot->pid), "rss_kb", nullable_int (slot->rss_kb));
             json_array_append_new (bridges, bridge);
         }

@@ -46,6 +46,9 @@ static void usage (FILE *out)
              "  --prespawn PERCENT     start a replacement at this %% of the request limit, or\n"
              "                         when a limit is 2 startups (>= 300 ms) away (default 80)\n"
              "  --drain-cap SECONDS    longest a recycled bridge keeps its sessions (default 60)\n"
+             "  --pipeline N           requests written to a bridge's pipe at once, 1..64 (default 2)\n"
+             "  --hold MS              a request waiting behind one that has run this long goes\n"
+             "                         back to the broker to run elsewhere (default 10)\n"
              "  --heartbeat MS         heartbeat interval with the broker (default 1000)\n"
              "  --liveness N           missed heartbeats before the broker is gone (default 3)\n"
              "  --beat MS              bridge beat interval (default 1000)\n"
@@ -110,6 +113,8 @@ static int apply (options_t *options, const char *key, const char *value, bool f
         {"max-recycling", 1, 64, &config->max_recycling},
         {"prespawn", 0, 100, &config->prespawn_pct},
         {"drain-cap", 0, 100000000, &config->drain_cap_s},
+        {"pipeline", 1, 64, &config->pipeline},
+        {"hold", 0, 3600000, &config->hold_ms},
     };
     long long number;
     for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
@@ -235,6 +240,8 @@ static int run (int argc, char *argv[], options_t *options, zconfig_t **tree_p)
                                     {"max-recycling", required_argument, 0, 0},
                                     {"prespawn", required_argument, 0, 0},
                                     {"drain-cap", required_argument, 0, 0},
+                                    {"pipeline", required_argument, 0, 0},
+                                    {"hold", required_argument, 0, 0},
                                     {"heartbeat", required_argument, 0, 0},
                                     {"liveness", required_argument, 0, 0},
                                     {"beat", required_argument, 0, 0},

@@ -65,6 +65,24 @@ static const char *state_names[] = {"spawning", "starting", "ready", "busy",
 
 typedef enum { INTERNAL_NONE, INTERNAL_SETUP, INTERNAL_SESSION_END } internal_t;
 
+//  Requests one bridge may hold at once: running, in its pipe, waiting here.
+#define JOBS_MAX 64
+
+//  One broker request given to a bridge.
+typedef struct {
+    uint64_t request_id; //  the broker's
+    uint64_t local_id;   //  on the bridge pipe
+    int64_t deadline;    //  zclock_mono ms; the bridge frame carries it too
+    uint8_t *frame;      //  the encoded bridge request while it waits here
+    size_t frame_size;
+    bool session;        //  belongs to a session: only this bridge may run it
+    bool broadcast;      //  a success joins the setup replay: command and args kept
+    bool answered;       //  its answer went out already (timed out or handed back)
+    char command[PF_MAX_NAME + 1];
+    uint8_t *args;
+    size_t args_size;
+} job_t;
+
 typedef struct {
     int index;
     uint32_t generation;
@@ -90,27 +108,19 @@ typedef struct {
     bool suspect;     //  beats late: not listed, gets no work
     bool rss_exempt;  //  fresh bridge above --max-rss: reported, not recycled for RSS
     pf_policy_limits_t limits;
-    //  The broker request it runs.
-    bool running;
-    uint64_t request_id; //  broker's id
-    uint64_t local_id;   //  id on the bridge pipe
-    int64_t deadline;
-    int64_t kill_at;     //  set once the stack dump was asked for
-    bool broadcast;
-    char command[PF_MAX_NAME + 1];
-    uint8_t *args;       //  kept for a broadcast request (setup list)
-    size_t args_size;
-    //  A broker request that arrived during an internal call.
-    pf_msg_t pending;
-    bool has_pending;
-    int64_t pending_since;
+    //  The broker requests it holds, oldest first (a ring): the first
+    //  `written` are in its pipe, the oldest of them running; the rest wait
+    //  here. See "Requests in flight" below.
+    job_t jobs[JOBS_MAX];
+    uint32_t job_first, job_count, written;
+    int64_t head_since_us; //  when the oldest job could start (written, or its predecessor done)
+    int64_t kill_at;       //  set once the running job's stack dump was asked for
     //  The agent's own call (setup replay, session_end).
     internal_t internal;
     uint64_t internal_id;
     int64_t internal_deadline;
     size_t setup_next;
     uint64_t requests;
-    int64_t started_us;  //  when the running request was sent (service time)
     uint64_t service_us; //  moving average of its time per request
     zhashx_t *sessions;  //  session ids it has served
     zlist_t *ends;       //  session ids to end when idle
@@ -177,6 +187,8 @@ void pf_agent_config_defaults (pf_agent_config_t *config)
     config->max_recycling = 1;
     config->prespawn_pct = 80;
     config->drain_cap_s = 60;
+    config->pipeline = 2;
+    config->hold_ms = 10;
     config->max_frame = PF_DEFAULT_MAX_BODY;
 }
 
@@ -351,12 +363,12 @@ static void send_session_lost (agent_t *self, slot_t *slot, const char *session)
     pf_info ("bridge %d gen %u: session '%s' lost", slot->index, slot->generation, session);
 }
 
-static void send_reply (agent_t *self, slot_t *slot, pf_bridge_msg_t *reply)
+static void send_reply (agent_t *self, slot_t *slot, uint64_t request_id, pf_bridge_msg_t *reply)
 {
     pf_msg_t msg;
     pf_msg_init (&msg);
     msg.proto = PF_PROTO_W;
-    msg.request_id = slot->request_id;
+    msg.request_id = request_id;
     msg.bridge = (uint32_t) slot->index;
     msg.generation = slot->generation;
     if (reply->ok) {
@@ -487,14 +499,77 @@ static void slot_spawn (agent_t *self, slot_t *slot, int64_t now)
              (int) slot->pgid);
 }
 
-static void slot_clear_request (slot_t *slot)
+//  --------------------------------------------------------------------------
+//  Requests in flight
+//
+//  The broker may give a bridge several requests at once (its --window).
+//  The agent writes at most --pipeline of them into the bridge's pipe, so
+//  the bridge reads its next request the moment it answers one, and keeps
+//  the rest here. The bridge runs them in order: the oldest job written is
+//  the one running, a later one has not started (and the bridge answers
+//  TIMEOUT without starting one it reads after its deadline). So every
+//  failure stays exact: a crash fails the running request and hands the
+//  others back to the broker as not started (BUSY), a job waiting past its
+//  deadline is answered TIMEOUT at once, and a job waiting here behind one
+//  that has run --hold ms goes back to the broker, so a long request holds
+//  at most the --pipeline - 1 requests already in the pipe.
+
+static job_t *slot_job (slot_t *slot, uint32_t position)
 {
-    slot->running = false;
+    return &slot->jobs[(slot->job_first + position) % JOBS_MAX];
+}
+
+static void job_clear (job_t *job)
+{
+    free (job->frame);
+    free (job->args);
+    memset (job, 0, sizeof *job);
+}
+
+//  The job the bridge runs (or is about to read), or NULL.
+static job_t *slot_running (slot_t *slot)
+{
+    return slot->written ? slot_job (slot, 0) : NULL;
+}
+
+//  The oldest job is done: the next one in the pipe starts now.
+static void slot_pop_job (slot_t *slot)
+{
+    job_clear (slot_job (slot, 0));
+    slot->job_first = (slot->job_first + 1) % JOBS_MAX;
+    slot->job_count--;
+    slot->written--;
     slot->kill_at = 0;
-    slot->broadcast = false;
-    free (slot->args);
-    slot->args = NULL;
-    slot->args_size = 0;
+    slot->head_since_us = zclock_usecs ();
+}
+
+//  Removes a job that waits here (never written); later ones move up.
+static void slot_remove_job (slot_t *slot, uint32_t position)
+{
+    job_clear (slot_job (slot, position));
+    for (uint32_t i = position; i + 1 < slot->job_count; i++)
+        *slot_job (slot, i) = *slot_job (slot, i + 1);
+    memset (slot_job (slot, slot->job_count - 1), 0, sizeof (job_t));
+    slot->job_count--;
+}
+
+//  Answers every job of a bridge that is gone or stopping: the running one
+//  with code (it may have run), the others with waiting_code (they never
+//  started), and forgets them.
+static void slot_fail_jobs (agent_t *self, slot_t *slot, int code, const char *reason,
+                            int waiting_code, const char *waiting_reason)
+{
+    for (uint32_t i = 0; i < slot->job_count; i++) {
+        job_t *job = slot_job (slot, i);
+        if (!job->answered) {
+            bool running = i == 0 && slot->written > 0;
+            send_error (self, job->request_id, slot, running ? code : waiting_code,
+                        running ? reason : waiting_reason);
+        }
+        job_clear (job);
+    }
+    slot->job_first = slot->job_count = slot->written = 0;
+    slot->kill_at = 0;
 }
 
 //  A bridge is gone (exit, crash, protocol fault, kill). Answers its
@@ -504,16 +579,7 @@ static void slot_clear_request (slot_t *slot)
 //  spin). A retiring bridge is not replaced: its replacement exists.
 static void slot_lost (agent_t *self, slot_t *slot, int code, const char *reason, int64_t now)
 {
-    if (slot->running)
-        send_error (self, slot->request_id, slot, code, reason);
-    slot_clear_request (slot);
-    if (slot->has_pending) {
-        //  It never started: the broker may run it elsewhere.
-        send_error (self, slot->pending.request_id, slot, PF_BUSY,
-                    "bridge lost before it could start; not started");
-        pf_msg_reset (&slot->pending);
-        slot->has_pending = false;
-    }
+    slot_fail_jobs (self, slot, code, reason, PF_BUSY, "bridge lost before it could start; not started");
     slot->internal = INTERNAL_NONE;
     if (slot->sessions) {
         if (!self->stopping)
@@ -604,8 +670,6 @@ static int slot_send_internal (agent_t *self, slot_t *slot, internal_t kind, con
     return 0;
 }
 
-static void slot_start_request (agent_t *self, slot_t *slot, pf_msg_t *msg, int64_t arrived,
-                                int64_t now);
 static void slot_after_work (agent_t *self, slot_t *slot, int64_t now);
 static void slot_swap (agent_t *self, slot_t *old, int64_t now);
 
@@ -665,21 +729,44 @@ static void slot_stop (agent_t *self, slot_t *slot, const char *reason, int64_t 
     slot_set_state (slot, BRIDGE_STOPPING, reason, now);
 }
 
-//  The bridge finished a piece of work: start what waits (a queued broker
-//  request, a session end), or finish draining.
+//  Writes waiting jobs into the bridge's pipe: up to --pipeline while its
+//  requests take less than --hold on average, else one at a time (a job
+//  in the pipe cannot be taken back; one waiting here can). Nothing goes
+//  in while an agent call runs or a session end waits: those run when the
+//  pipe is empty, so a bridge that is never idle still ends its sessions.
+static void slot_pump (agent_t *self, slot_t *slot, int64_t now)
+{
+    if (!slot->handle || slot->internal != INTERNAL_NONE || zlist_size (slot->ends))
+        return;
+    uint32_t depth = slot->service_us < (uint64_t) self->config->hold_ms * 1000
+                   ? self->config->pipeline : 1;
+    while (slot->written < slot->job_count && slot->written < depth) {
+        job_t *job = slot_job (slot, slot->written);
+        if (job->answered) {
+            slot_remove_job (slot, slot->written);
+            continue;
+        }
+        if (pf_bridge_send (slot->handle, job->frame, job->frame_size) != 0) {
+            slot_kill (self, slot, PF_BRIDGE_CRASHED, "bridge stdin broken", now);
+            return;
+        }
+        free (job->frame);
+        job->frame = NULL;
+        if (slot->written++ == 0)
+            slot->head_since_us = zclock_usecs ();
+        if (slot->state == BRIDGE_READY)
+            slot_set_state (slot, BRIDGE_BUSY, job->command, now);
+    }
+}
+
+//  The bridge finished a piece of work: feed it what waits (a session end
+//  once its pipe is empty, else the next requests), or finish draining.
 static void slot_after_work (agent_t *self, slot_t *slot, int64_t now)
 {
-    if (!slot->handle || slot->running || slot->internal != INTERNAL_NONE)
+    if (!slot->handle || slot->internal != INTERNAL_NONE)
         return;
-    if (slot->has_pending) {
-        pf_msg_t msg = slot->pending;
-        slot->has_pending = false;
-        pf_msg_init (&slot->pending);
-        slot_start_request (self, slot, &msg, slot->pending_since, now);
-        pf_msg_reset (&msg);
-        return;
-    }
-    if ((slot->state == BRIDGE_READY || slot->state == BRIDGE_DRAINING) && zlist_size (slot->ends)) {
+    if (slot->written == 0 && (slot->state == BRIDGE_READY || slot->state == BRIDGE_DRAINING)
+        && zlist_size (slot->ends)) {
         char *session = (char *) zlist_pop (slot->ends);
         msgpack_sbuffer buffer;
         msgpack_sbuffer_init (&buffer);
@@ -699,7 +786,9 @@ static void slot_after_work (agent_t *self, slot_t *slot, int64_t now)
             slot_set_state (slot, BRIDGE_BUSY, "session_end", now);
         return;
     }
-    if (slot->state == BRIDGE_DRAINING && (!slot_has_sessions (slot) || now >= slot->drain_until))
+    slot_pump (self, slot, now);
+    if (slot->handle && slot->job_count == 0 && slot->state == BRIDGE_DRAINING
+        && (!slot_has_sessions (slot) || now >= slot->drain_until))
         slot_stop (self, slot,
                    slot_has_sessions (slot) ? "drain cap passed; sessions lost" : "drained", now);
 }
@@ -912,27 +1001,32 @@ static void slot_handle_reply (agent_t *self, slot_t *slot, pf_bridge_msg_t *msg
         slot_after_work (self, slot, now);
         return;
     }
-    if (!slot->running || msg->id != slot->local_id) {
+    job_t *job = slot_running (slot);
+    if (!job || msg->id != job->local_id) {
         pf_warn ("bridge %d: dropped a late reply (id %llu)", slot->index,
                  (unsigned long long) msg->id);
         return;
     }
-    send_reply (self, slot, msg);
-    if (slot->broadcast && msg->ok) {
-        if (pf_setup_add (self->setup, slot->command, slot->args, slot->args_size) == 0) {
+    //  TIMEOUT from the bridge itself: read after its deadline, not started.
+    bool started = msg->ok || msg->code != PF_TIMEOUT;
+    if (!job->answered)
+        send_reply (self, slot, job->request_id, msg);
+    if (job->broadcast && msg->ok) {
+        if (pf_setup_add (self->setup, job->command, job->args, job->args_size) == 0) {
             pf_info ("broadcast '%s' succeeded: added to the setup replay (%zu calls)",
-                     slot->command, pf_setup_count (self->setup));
+                     job->command, pf_setup_count (self->setup));
             restart_standbys (self, now);
         }
         else
-            pf_error ("broadcast '%s': the setup replay list is full", slot->command);
+            pf_error ("broadcast '%s': the setup replay list is full", job->command);
     }
-    slot_clear_request (slot);
-    slot->requests++;
-    int64_t took_us = zclock_usecs () - slot->started_us;
-    slot->service_us = slot->service_us ? (7 * slot->service_us + (uint64_t) took_us) / 8
-                                        : (uint64_t) took_us;
-    if (slot->state == BRIDGE_BUSY)
+    if (started) {
+        slot->requests++;
+        uint64_t took_us = (uint64_t) (zclock_usecs () - slot->head_since_us);
+        slot->service_us = slot->service_us ? (7 * slot->service_us + took_us) / 8 : took_us;
+    }
+    slot_pop_job (slot);
+    if (slot->state == BRIDGE_BUSY && slot->written == 0)
         slot_set_state (slot, BRIDGE_READY, "reply", now);
     slot_check_due (self, slot, now);
     slot_after_work (self, slot, now);
@@ -1003,59 +1097,43 @@ static void slot_read (agent_t *self, slot_t *slot, int64_t now)
 //  --------------------------------------------------------------------------
 //  Broker messages
 
-static void slot_start_request (agent_t *self, slot_t *slot, pf_msg_t *msg, int64_t arrived,
-                                int64_t now)
+//  Takes a broker request for a bridge: checked and encoded now, written
+//  into the pipe when the pipeline has room.
+static void slot_add_job (agent_t *self, slot_t *slot, pf_msg_t *msg, int64_t now)
 {
-    int64_t deadline = arrived + (msg->timeout_ms ? msg->timeout_ms : 30000);
-    if (now >= deadline) {
-        send_error (self, msg->request_id, slot, PF_TIMEOUT, "deadline passed before it started");
-        slot_after_work (self, slot, now);
-        return;
-    }
     size_t body_size = msg->body ? zframe_size (msg->body) : 0;
     const void *body = msg->body ? zframe_data (msg->body) : NULL;
     if (!pf_bridge_msg_args_valid (body, body_size)) {
         send_error (self, msg->request_id, slot, PF_BAD_REQUEST,
                     "body is not exactly one msgpack object");
-        slot_after_work (self, slot, now);
         return;
     }
-    size_t size;
-    uint64_t local_id = ++self->next_local_id;
-    uint8_t *frame = pf_bridge_msg_request (local_id, msg->command_name, body, body_size,
-                                            msg->session, deadline, &size);
-    if (!frame) {
-        send_error (self, msg->request_id, slot, PF_INTERNAL, "out of memory");
+    job_t *job = slot_job (slot, slot->job_count);
+    job->request_id = msg->request_id;
+    job->local_id = ++self->next_local_id;
+    job->deadline = now + (msg->timeout_ms ? msg->timeout_ms : 30000);
+    job->frame = pf_bridge_msg_request (job->local_id, msg->command_name, body, body_size,
+                                        msg->session, job->deadline, &job->frame_size);
+    if (!job->frame || job->frame_size > self->config->max_frame) {
+        send_error (self, msg->request_id, slot, job->frame ? PF_TOO_LARGE : PF_INTERNAL,
+                    job->frame ? "request larger than the bridge frame limit" : "out of memory");
+        job_clear (job);
         return;
     }
-    int rc = pf_bridge_send (slot->handle, frame, size);
-    free (frame);
-    if (rc != 0) {
-        send_error (self, msg->request_id, slot,
-                    size > self->config->max_frame ? PF_TOO_LARGE : PF_BUSY,
-                    size > self->config->max_frame ? "request larger than the bridge frame limit"
-                                                   : "bridge pipe broken; not started");
-        return;
+    job->session = msg->session[0] != 0;
+    memcpy (job->command, msg->command_name, sizeof job->command);
+    job->broadcast = (msg->flags & PF_FLAG_BROADCAST) != 0;
+    if (job->broadcast) {
+        job->args = malloc (body_size ? body_size : 1);
+        if (job->args && body_size)
+            memcpy (job->args, body, body_size);
+        job->args_size = job->args ? body_size : 0;
     }
-    slot->running = true;
-    slot->started_us = zclock_usecs ();
-    slot->request_id = msg->request_id;
-    slot->local_id = local_id;
-    slot->deadline = deadline;
-    slot->kill_at = 0;
-    slot->broadcast = (msg->flags & PF_FLAG_BROADCAST) != 0;
-    if (slot->broadcast) {
-        snprintf (slot->command, sizeof slot->command, "%s", msg->command_name);
-        slot->args = malloc (body_size ? body_size : 1);
-        if (slot->args && body_size)
-            memcpy (slot->args, body, body_size);
-        slot->args_size = slot->args ? body_size : 0;
-    }
+    slot->job_count++;
     if (msg->session[0] && zhashx_insert (slot->sessions, msg->session, (void *) 1) == 0)
         pf_debug ("bridge %d gen %u: holds session '%s'", slot->index, slot->generation,
                   msg->session);
-    if (slot->state == BRIDGE_READY)
-        slot_set_state (slot, BRIDGE_BUSY, msg->command_name, now);
+    slot_pump (self, slot, now);
 }
 
 static void handle_broker_request (agent_t *self, pf_msg_t *msg, int64_t now)
@@ -1069,7 +1147,7 @@ static void handle_broker_request (agent_t *self, pf_msg_t *msg, int64_t now)
         slot = &self->slots[msg->bridge];
     bool accepts = false;
     if (slot && slot->handle && slot->generation == msg->generation && !slot->suspect
-        && !slot->running && !slot->has_pending) {
+        && slot->job_count < JOBS_MAX) {
         if (slot->state == BRIDGE_READY || slot->state == BRIDGE_BUSY)
             accepts = slot_listed_as (self, slot, now) != NULL;
         else if (slot->state == BRIDGE_DRAINING)
@@ -1086,15 +1164,7 @@ static void handle_broker_request (agent_t *self, pf_msg_t *msg, int64_t now)
         send_error (self, msg->request_id, slot, PF_BUSY, "bridge not available; not started");
         return;
     }
-    if (slot->internal != INTERNAL_NONE) {
-        //  A session_end of ours runs (a few ms): this one goes next.
-        slot->pending = *msg;
-        pf_msg_init (msg);
-        slot->has_pending = true;
-        slot->pending_since = now;
-        return;
-    }
-    slot_start_request (self, slot, msg, now, now);
+    slot_add_job (self, slot, msg, now);
 }
 
 static void handle_session_end (agent_t *self, pf_msg_t *msg)
@@ -1189,6 +1259,58 @@ static void reap_children (agent_t *self, int64_t now)
     }
 }
 
+//  Jobs that have not started: past their deadline they are answered
+//  TIMEOUT; waiting here behind one that has run --hold ms, those the
+//  broker may run elsewhere (no session, no broadcast) go back to it.
+static void slot_job_timers (agent_t *self, slot_t *slot, int64_t now)
+{
+    bool held_up = slot->written
+                && zclock_usecs () - slot->head_since_us >= (int64_t) self->config->hold_ms * 1000;
+    for (uint32_t i = slot->written ? 1 : 0; i < slot->job_count; i++) {
+        job_t *job = slot_job (slot, i);
+        if (job->answered)
+            continue;
+        if (now >= job->deadline) {
+            send_error (self, job->request_id, slot, PF_TIMEOUT,
+                        "deadline passed before it started");
+            job->answered = true;
+        }
+        else if (held_up && i >= slot->written && !job->session && !job->broadcast) {
+            send_error (self, job->request_id, slot, PF_BUSY,
+                        "bridge busy with a long request; not started");
+            job->answered = true;
+        }
+    }
+    //  Answered jobs that wait here go now; those in the pipe go when the
+    //  bridge skips them.
+    for (uint32_t i = slot->job_count; i > slot->written; i--)
+        if (slot_job (slot, i - 1)->answered)
+            slot_remove_job (slot, i - 1);
+}
+
+//  When slot_job_timers has something to do next (INT64_MAX: nothing).
+static int64_t slot_job_due (agent_t *self, slot_t *slot, int64_t now)
+{
+    int64_t due = INT64_MAX;
+    job_t *running = slot_running (slot);
+    if (running)
+        due = slot->kill_at ? slot->kill_at : running->deadline;
+    for (uint32_t i = slot->written ? 1 : 0; i < slot->job_count; i++) {
+        job_t *job = slot_job (slot, i);
+        if (job->answered)
+            continue;
+        if (job->deadline < due)
+            due = job->deadline;
+        if (slot->written && i >= slot->written && !job->session && !job->broadcast) {
+            int64_t held = now + (slot->head_since_us + (int64_t) self->config->hold_ms * 1000
+                                  - zclock_usecs ()) / 1000 + 1;
+            if (held < due)
+                due = held;
+        }
+    }
+    return due;
+}
+
 static void slot_timers (agent_t *self, slot_t *slot, int64_t now)
 {
     const pf_agent_config_t *config = self->config;
@@ -1219,7 +1341,7 @@ static void slot_timers (agent_t *self, slot_t *slot, int64_t now)
         if (silent >= (int64_t) config->wedged_beats * config->beat_ms) {
             char reason[160];
             snprintf (reason, sizeof reason, "bridge wedged: no beat for %lld ms%s",
-                      (long long) silent, slot->running ? " while busy" : "");
+                      (long long) silent, slot->written ? " while busy" : "");
             pf_error ("bridge %d pid %d: %s; killing it", slot->index, (int) slot->pgid, reason);
             slot_kill (self, slot, PF_BRIDGE_CRASHED, reason, now);
             return;
@@ -1232,18 +1354,26 @@ static void slot_timers (agent_t *self, slot_t *slot, int64_t now)
                      (int) slot->pgid, (long long) silent);
         }
     }
-    if (slot->running && now >= slot->deadline && !slot->kill_at) {
-        //  Ask for every thread's Python stack (faulthandler) before the kill.
-        pf_warn ("bridge %d pid %d: request %llu passed its deadline; dumping stack", slot->index,
-                 (int) slot->pgid, (unsigned long long) slot->request_id);
-        pf_bridge_signal (slot->handle, SIGUSR1);
-        slot->kill_at = now + config->dump_grace_ms;
+    job_t *running = slot_running (slot);
+    if (running && now >= running->deadline && !slot->kill_at) {
+        if (running->answered)
+            //  Timed out while it waited: the bridge skips it at once,
+            //  unless it started it just before the deadline.
+            slot->kill_at = now + config->dump_grace_ms;
+        else {
+            //  Ask for the Python stack (faulthandler) before the kill.
+            pf_warn ("bridge %d pid %d: request %llu passed its deadline; dumping stack",
+                     slot->index, (int) slot->pgid, (unsigned long long) running->request_id);
+            pf_bridge_signal (slot->handle, SIGUSR1);
+            slot->kill_at = now + config->dump_grace_ms;
+        }
     }
-    else if (slot->running && slot->kill_at && now >= slot->kill_at) {
+    else if (running && slot->kill_at && now >= slot->kill_at) {
         pf_bridge_drain_stderr (slot->handle, on_stderr_line, self);
         slot_kill (self, slot, PF_TIMEOUT, "deadline passed; the bridge was killed", now);
         return;
     }
+    slot_job_timers (self, slot, now);
     if (slot->internal != INTERNAL_NONE && slot->state != BRIDGE_STARTING
         && now >= slot->internal_deadline) {
         slot_kill (self, slot, PF_BRIDGE_CRASHED, "session_end did not finish", now);
@@ -1284,8 +1414,7 @@ static int64_t next_timer (agent_t *self, int64_t now)
         slot_t *slot = &self->slots[i];
         if (slot->state == BRIDGE_SPAWNING && slot->in_use)
             next = earliest (next, slot->respawn_at);
-        if (slot->running)
-            next = earliest (next, slot->kill_at ? slot->kill_at : slot->deadline);
+        next = earliest (next, slot_job_due (self, slot, now));
         if (slot->state == BRIDGE_STOPPING)
             next = earliest (next, slot->stop_at);
     }
@@ -1362,7 +1491,7 @@ static void poll_once (agent_t *self, int64_t timeout)
 static bool any_running (agent_t *self)
 {
     for (int i = 0; i < self->slot_count; i++)
-        if (self->slots[i].running || self->slots[i].has_pending)
+        if (self->slots[i].job_count)
             return true;
     return false;
 }
@@ -1391,16 +1520,8 @@ static void stop_gracefully (agent_t *self)
     int64_t now = zclock_mono ();
     for (int i = 0; i < self->slot_count; i++) {
         slot_t *slot = &self->slots[i];
-        if (slot->running)
-            send_error (self, slot->request_id, slot, PF_TIMEOUT,
-                        "agent stopped before it finished");
-        slot_clear_request (slot);
-        if (slot->has_pending) {
-            send_error (self, slot->pending.request_id, slot, PF_SHUTTING_DOWN,
-                        "agent is stopping; not started");
-            pf_msg_reset (&slot->pending);
-            slot->has_pending = false;
-        }
+        slot_fail_jobs (self, slot, PF_TIMEOUT, "agent stopped before it finished",
+                        PF_SHUTTING_DOWN, "agent is stopping; not started");
         if (slot->handle && slot->state != BRIDGE_STOPPING) {
             pf_bridge_close_stdin (slot->handle);
             slot_set_state (slot, BRIDGE_STOPPING, "agent stopping", now);
@@ -1497,7 +1618,6 @@ static int agent_setup (agent_t *self, const pf_agent_config_t *config)
         slot->state_since = zclock_mono ();
         slot->sessions = zhashx_new ();
         slot->ends = zlist_new ();
-        pf_msg_init (&slot->pending);
     }
     return 0;
 }
@@ -1512,8 +1632,8 @@ static void agent_teardown (agent_t *self)
         while (slot->ends && (session = (char *) zlist_pop (slot->ends)))
             free (session);
         zlist_destroy (&slot->ends);
-        pf_msg_reset (&slot->pending);
-        free (slot->args);
+        for (uint32_t job = 0; job < JOBS_MAX; job++)
+            job_clear (&slot->jobs[job]);
     }
     free (self->slots);
     free (self->bridge_args);

@@ -65,6 +65,43 @@ class CreditDispatch(FleetCase):
         self.assertGreaterEqual(arrival[ids[4]], arrival[first_four[0]])
 
 
+class Window(FleetCase):
+    """Several requests per bridge (--window, --pipeline): short ones
+    stream, but none is left waiting behind a long one."""
+
+    def test_a_request_waiting_behind_a_long_one_is_handed_back_and_runs_elsewhere(self):
+        worker = self.fleet.start_worker(bridges=2, modules=MODULES, args=DEBUG)
+        client = self.client()
+        # Both bridges learn that their requests are long: one at a time now.
+        warm = [client.send_request("test", "sleep_pid", {"seconds": 0.2}) for _ in range(2)]
+        self.assertTrue(all(r["ok"] for r in self.collect(client, 2).values()))
+        start = time.monotonic()
+        long = client.send_request("test", "sleep_pid", {"seconds": 1.5})
+        short = client.send_request("test", "sleep_pid", {"seconds": 0.1})
+        marked = client.send_request("test", "mark", {"tag": "quick"})
+        arrival = {}
+        for _ in range(3):
+            reply = client.recv(timeout=10)
+            self.assertTrue(reply["ok"], reply)
+            arrival[reply["id"]] = time.monotonic() - start
+        self.assertLess(arrival[marked], 0.8, "it ran on the bridge that freed up: %r" % arrival)
+        self.assertGreater(arrival[long], 1.4)
+        self.assertNotIn(warm[0], arrival)
+
+    def test_a_request_in_a_pipe_past_its_deadline_times_out_and_never_starts(self):
+        self.fleet.start_worker(bridges=1, modules=MODULES)
+        client = self.client()
+        start = time.monotonic()
+        running = client.send_request("test", "sleep_pid", {"seconds": 0.6})
+        late = client.send_request("test", "mark", {"tag": "late"}, timeout_ms=100)
+        reply = client.recv(timeout=5)
+        self.assertEqual((reply["id"], reply["code"]), (late, "TIMEOUT"))
+        self.assertLess(time.monotonic() - start, 0.5, "answered at its deadline")
+        self.assertTrue(client.recv(timeout=5)["ok"])
+        self.assertEqual(client.call("test", "marks")["result"]["marks"], [])
+        self.assertNotEqual(running, late)
+
+
 class Sessions(FleetCase):
     def test_session_requests_stay_on_one_bridge_in_order(self):
         for _ in range(2):
@@ -127,7 +164,9 @@ class SessionExpiry(FleetCase):
 
 
 class Backpressure(FleetCase):
-    broker_args = ("--queue-max", "2")
+    # One request per bridge (--window 1): with a window, up to window x
+    # bridges requests wait at the agents besides the queue's bound.
+    broker_args = ("--queue-max", "2", "--window", "1")
 
     def test_overflow_is_busy_at_once_and_queued_deadlines_time_out_unstarted(self):
         worker = self.fleet.start_worker(bridges=1, modules=MODULES, args=DEBUG)
@@ -256,6 +295,10 @@ class StartupGrace(FleetCase):
 
 
 class Cancel(FleetCase):
+    # --window 1: "queued" means at the broker. With a window, a request
+    # may already wait in a bridge's pipe, where a cancel cannot stop it.
+    broker_args = ("--window", "1")
+
     def test_cancel_queued_and_running_requests(self):
         worker = self.fleet.start_worker(bridges=1, modules=MODULES, args=DEBUG)
         client = self.client()

@@ -226,7 +226,7 @@ class BrokerOutages(unittest.TestCase):
         self.assertEqual(reply["attempts"], 2, reply)
 
     def test_busy_reaches_the_caller_without_retries_and_is_retried_with_them(self):
-        self.restart_broker("--queue-max", "1")
+        self.restart_broker("--queue-max", "1", "--window", "1")
         driver = self.driver()
         # The worker is back once the new broker answers.
         self.assertTrue(wait_until(

@@ -43,7 +43,7 @@ static void sent_free (sent_t **sent_p)
     *sent_p = NULL;
 }
 
-static int setup (void **state)
+static fixture_t *fixture_new (uint32_t window)
 {
     fixture_t *fx = calloc (1, sizeof *fx);
     fx->sent = zlistx_new ();
@@ -54,8 +54,23 @@ static int setup (void **state)
     pf_broker_config_t config;
     pf_broker_config_defaults (&config);
     config.session_ttl_s = 10;
+    config.window = window;
+    config.window_ms = 10;
     fx->broker = pf_broker_new (&config, capture, fx, fx->now);
-    *state = fx;
+    return fx;
+}
+
+//  One request per bridge at a time (--window 1): the strict credit rules.
+static int setup (void **state)
+{
+    *state = fixture_new (1);
+    return 0;
+}
+
+//  Up to 4 requests per bridge while its oldest has run less than 10 ms.
+static int setup_windowed (void **state)
+{
+    *state = fixture_new (4);
     return 0;
 }
 
@@ -317,6 +332,122 @@ static void silent_agent_is_dead_its_work_reruns_or_fails (void **state)
     sent_free (&lost);
 }
 
+//  Requests sent to each bridge of agent A, by bridge index (0..7).
+static void count_by_bridge (fixture_t *fx, size_t counts[8])
+{
+    memset (counts, 0, 8 * sizeof counts[0]);
+    for (sent_t *sent = zlistx_first (fx->sent); sent; sent = zlistx_next (fx->sent))
+        if (sent->msg.proto == PF_PROTO_W && sent->msg.command == PF_W_REQUEST
+            && sent->msg.bridge < 8)
+            counts[sent->msg.bridge]++;
+}
+
+static void a_window_streams_requests_to_the_least_loaded_bridge_up_to_its_size (void **state)
+{
+    fixture_t *fx = *state;
+    agent_ready (fx, fx->agent_a, 2);
+    for (uint64_t id = 1; id <= 5; id++)
+        client_request (fx, id, "", 0, 0);
+    size_t counts[8];
+    count_by_bridge (fx, counts);
+    assert_int_equal (counts[0] + counts[1], 5);
+    assert_true (counts[0] >= 2 && counts[1] >= 2); //  3 and 2, either way round
+    for (uint64_t id = 6; id <= 9; id++)
+        client_request (fx, id, "", 0, 0);
+    count_by_bridge (fx, counts);
+    assert_int_equal (counts[0], 4);
+    assert_int_equal (counts[1], 4);
+    pf_broker_stats_t stats;
+    pf_broker_stats (fx->broker, &stats);
+    assert_int_equal (stats.queued, 1);
+}
+
+static void no_request_is_sent_to_wait_behind_one_that_ran_window_ms (void **state)
+{
+    fixture_t *fx = *state;
+    agent_ready (fx, fx->agent_a, 1);
+    client_request (fx, 1, "", 0, 0);
+    fx->now += 10;
+    client_request (fx, 2, "", 0, 0);
+    assert_int_equal (count (fx, PF_PROTO_W, PF_W_REQUEST), 1);
+    sent_t *first = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    agent_reply (fx, fx->agent_a, &first->msg);
+    sent_t *second = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    assert_non_null (second);
+    assert_int_equal (second->msg.request_id, first->msg.request_id + 1);
+    sent_free (&first);
+    sent_free (&second);
+}
+
+//  The agent hands back (BUSY, not started) a request that waited behind
+//  a long one: it runs on the next bridge to free up, not the long one's.
+static void a_request_handed_back_unstarted_runs_on_another_bridge (void **state)
+{
+    fixture_t *fx = *state;
+    agent_ready (fx, fx->agent_a, 2);
+    for (uint64_t id = 1; id <= 3; id++)
+        client_request (fx, id, "", 0, 0);
+    sent_t *requests[3];
+    for (int i = 0; i < 3; i++)
+        requests[i] = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    uint32_t slow = requests[2]->msg.bridge;
+    sent_t *other = requests[0]->msg.bridge == slow ? requests[1] : requests[0];
+    fx->now += 20;
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_W;
+    msg.command = PF_W_ERROR;
+    msg.request_id = requests[2]->msg.request_id;
+    msg.bridge = slow;
+    msg.generation = 1;
+    msg.code = PF_BUSY;
+    msg.message = strdup ("bridge busy with a long request; not started");
+    feed (fx, fx->agent_a, &msg);
+    //  Both bridges' oldest requests have run 20 ms: it waits at the broker.
+    assert_int_equal (count (fx, PF_PROTO_W, PF_W_REQUEST), 0);
+    assert_int_equal (count (fx, PF_PROTO_C, PF_C_ERROR), 0);
+    agent_reply (fx, fx->agent_a, &other->msg);
+    sent_t *again = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    assert_non_null (again);
+    assert_int_equal (again->msg.request_id, requests[2]->msg.request_id);
+    assert_int_equal (again->msg.bridge, other->msg.bridge);
+    sent_free (&again);
+    for (int i = 0; i < 3; i++)
+        sent_free (&requests[i]);
+}
+
+static void an_agent_lost_with_a_window_in_flight_reruns_only_idempotent_requests (void **state)
+{
+    fixture_t *fx = *state;
+    agent_ready (fx, fx->agent_a, 1);
+    client_request (fx, 1, "", 0, 60000);
+    client_request (fx, 2, "", PF_FLAG_IDEMPOTENT, 60000);
+    client_request (fx, 3, "", 0, 60000);
+    assert_int_equal (count (fx, PF_PROTO_W, PF_W_REQUEST), 3);
+    agent_ready (fx, fx->agent_b, 1);
+    sent_t *request;
+    while ((request = take (fx, PF_PROTO_W, PF_W_REQUEST)))
+        sent_free (&request);
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_W;
+    msg.command = PF_W_DISCONNECT;
+    msg.message = strdup ("agent stopping");
+    feed (fx, fx->agent_a, &msg);
+    for (uint64_t id = 1; id <= 3; id += 2) {
+        sent_t *lost = take (fx, PF_PROTO_C, PF_C_ERROR);
+        assert_non_null (lost);
+        assert_int_equal (lost->msg.request_id, id);
+        assert_int_equal (lost->msg.code, PF_WORKER_LOST);
+        sent_free (&lost);
+    }
+    request = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    assert_non_null (request);
+    assert_true (zframe_streq (request->to, "B"));
+    assert_null (take (fx, PF_PROTO_W, PF_W_REQUEST));
+    sent_free (&request);
+}
+
 static void late_reply_after_a_broker_timeout_is_dropped (void **state)
 {
     fixture_t *fx = *state;
@@ -440,6 +571,16 @@ int main (void)
                                          setup, teardown),
         cmocka_unit_test_setup_teardown (silent_agent_is_dead_its_work_reruns_or_fails, setup,
                                          teardown),
+        cmocka_unit_test_setup_teardown (
+            a_window_streams_requests_to_the_least_loaded_bridge_up_to_its_size, setup_windowed,
+            teardown),
+        cmocka_unit_test_setup_teardown (no_request_is_sent_to_wait_behind_one_that_ran_window_ms,
+                                         setup_windowed, teardown),
+        cmocka_unit_test_setup_teardown (a_request_handed_back_unstarted_runs_on_another_bridge,
+                                         setup_windowed, teardown),
+        cmocka_unit_test_setup_teardown (
+            an_agent_lost_with_a_window_in_flight_reruns_only_idempotent_requests, setup_windowed,
+            teardown),
         cmocka_unit_test_setup_teardown (late_reply_after_a_broker_timeout_is_dropped, setup,
                                          teardown),
         cmocka_unit_test_setup_teardown (idle_sessions_expire_and_their_agent_is_told, setup,
