@@ -17,18 +17,9 @@ static void on_signal (int sig)
 
 //  Never blocks: a slow or gone peer costs a counted failure, not a stall.
 //  ROUTER_MANDATORY makes an unroutable peer an error instead of a silent drop.
-static int router_send (void *arg, zframe_t *routing_id, zmsg_t *msg)
+static int router_send (void *arg, zframe_t *routing_id, pf_msg_t *msg)
 {
-    zsock_t *router = arg;
-    int rc = zframe_send (&routing_id, router, ZFRAME_MORE | ZFRAME_REUSE | ZFRAME_DONTWAIT);
-    zframe_t *frame;
-    while (rc == 0 && (frame = zmsg_pop (msg))) {
-        int more = zmsg_size (msg) > 0 ? ZFRAME_MORE : 0;
-        rc = zframe_send (&frame, router, more | ZFRAME_DONTWAIT);
-        zframe_destroy (&frame);
-    }
-    zmsg_destroy (&msg);
-    return rc;
+    return pf_msg_send (msg, arg, routing_id, ZMQ_DONTWAIT);
 }
 
 //  Events go out as two frames: the topic (for prefix subscriptions) and
@@ -74,7 +65,7 @@ static void usage (FILE *out)
              "  --heartbeat MS     heartbeat interval with agents (default 1000)\n"
              "  --liveness N       missed heartbeats before an agent is dead (default 3)\n"
              "  --max-body BYTES   largest request or reply body (default 67108864)\n"
-             "  --window N         requests in flight per bridge (default 8; 1 = one at a time)\n"
+             "  --window N         requests in flight per bridge (default 32; 1 = one at a time)\n"
              "  --window-ms MS     ... more than one only while the bridge's oldest has run less\n"
              "                     than MS, so none waits behind a long request (default 10)\n"
              "  --log-level LEVEL  debug, info, warn or error (default info)\n");
@@ -237,6 +228,9 @@ int main (int argc, char *argv[])
     pf_info ("listening on %s (pid %d); management %s; events %s", bind, getpid (),
              mgmt ? mgmt_endpoint : "off", publisher ? events_endpoint : "off");
 
+    void *router_socket = zsock_resolve (router);
+    pf_msg_t msg;
+    pf_msg_init (&msg);
     int64_t next_tick = 0;
     while (!interrupted) {
         int64_t now = zclock_mono ();
@@ -260,11 +254,15 @@ int main (int argc, char *argv[])
             zmsg_destroy (&request);
         }
         //  Read a bounded batch, so timers still run under a flood.
-        for (int batch = 0; batch < 1000 && (zsock_events (router) & ZMQ_POLLIN); batch++) {
-            zmsg_t *msg = zmsg_recv (router);
-            if (!msg)
+        for (int batch = 0; batch < 1000; batch++) {
+            zframe_t *routing_id = NULL;
+            char err[256];
+            int rc = pf_msg_recv (&msg, router_socket, ZMQ_DONTWAIT, &routing_id, config.max_body,
+                                  err, sizeof err);
+            if (rc == -1)
                 break;
-            pf_broker_handle (broker, &msg, zclock_mono ());
+            pf_broker_handle_msg (broker, routing_id, rc, &msg, err, zclock_mono ());
+            zframe_destroy (&routing_id);
         }
     }
     pf_info ("shutting down");

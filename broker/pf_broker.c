@@ -52,7 +52,7 @@ void pf_broker_config_defaults (pf_broker_config_t *config)
     config->inflight_grace_ms = 1500;
     config->startup_grace_ms = 5000;
     config->max_body = PF_DEFAULT_MAX_BODY;
-    config->window = 8;
+    config->window = 32;
     config->window_ms = 10;
 }
 
@@ -241,8 +241,7 @@ void pf_broker_destroy (pf_broker_t **self_p)
 
 static void send_to (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg)
 {
-    zmsg_t *out = pf_msg_encode (msg);
-    if (!out || self->send (self->send_arg, routing_id, out) != 0)
+    if (self->send (self->send_arg, routing_id, msg) != 0)
         self->stats.send_failures++;
 }
 
@@ -1276,22 +1275,28 @@ void pf_broker_handle (pf_broker_t *self, zmsg_t **msg_p, int64_t now)
     pf_msg_init (&msg);
     char err[256];
     int rc = pf_msg_decode (&msg, &in, self->config.max_body, err, sizeof err);
+    pf_broker_handle_msg (self, routing_id, rc, &msg, err, now);
+    zframe_destroy (&routing_id);
+}
+
+void pf_broker_handle_msg (pf_broker_t *self, zframe_t *routing_id, int rc, pf_msg_t *msg,
+                           const char *err, int64_t now)
+{
     if (rc != PF_OK) {
         self->stats.malformed++;
         pf_debug ("malformed message dropped: %s", err);
-        if (msg.proto == PF_PROTO_C && msg.command == PF_C_REQUEST && msg.has_request_id)
-            send_client_error (self, routing_id, msg.request_id, rc, err, NULL);
+        if (msg->proto == PF_PROTO_C && msg->command == PF_C_REQUEST && msg->has_request_id)
+            send_client_error (self, routing_id, msg->request_id, rc, err, NULL);
     }
-    else if (msg.proto == PF_PROTO_W)
-        handle_agent (self, routing_id, &msg, now);
-    else if (msg.command == PF_C_REQUEST)
-        handle_client_request (self, routing_id, &msg, now);
-    else if (msg.command == PF_C_CANCEL)
-        handle_client_cancel (self, routing_id, &msg, now);
+    else if (msg->proto == PF_PROTO_W)
+        handle_agent (self, routing_id, msg, now);
+    else if (msg->command == PF_C_REQUEST)
+        handle_client_request (self, routing_id, msg, now);
+    else if (msg->command == PF_C_CANCEL)
+        handle_client_cancel (self, routing_id, msg, now);
     else
         self->stats.malformed++; //  REPLY/ERROR are broker-to-client only
-    pf_msg_reset (&msg);
-    zframe_destroy (&routing_id);
+    pf_msg_reset (msg);
 }
 
 //  --------------------------------------------------------------------------

@@ -17,6 +17,7 @@
 #ifndef PF_BROKER_H_INCLUDED
 #define PF_BROKER_H_INCLUDED
 
+#include "pf_proto.h"
 #include <czmq.h>
 #include <jansson.h>
 #include <stdint.h>
@@ -33,16 +34,17 @@ typedef struct {
     uint32_t inflight_grace_ms; //  after a running request's deadline, how long the agent gets to answer (1 500)
     uint32_t startup_grace_ms; //  after start, requests for a service never seen yet wait for it (5 000)
     size_t max_body;           //  largest body accepted (64 MiB)
-    uint32_t window;           //  requests in flight per bridge (8; 1 = strictly one at a time)
+    uint32_t window;           //  requests in flight per bridge (32; 1 = strictly one at a time)
     uint32_t window_ms;        //  ... more than one only while its oldest has run less (10)
 } pf_broker_config_t;
 
 //  Fills config with the defaults above.
 void pf_broker_config_defaults (pf_broker_config_t *config);
 
-//  Sends msg (which it takes and destroys) to the peer with routing_id.
-//  Returns 0, or -1 if the message could not be queued (it is freed then).
-typedef int(pf_broker_send_fn) (void *arg, zframe_t *routing_id, zmsg_t *msg);
+//  Sends msg to the peer with routing_id (pf_msg_send: the opaque frames
+//  move out on success; the broker resets msg either way). Returns 0, or -1
+//  if the message could not be queued.
+typedef int(pf_broker_send_fn) (void *arg, zframe_t *routing_id, pf_msg_t *msg);
 
 pf_broker_t *pf_broker_new (const pf_broker_config_t *config, pf_broker_send_fn *send, void *arg,
                             int64_t now);
@@ -51,6 +53,12 @@ void pf_broker_destroy (pf_broker_t **self_p);
 //  Handles one message read from the ROUTER (routing id frame first).
 //  Takes ownership of *msg_p and nulls it.
 void pf_broker_handle (pf_broker_t *self, zmsg_t **msg_p, int64_t now);
+
+//  Handles one message as pf_msg_recv gave it: rc is its result (PF_OK or
+//  the decode error, with err saying why). Resets msg; routing_id stays
+//  the caller's.
+void pf_broker_handle_msg (pf_broker_t *self, zframe_t *routing_id, int rc, pf_msg_t *msg,
+                           const char *err, int64_t now);
 
 //  Runs timers (deadlines, heartbeats, agent expiry). Returns the number of
 //  milliseconds until it next needs to run.

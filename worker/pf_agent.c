@@ -199,18 +199,8 @@ static void send_msg (agent_t *self, pf_msg_t *msg)
 {
     if (!self->dealer)
         return;
-    zmsg_t *out = pf_msg_encode (msg);
-    if (!out)
-        return;
     //  The DEALER queues to a connected broker; never wait on a gone one.
-    zframe_t *frame;
-    int rc = 0;
-    while (rc == 0 && (frame = zmsg_pop (out))) {
-        int more = zmsg_size (out) > 0 ? ZFRAME_MORE : 0;
-        rc = zframe_send (&frame, self->dealer, more | ZFRAME_DONTWAIT);
-        zframe_destroy (&frame);
-    }
-    zmsg_destroy (&out);
+    pf_msg_send (msg, zsock_resolve (self->dealer), NULL, ZMQ_DONTWAIT);
     self->last_sent = zclock_mono ();
 }
 
@@ -1183,21 +1173,22 @@ static void handle_session_end (agent_t *self, pf_msg_t *msg)
     slot_after_work (self, slot, zclock_mono ());
 }
 
-static void handle_broker (agent_t *self, int64_t now)
+//  Handles one message from the broker; false if none was waiting.
+static bool handle_broker (agent_t *self, int64_t now)
 {
-    zmsg_t *in = zmsg_recv (self->dealer);
-    if (!in)
-        return;
-    self->broker_expiry = now + (int64_t) self->config->heartbeat_ms * self->config->liveness;
-    self->reconnect_ms = RECONNECT_MIN_MS;
     pf_msg_t msg;
     pf_msg_init (&msg);
     char err[256];
-    if (pf_msg_decode (&msg, &in, self->config->max_frame, err, sizeof err) != PF_OK
-        || msg.proto != PF_PROTO_W) {
-        pf_warn ("malformed message from broker dropped: %s", err);
+    int rc = pf_msg_recv (&msg, zsock_resolve (self->dealer), ZMQ_DONTWAIT, NULL,
+                          self->config->max_frame, err, sizeof err);
+    if (rc == -1)
+        return false;
+    self->broker_expiry = now + (int64_t) self->config->heartbeat_ms * self->config->liveness;
+    self->reconnect_ms = RECONNECT_MIN_MS;
+    if (rc != PF_OK || msg.proto != PF_PROTO_W) {
+        pf_warn ("malformed message from broker dropped: %s", rc != PF_OK ? err : "not PFW1");
         pf_msg_reset (&msg);
-        return;
+        return true;
     }
     switch (msg.command) {
     case PF_W_REQUEST:
@@ -1224,6 +1215,7 @@ static void handle_broker (agent_t *self, int64_t now)
         break; //  HEARTBEAT: sign of life only; CANCEL: the broker answers it itself
     }
     pf_msg_reset (&msg);
+    return true;
 }
 
 //  --------------------------------------------------------------------------
@@ -1483,9 +1475,8 @@ static void poll_once (agent_t *self, int64_t timeout)
     if (self->dealer && self->roster_changed)
         send_heartbeat (self);
     if (dealer_item > 0 && self->dealer && (items[dealer_item].revents & ZMQ_POLLIN))
-        for (int batch = 0;
-             batch < 256 && self->dealer && (zsock_events (self->dealer) & ZMQ_POLLIN); batch++)
-            handle_broker (self, now);
+        for (int batch = 0; batch < 256 && self->dealer && handle_broker (self, now); batch++) {
+        }
 }
 
 static bool any_running (agent_t *self)

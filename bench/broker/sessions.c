@@ -23,22 +23,15 @@ typedef struct {
 
 static zframe_t *agent_id, *client_id;
 
-static int capture (void *arg, zframe_t *routing_id, zmsg_t *msg)
+static int capture (void *arg, zframe_t *routing_id, pf_msg_t *out)
 {
     harness_t *harness = arg;
     if (zframe_eq (routing_id, agent_id))
-        zlistx_add_end (harness->to_agent, msg);
-    else {
-        //  A client answer: REPLY (0x02) or ERROR (0x03) is the third frame.
-        zframe_t *command = zmsg_first (msg);
-        command = zmsg_next (msg);
-        command = zmsg_next (msg);
-        if (*zframe_data (command) == PF_C_REPLY)
-            harness->replies++;
-        else
-            harness->errors++;
-        zmsg_destroy (&msg);
-    }
+        zlistx_add_end (harness->to_agent, pf_msg_encode (out));
+    else if (out->command == PF_C_REPLY)
+        harness->replies++;
+    else
+        harness->errors++;
     return 0;
 }
 

@@ -22,9 +22,13 @@ typedef struct {
     int64_t now;
 } fixture_t;
 
-static int capture (void *arg, zframe_t *routing_id, zmsg_t *msg)
+//  Keeps what the broker sends, encoded and decoded again (so every
+//  message must also be valid on the wire).
+static int capture (void *arg, zframe_t *routing_id, pf_msg_t *out)
 {
     fixture_t *fx = arg;
+    zmsg_t *msg = pf_msg_encode (out);
+    assert_non_null (msg);
     sent_t *sent = calloc (1, sizeof *sent);
     sent->to = zframe_dup (routing_id);
     char err[256];
