@@ -147,6 +147,28 @@ class Crash(FleetCase):
         self.assertLess(sorted(delays)[2], 2.0)
 
 
+class CrashWithAPipeline(FleetCase):
+    """Requests waiting behind a crashing one (in the bridge's pipe, or at
+    the agent) never started: they run on the replacement, each once."""
+    bridges = 1
+    args = ("--log-level", "debug")
+
+    def test_the_running_request_is_bridge_crashed_and_those_behind_it_run_once(self):
+        crash = self.client.send_request("test", "crash_exit")
+        behind = [self.client.send_request("test", "ping") for _ in range(4)]
+        replies = {}
+        for _ in range(5):
+            reply = self.client.recv(timeout=15)
+            self.assertNotIn(reply["id"], replies, "a request was answered twice")
+            replies[reply["id"]] = reply
+        self.assertEqual(replies[crash]["code"], "BRIDGE_CRASHED", replies[crash])
+        for request_id in behind:
+            self.assertTrue(replies[request_id]["ok"], replies[request_id])
+        pids = {replies[request_id]["result"]["pid"] for request_id in behind}
+        self.assertEqual(len(pids), 1, "all ran on the replacement")
+        self.assertGreaterEqual(self.worker.count(r"BUSY \(bridge lost before it could start"), 1)
+
+
 class BadImport(unittest.TestCase):
     def test_import_error_backs_off_and_the_agent_reports_no_capacity(self):
         fleet = Fleet()
