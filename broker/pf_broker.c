@@ -613,8 +613,11 @@ static void request_done (pf_broker_t *self, request_t *request, int64_t now)
 //  trip; a request never goes to wait behind a long one.
 static bool slot_has_room (pf_broker_t *self, bridge_slot_t *slot, int64_t now)
 {
+    //  The agent says 1 for a bridge whose requests take long.
+    uint32_t window = slot->window && slot->window < self->config.window ? slot->window
+                                                                         : self->config.window;
     return !slot->first
-        || (slot->inflight < self->config.window
+        || (slot->inflight < window
             && now - slot->first->started < (int64_t) self->config.window_ms);
 }
 
@@ -918,7 +921,9 @@ static void update_bridge (pf_broker_t *self, agent_t *agent, msgpack_object *en
     slot->generation = (uint32_t) item[1].via.u64;
     slot->serving = true;
     slot->draining = strcmp (state, "draining") == 0;
-    //  Optional fourth element: {pid, rss_kb} for monitoring.
+    //  Optional fourth element: {pid, rss_kb} for monitoring, {window} for
+    //  dispatch.
+    slot->window = 0;
     if (entry->via.array.size >= 4 && item[3].type == MSGPACK_OBJECT_MAP) {
         msgpack_object_map *map = &item[3].via.map;
         for (uint32_t i = 0; i < map->size; i++) {
@@ -928,6 +933,8 @@ static void update_bridge (pf_broker_t *self, agent_t *agent, msgpack_object *en
                 continue;
             if (strcmp (key, "pid") == 0)
                 slot->pid = (uint32_t) map->ptr[i].val.via.u64;
+            else if (strcmp (key, "window") == 0)
+                slot->window = (uint32_t) map->ptr[i].val.via.u64;
             else if (strcmp (key, "rss_kb") == 0)
                 slot->rss_kb = map->ptr[i].val.via.u64;
         }

@@ -68,6 +68,7 @@ typedef struct {
     request_t *first;   //  requests sent to it and not answered by its agent, oldest
     request_t *last;    //  first (linked by slot_next); the oldest one runs
     uint32_t inflight;  //  how many
+    uint32_t window;    //  the agent's limit for it (0: none given), see slot_has_room
     zlistx_t *pending;  //  requests only this bridge may run (created on demand)
     uint64_t requests;  //  routed to this generation
     uint64_t errors;    //  of those, answered with an error by the agent

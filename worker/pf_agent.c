@@ -122,6 +122,7 @@ typedef struct {
     size_t setup_next;
     uint64_t requests;
     uint64_t service_us; //  moving average of its time per request
+    bool long_requests;  //  see slot_short
     zhashx_t *sessions;  //  session ids it has served
     zlist_t *ends;       //  session ids to end when idle
     int64_t drain_until;
@@ -204,6 +205,14 @@ static void send_msg (agent_t *self, pf_msg_t *msg)
     self->last_sent = zclock_mono ();
 }
 
+//  Short requests: the bridge gets a window of requests and a pipelined
+//  pipe. Long ones (averaging --hold or more, until they average under
+//  half of it again): one at a time.
+static bool slot_short (slot_t *slot)
+{
+    return !slot->long_requests;
+}
+
 static bool slot_has_sessions (slot_t *slot)
 {
     return slot->sessions && zhashx_size (slot->sessions) > 0;
@@ -262,11 +271,14 @@ static zframe_t *roster_frame (agent_t *self, int *ready_p)
         msgpack_pack_uint32 (&packer, (uint32_t) slot->index);
         msgpack_pack_uint32 (&packer, slot->generation);
         msgpack_pack_str_with_body (&packer, state, strlen (state));
-        msgpack_pack_map (&packer, 2);
+        msgpack_pack_map (&packer, 3);
         msgpack_pack_str_with_body (&packer, "pid", 3);
         msgpack_pack_uint32 (&packer, (uint32_t) pf_bridge_pid (slot->handle));
         msgpack_pack_str_with_body (&packer, "rss_kb", 6);
         msgpack_pack_uint64 (&packer, slot->rss_kb);
+        //  Requests the broker may send it at once: one while they are long.
+        msgpack_pack_str_with_body (&packer, "window", 6);
+        msgpack_pack_uint32 (&packer, slot_short (slot) ? JOBS_MAX : 1);
     }
     zframe_t *frame = zframe_new (buffer.data, buffer.size);
     msgpack_sbuffer_destroy (&buffer);
@@ -468,6 +480,7 @@ static void slot_spawn (agent_t *self, slot_t *slot, int64_t now)
     slot->due = false;
     slot->due_since = 0;
     slot->service_us = 0;
+    slot->long_requests = false;
     slot->requests = 0;
     slot->setup_next = 0;
     slot->internal = INTERNAL_NONE;
@@ -520,6 +533,16 @@ static void job_clear (job_t *job)
 static job_t *slot_running (slot_t *slot)
 {
     return slot->written ? slot_job (slot, 0) : NULL;
+}
+
+//  How long the running job may run before the jobs waiting here go back:
+//  four times the bridge's average, within --hold .. 4 x --hold (a request
+//  of about --hold must not send the others on a round trip every time).
+static int64_t slot_hold_us (agent_t *self, slot_t *slot)
+{
+    int64_t hold = (int64_t) self->config->hold_ms * 1000;
+    int64_t usual = 4 * (int64_t) slot->service_us;
+    return usual < hold ? hold : usual > 4 * hold ? 4 * hold : usual;
 }
 
 //  The oldest job is done: the next one in the pipe starts now.
@@ -728,8 +751,7 @@ static void slot_pump (agent_t *self, slot_t *slot, int64_t now)
 {
     if (!slot->handle || slot->internal != INTERNAL_NONE || zlist_size (slot->ends))
         return;
-    uint32_t depth = slot->service_us < (uint64_t) self->config->hold_ms * 1000
-                   ? self->config->pipeline : 1;
+    uint32_t depth = slot_short (slot) ? self->config->pipeline : 1;
     while (slot->written < slot->job_count && slot->written < depth) {
         job_t *job = slot_job (slot, slot->written);
         if (job->answered) {
@@ -1014,6 +1036,11 @@ static void slot_handle_reply (agent_t *self, slot_t *slot, pf_bridge_msg_t *msg
         slot->requests++;
         uint64_t took_us = (uint64_t) (zclock_usecs () - slot->head_since_us);
         slot->service_us = slot->service_us ? (7 * slot->service_us + took_us) / 8 : took_us;
+        uint64_t hold_us = (uint64_t) self->config->hold_ms * 1000;
+        if (slot->long_requests ? slot->service_us < hold_us / 2 : slot->service_us >= hold_us) {
+            slot->long_requests = !slot->long_requests;
+            self->roster_changed = true; //  the broker learns the bridge's new window
+        }
     }
     slot_pop_job (slot);
     if (slot->state == BRIDGE_BUSY && slot->written == 0)
@@ -1257,7 +1284,7 @@ static void reap_children (agent_t *self, int64_t now)
 static void slot_job_timers (agent_t *self, slot_t *slot, int64_t now)
 {
     bool held_up = slot->written
-                && zclock_usecs () - slot->head_since_us >= (int64_t) self->config->hold_ms * 1000;
+                && zclock_usecs () - slot->head_since_us >= slot_hold_us (self, slot);
     for (uint32_t i = slot->written ? 1 : 0; i < slot->job_count; i++) {
         job_t *job = slot_job (slot, i);
         if (job->answered)
@@ -1294,8 +1321,8 @@ static int64_t slot_job_due (agent_t *self, slot_t *slot, int64_t now)
         if (job->deadline < due)
             due = job->deadline;
         if (slot->written && i >= slot->written && !job->session && !job->broadcast) {
-            int64_t held = now + (slot->head_since_us + (int64_t) self->config->hold_ms * 1000
-                                  - zclock_usecs ()) / 1000 + 1;
+            int64_t held =
+                now + (slot->head_since_us + slot_hold_us (self, slot) - zclock_usecs ()) / 1000 + 1;
             if (held < due)
                 due = held;
         }

@@ -704,7 +704,7 @@ static void print_workers (json_t *body)
         json_array_foreach (member (agent, "bridges"), bridge_index, bridge)
         {
             char name[64], number[32], generation[32], bridge_pid[32], sessions[32], request[32],
-                age[32], rss[32];
+                age[32], rss[32], bridge_in_flight[32];
             snprintf (
                 name, sizeof name, "  bridge %s.%s",
                 cli_format_value (member (bridge, "bridge"), number, sizeof number),
@@ -717,7 +717,8 @@ static void print_workers (json_t *body)
                 "",
                 "",
                 json_string_value (member (bridge, "state")),
-                "",
+                cli_format_value (member (bridge, "in_flight"), bridge_in_flight,
+                                  sizeof bridge_in_flight),
                 cli_format_value (member (bridge, "requests"), requests, sizeof requests),
                 cli_format_value (member (bridge, "errors"), errors, sizeof errors),
                 cli_format_value (member (bridge, "sessions"), sessions, sizeof sessions),

@@ -302,7 +302,8 @@ static void add_agent_rows (cli_table_t *table, json_t *agent)
     json_t **bridges = sorted_items (json_object_get (agent, "bridges"), compare_bridges);
     for (size_t i = 0; bridges && bridges[i]; i++) {
         json_t *bridge = bridges[i];
-        char name[64], number[32], generation[32], sessions[32], request[32], age[32], rss[32];
+        char name[64], number[32], generation[32], sessions[32], request[32], age[32], rss[32],
+            in_flight[32];
         snprintf (name, sizeof name, "  bridge %s.%s",
                   cli_format_value (json_object_get (bridge, "bridge"), number, sizeof number),
                   cli_format_value (json_object_get (bridge, "generation"), generation,
@@ -312,7 +313,7 @@ static void add_agent_rows (cli_table_t *table, json_t *agent)
             "",
             json_string_value (json_object_get (bridge, "state")),
             "",
-            "",
+            cli_format_value (json_object_get (bridge, "in_flight"), in_flight, sizeof in_flight),
             cli_format_value (json_object_get (bridge, "requests"), requests, sizeof requests),
             cli_format_value (json_object_get (bridge, "errors"), errors, sizeof errors),
             cli_format_value (json_object_get (bridge, "sessions"), sessions, sizeof sessions),

@@ -452,6 +452,41 @@ static void an_agent_lost_with_a_window_in_flight_reruns_only_idempotent_request
     sent_free (&request);
 }
 
+//  The agent says a bridge's requests take long ({window: 1} in its roster
+//  entry): the broker sends it one at a time, whatever its own --window.
+static void an_agent_can_narrow_a_bridge_window_to_one (void **state)
+{
+    fixture_t *fx = *state;
+    agent_ready (fx, fx->agent_a, 1);
+    msgpack_sbuffer buffer;
+    msgpack_sbuffer_init (&buffer);
+    msgpack_packer packer;
+    msgpack_packer_init (&packer, &buffer, msgpack_sbuffer_write);
+    msgpack_pack_array (&packer, 1);
+    msgpack_pack_array (&packer, 4);
+    msgpack_pack_uint32 (&packer, 0);
+    msgpack_pack_uint32 (&packer, 1);
+    msgpack_pack_str_with_body (&packer, "ready", 5);
+    msgpack_pack_map (&packer, 1);
+    msgpack_pack_str_with_body (&packer, "window", 6);
+    msgpack_pack_uint32 (&packer, 1);
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_W;
+    msg.command = PF_W_HEARTBEAT;
+    msg.bridges = zframe_new (buffer.data, buffer.size);
+    msgpack_sbuffer_destroy (&buffer);
+    feed (fx, fx->agent_a, &msg);
+
+    for (uint64_t id = 1; id <= 3; id++)
+        client_request (fx, id, "", 0, 0);
+    assert_int_equal (count (fx, PF_PROTO_W, PF_W_REQUEST), 1);
+    sent_t *first = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    agent_reply (fx, fx->agent_a, &first->msg);
+    assert_int_equal (count (fx, PF_PROTO_W, PF_W_REQUEST), 1);
+    sent_free (&first);
+}
+
 static void late_reply_after_a_broker_timeout_is_dropped (void **state)
 {
     fixture_t *fx = *state;
@@ -585,6 +620,8 @@ int main (void)
         cmocka_unit_test_setup_teardown (
             an_agent_lost_with_a_window_in_flight_reruns_only_idempotent_requests, setup_windowed,
             teardown),
+        cmocka_unit_test_setup_teardown (an_agent_can_narrow_a_bridge_window_to_one,
+                                         setup_windowed, teardown),
         cmocka_unit_test_setup_teardown (late_reply_after_a_broker_timeout_is_dropped, setup,
                                          teardown),
         cmocka_unit_test_setup_teardown (idle_sessions_expire_and_their_agent_is_told, setup,
