@@ -17,9 +17,9 @@ static void on_signal (int sig)
 
 //  Never blocks: a slow or gone peer costs a counted failure, not a stall.
 //  ROUTER_MANDATORY makes an unroutable peer an error instead of a silent drop.
-static int router_send (void *arg, zframe_t *routing_id, pf_msg_t *msg)
+static int router_send (void *arg, zframe_t *routing_id, pf_msg_t *msg, int flags)
 {
-    return pf_msg_send (msg, arg, routing_id, ZMQ_DONTWAIT);
+    return pf_msg_send (msg, arg, routing_id, flags | ZMQ_DONTWAIT);
 }
 
 //  Events go out as two frames: the topic (for prefix subscriptions) and

@@ -241,7 +241,7 @@ void pf_broker_destroy (pf_broker_t **self_p)
 
 static void send_to (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg)
 {
-    if (self->send (self->send_arg, routing_id, msg) != 0)
+    if (self->send (self->send_arg, routing_id, msg, 0) != 0)
         self->stats.send_failures++;
 }
 
@@ -683,10 +683,14 @@ static void start_request (pf_broker_t *self, request_t *request, agent_t *agent
     int64_t left = request->deadline - now;
     msg.timeout_ms = (uint32_t) (left > 0 ? left : 1);
     msg.flags = request->msg.flags;
-    //  A copy of the body stays for a possible re-run of an idempotent
-    //  request on another agent, and for the other broadcast copies.
-    msg.body = request->msg.body ? zframe_dup (request->msg.body) : NULL;
-    broker_send_to_agent (self, agent, &msg, now);
+    //  The body stays with the request, for a re-run elsewhere (handed back
+    //  unstarted, or idempotent on a lost agent) and for the other broadcast
+    //  copies: it goes out shared, not copied.
+    msg.body = request->msg.body;
+    if (self->send (self->send_arg, agent->routing_id, &msg, PF_MSG_KEEP) != 0)
+        self->stats.send_failures++;
+    agent->last_sent = now;
+    msg.body = NULL;
     pf_msg_reset (&msg);
 }
 

@@ -41,10 +41,11 @@ typedef struct {
 //  Fills config with the defaults above.
 void pf_broker_config_defaults (pf_broker_config_t *config);
 
-//  Sends msg to the peer with routing_id (pf_msg_send: the opaque frames
-//  move out on success; the broker resets msg either way). Returns 0, or -1
-//  if the message could not be queued.
-typedef int(pf_broker_send_fn) (void *arg, zframe_t *routing_id, pf_msg_t *msg);
+//  Sends msg to the peer with routing_id, as pf_msg_send with flags 0 or
+//  PF_MSG_KEEP: the opaque frames move out on success, or with PF_MSG_KEEP
+//  are shared and stay (the broker resets msg either way). Returns 0, or
+//  -1 if the message could not be queued.
+typedef int(pf_broker_send_fn) (void *arg, zframe_t *routing_id, pf_msg_t *msg, int flags);
 
 pf_broker_t *pf_broker_new (const pf_broker_config_t *config, pf_broker_send_fn *send, void *arg,
                             int64_t now);

@@ -608,6 +608,7 @@ typedef struct {
     frame_sink_t base;
     void *handle;
     int flags; //  0 or ZMQ_DONTWAIT
+    bool keep; //  PF_MSG_KEEP: opaque frames are shared, not moved
 } socket_sink_t;
 
 static int socket_sink_put (frame_sink_t *base, const void *data, size_t size, bool more)
@@ -623,7 +624,8 @@ static int socket_sink_put (frame_sink_t *base, const void *data, size_t size, b
 static int socket_sink_move (frame_sink_t *base, zframe_t **frame_p, bool more)
 {
     socket_sink_t *self = (socket_sink_t *)base;
-    int flags = (more ? ZFRAME_MORE : 0) | (self->flags & ZMQ_DONTWAIT ? ZFRAME_DONTWAIT : 0);
+    int flags = (more ? ZFRAME_MORE : 0) | (self->flags & ZMQ_DONTWAIT ? ZFRAME_DONTWAIT : 0)
+              | (self->keep ? ZFRAME_REUSE : 0);
     return zframe_send (frame_p, self->handle, flags);
 }
 
@@ -734,6 +736,7 @@ int pf_msg_send (pf_msg_t *self, void *socket, zframe_t *routing_id, int flags)
         .base = {socket_sink_put, socket_sink_move},
         .handle = zsock_resolve (socket),
         .flags = flags & ZMQ_DONTWAIT,
+        .keep = (flags & PF_MSG_KEEP) != 0,
     };
     if (routing_id &&
         sink.base.put (&sink.base, zframe_data (routing_id), zframe_size (routing_id), true))

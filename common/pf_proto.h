@@ -166,6 +166,10 @@ int pf_msg_recv (pf_msg_t *self, void *socket, int flags, zframe_t **routing_id_
 //  context terminates in the middle of a message can a later part fail; the
 //  frames already sent are then NULL in self and the rest still there, so
 //  pf_msg_reset is right whatever happened.
+//  With PF_MSG_KEEP in flags, the opaque frames are sent as shared copies
+//  (ZFRAME_REUSE: libzmq shares the bytes of any frame above 33 bytes) and
+//  stay in self: a body kept for a possible re-send costs no copy.
+#define PF_MSG_KEEP 0x10000
 int pf_msg_send (pf_msg_t *self, void *socket, zframe_t *routing_id, int flags);
 
 //  Name of a command for logs ("REQUEST"), per protocol; "?" if unknown.

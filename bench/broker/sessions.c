@@ -23,11 +23,22 @@ typedef struct {
 
 static zframe_t *agent_id, *client_id;
 
-static int capture (void *arg, zframe_t *routing_id, pf_msg_t *out)
+static int capture (void *arg, zframe_t *routing_id, pf_msg_t *out, int flags)
 {
     harness_t *harness = arg;
-    if (zframe_eq (routing_id, agent_id))
-        zlistx_add_end (harness->to_agent, pf_msg_encode (out));
+    if (zframe_eq (routing_id, agent_id)) {
+        //  PF_MSG_KEEP: the body stays the broker's; encode a copy of it.
+        pf_msg_t shared = *out;
+        if (flags & PF_MSG_KEEP)
+            shared.body = out->body ? zframe_dup (out->body) : NULL;
+        zlistx_add_end (harness->to_agent, pf_msg_encode (&shared));
+        //  What the encoding moved out of the copy is gone from out too.
+        out->detail = shared.detail;
+        out->sessions = shared.sessions;
+        out->bridges = shared.bridges;
+        if (!(flags & PF_MSG_KEEP))
+            out->body = shared.body;
+    }
     else if (out->command == PF_C_REPLY)
         harness->replies++;
     else

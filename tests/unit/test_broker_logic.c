@@ -24,10 +24,20 @@ typedef struct {
 
 //  Keeps what the broker sends, encoded and decoded again (so every
 //  message must also be valid on the wire).
-static int capture (void *arg, zframe_t *routing_id, pf_msg_t *out)
+static int capture (void *arg, zframe_t *routing_id, pf_msg_t *out, int flags)
 {
     fixture_t *fx = arg;
-    zmsg_t *msg = pf_msg_encode (out);
+    //  PF_MSG_KEEP: the body stays the broker's; encode a copy of it.
+    pf_msg_t shared = *out;
+    if (flags & PF_MSG_KEEP)
+        shared.body = out->body ? zframe_dup (out->body) : NULL;
+    zmsg_t *msg = pf_msg_encode (&shared);
+    //  What the encoding moved out of the copy is gone from out too.
+    out->detail = shared.detail;
+    out->sessions = shared.sessions;
+    out->bridges = shared.bridges;
+    if (!(flags & PF_MSG_KEEP))
+        out->body = shared.body;
     assert_non_null (msg);
     sent_t *sent = calloc (1, sizeof *sent);
     sent->to = zframe_dup (routing_id);

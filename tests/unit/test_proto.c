@@ -1690,6 +1690,27 @@ static void send_refuses_what_encode_refuses_and_leaves_self_untouched (void **s
     assert_int_equal (errno, EAGAIN);
 }
 
+static void send_with_keep_leaves_the_body_in_self_for_a_second_send (void **state)
+{
+    sockets_t *sockets = *state;
+    pf_msg_t in;
+    sample_message (&in, PF_PROTO_W, PF_W_REQUEST, true);
+    zframe_t *body = in.body;
+    zframe_t *copy = zframe_dup (body);
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal (pf_msg_send (&in, sockets->a, NULL, PF_MSG_KEEP), 0);
+        assert_ptr_equal (in.body, body);
+        assert_true (zframe_eq (in.body, copy));
+        pf_msg_t out;
+        pf_msg_init (&out);
+        assert_int_equal (pf_msg_recv (&out, sockets->b, 0, NULL, 0, NULL, 0), PF_OK);
+        assert_true (zframe_eq (out.body, copy));
+        pf_msg_reset (&out);
+    }
+    zframe_destroy (&copy);
+    pf_msg_reset (&in);
+}
+
 static void send_that_cannot_start_sends_nothing_and_the_body_stays_in_self (void **state)
 {
     sockets_t *sockets = *state;
@@ -1843,6 +1864,8 @@ int main (void)
             router_recv_returns_the_routing_id_with_a_decode_error_to_answer_it, sockets_setup,
             sockets_teardown),
         cmocka_unit_test_setup_teardown (recv_matches_decode_on_random_and_mutated_input,
+                                         sockets_setup, sockets_teardown),
+        cmocka_unit_test_setup_teardown (send_with_keep_leaves_the_body_in_self_for_a_second_send,
                                          sockets_setup, sockets_teardown),
         cmocka_unit_test_setup_teardown (send_refuses_what_encode_refuses_and_leaves_self_untouched,
                                          sockets_setup, sockets_teardown),
