@@ -41,9 +41,9 @@ WORKERS = {"agents": [
      "in_flight": 1, "requests": 500, "errors": 2, "draining": False,
      "bridges": [
          {"bridge": 0, "generation": 1, "state": "ready", "requests": 100, "errors": 0,
-          "sessions": 3, "request": None, "request_age_ms": None, "pid": 4250, "rss_kb": 13000},
+          "sessions": 3, "in_flight": 0, "request": None, "request_age_ms": None, "pid": 4250, "rss_kb": 13000},
          {"bridge": 1, "generation": 4, "state": "busy", "requests": 400, "errors": 2,
-          "sessions": 7, "request": 77, "request_age_ms": 15, "pid": 4251, "rss_kb": 2048000}]},
+          "sessions": 7, "in_flight": 1, "request": 77, "request_age_ms": 15, "pid": 4251, "rss_kb": 2048000}]},
     {"agent": "host-2-cd34", "host": "host-2", "pid": 5151, "service": "demo",
      "uptime_s": 7300, "last_beat_ms": 2500, "capacity": 2, "serving": 2,
      "in_flight": 0, "requests": 900, "errors": 0, "draining": True,
@@ -185,13 +185,13 @@ class QueriesAgainstAFakeBroker(unittest.TestCase):
                                    r"serving\s+1\s+500\s+2$")
         self.assertRegex(lines[4], r"^host-2-cd34\s+host-2\s+5151\s+2h01m\s+2.5s\s+2/2\s+"
                                    r"draining\s+0\s+900\s+0$")
-        # bridge: pid, state, requests, errors, sessions, request, its age, RSS
-        self.assertRegex(lines[2], r"^  bridge 0\.1\s+4250\s+ready\s+100\s+0\s+3\s+-\s+-\s+"
+        # bridge: pid, state, in flight, requests, errors, sessions, request, its age, RSS
+        self.assertRegex(lines[2], r"^  bridge 0\.1\s+4250\s+ready\s+0\s+100\s+0\s+3\s+-\s+-\s+"
                                    r"12\.7M$")
-        self.assertRegex(lines[3], r"^  bridge 1\.4\s+4251\s+busy\s+400\s+2\s+7\s+77\s+15ms\s+"
+        self.assertRegex(lines[3], r"^  bridge 1\.4\s+4251\s+busy\s+1\s+400\s+2\s+7\s+77\s+15ms\s+"
                                    r"1\.95G$")
         # Values the agent did not report show as "-".
-        self.assertRegex(lines[5], r"^  bridge 0\.1\s+-\s+draining\s+900\s+0\s+0\s+-\s+-\s+-$")
+        self.assertRegex(lines[5], r"^  bridge 0\.1\s+-\s+draining\s+-\s+900\s+0\s+0\s+-\s+-\s+-$")
 
     def test_sessions_sends_filters_and_paging_and_lists_rows(self):
         rc, out, err, _ = self.cli("sessions", "--service", "demo", "--agent", "host-1-ab12",
