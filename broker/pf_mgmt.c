@@ -118,7 +118,8 @@ static json_t *workers (pf_broker_t *self, int64_t now)
             snprintf (key, sizeof key, "%llu/%u/%u", (unsigned long long) agent->serial, index,
                       slot->generation);
             json_t *bridge = json_pack (
-                "{s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o}", "bridge", (json_int_t) index,
+                "{s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o}", "bridge",
+                (json_int_t) index,
                 "generation", (json_int_t) slot->generation, "state", bridge_state (slot),
                 "requests", (json_int_t) slot->requests, "errors", (json_int_t) slot->errors,
                 "sessions", (json_int_t) (uintptr_t) zhashx_lookup (per_bridge, key), "in_flight",

@@ -40,10 +40,6 @@ _Static_assert(PF_CALL_BROADCAST == PF_FLAG_BROADCAST, "public flag matches wire
 //  with room to spare, still bounded so a stuck peer cannot eat all memory.
 #define CLIENT_HWM 100000
 
-//  Index of the timeout_ms frame in an encoded REQUEST:
-//  "" PFC1 0x01 request_id service session command timeout_ms flags body
-#define REQUEST_TIMEOUT_FRAME 7
-
 typedef struct {
     uint64_t id;
     uint32_t flags;       //  PF_CALL_* bits of the request
@@ -53,8 +49,8 @@ typedef struct {
     size_t heap_index;    //  position in the expiry heap
     size_t retry_index;   //  position in the retry heap, while waiting
     bool waiting;         //  in the retry heap
-    zmsg_t *unsent;       //  encoded REQUEST still in the backlog, else NULL
-    zmsg_t *retained;     //  encoded REQUEST kept after sending, for a retry
+    pf_msg_t *msg;        //  the REQUEST while it may be sent (again), else NULL
+    bool unsent;          //  in the backlog (msg is then set)
     void *backlog_handle; //  its zlistx handle while unsent
 } request_t;
 
@@ -382,14 +378,21 @@ static request_t *request_find (pf_client_t *self, uint64_t id)
     return zhashx_lookup (self->requests, &id);
 }
 
+//  Frees the request's REQUEST message: it will not be sent again.
+static void request_drop_msg (request_t *request)
+{
+    if (request->msg) pf_msg_reset (request->msg);
+    free (request->msg);
+    request->msg = NULL;
+}
+
 //  Removes a request from every structure and frees it.
 static void request_forget (pf_client_t *self, request_t *request)
 {
     heap_remove (&self->expiry, request);
     if (request->waiting) heap_remove (&self->retries, request);
     if (request->backlog_handle) zlistx_delete (self->backlog, request->backlog_handle);
-    zmsg_destroy (&request->unsent);
-    zmsg_destroy (&request->retained);
+    request_drop_msg (request);
     zhashx_delete (self->requests, &request->id);
     free (request);
 }
@@ -397,38 +400,14 @@ static void request_forget (pf_client_t *self, request_t *request)
 //  ---------------------------------------------------------------------------
 //  Socket I/O
 
-//  Sends one message without blocking. Returns 0 if it went out whole, -1 if
-//  the socket cannot take it now (no live connection, or queue full).
-static int send_now (pf_client_t *self, zmsg_t *msg)
+//  Sends one message without blocking (PF_MSG_KEEP in flags keeps its body
+//  in msg). Returns 0 if it went out whole, -1 if the socket cannot take it
+//  now (no live connection, or queue full): libzmq takes a multipart message
+//  whole once its first frame is in, so nothing went out then.
+static int send_now (pf_client_t *self, pf_msg_t *msg, int flags)
 {
-    size_t count = zmsg_size (msg);
-    size_t index = 0;
-    for (zframe_t *frame = zmsg_first (msg); frame; frame = zmsg_next (msg), index++) {
-        int flags = ZFRAME_REUSE | (index + 1 < count ? ZFRAME_MORE : 0);
-        //  Only the first frame can be refused: libzmq takes a multipart
-        //  message whole once its first frame is in.
-        if (index == 0) flags |= ZFRAME_DONTWAIT;
-        if (zframe_send (&frame, self->dealer, flags) != 0) {
-            if (index == 0) return -1;
-        }
-    }
-    return 0;
+    return pf_msg_send (msg, zsock_resolve (self->dealer), NULL, flags | ZMQ_DONTWAIT);
 }
-
-static void set_timeout_frame (zmsg_t *msg, uint32_t timeout_ms)
-{
-    zframe_t *frame = zmsg_first (msg);
-    for (int index = 0; frame && index < REQUEST_TIMEOUT_FRAME; index++)
-        frame = zmsg_next (msg);
-    if (frame && zframe_size (frame) == 4) {
-        byte *data = zframe_data (frame);
-        data[0] = (byte)(timeout_ms >> 24);
-        data[1] = (byte)(timeout_ms >> 16);
-        data[2] = (byte)(timeout_ms >> 8);
-        data[3] = (byte)timeout_ms;
-    }
-}
-
 
 //  True if the client may send requests more than once.
 static bool retry_enabled (pf_client_t *self)
@@ -446,18 +425,16 @@ static void flush_backlog (pf_client_t *self)
         int64_t remaining = request->deadline - zclock_mono ();
         bool sent = false;
         if (remaining > 0) {
-            set_timeout_frame (request->unsent, (uint32_t)remaining);
-            if (send_now (self, request->unsent) != 0) return;
+            request->msg->timeout_ms = (uint32_t)remaining;
+            if (send_now (self, request->msg, retry_enabled (self) ? PF_MSG_KEEP : 0) != 0)
+                return;
             sent = true;
             request->attempts++;
         }
         zlistx_delete (self->backlog, request->backlog_handle);
         request->backlog_handle = NULL;
-        if (sent && retry_enabled (self)) {
-            request->retained = request->unsent;
-            request->unsent = NULL;
-        } else
-            zmsg_destroy (&request->unsent);
+        request->unsent = false;
+        if (!sent || !retry_enabled (self)) request_drop_msg (request);
     }
 }
 
@@ -498,7 +475,8 @@ static bool error_is_retryable (request_t *request, int code)
 //  it can start before the deadline. Returns true if scheduled.
 static bool schedule_retry (pf_client_t *self, request_t *request)
 {
-    if (!request->retained || request->waiting || request->attempts >= self->retry.attempts)
+    if (!request->msg || request->unsent || request->waiting ||
+        request->attempts >= self->retry.attempts)
         return false;
     int64_t retry_at = zclock_mono () + backoff_ms (self, request->attempts + 1);
     //  A retry that cannot start before the deadline only turns a clear error
@@ -517,8 +495,7 @@ static void resend_due (pf_client_t *self, int64_t now)
     while ((request = heap_top (&self->retries)) && request->retry_at <= now) {
         heap_remove (&self->retries, request);
         request->waiting = false;
-        request->unsent = request->retained;
-        request->retained = NULL;
+        request->unsent = true;
         request->backlog_handle = zlistx_add_end (self->backlog, request);
     }
     flush_backlog (self);
@@ -531,7 +508,7 @@ static void connection_lost (pf_client_t *self)
 {
     for (request_t *request = zhashx_first (self->requests); request;
          request = zhashx_next (self->requests))
-        if ((request->flags & PF_CALL_IDEMPOTENT) && request->retained)
+        if ((request->flags & PF_CALL_IDEMPOTENT) && request->msg && !request->unsent)
             schedule_retry (self, request);
 }
 
@@ -647,10 +624,8 @@ static void send_cancel (pf_client_t *self, uint64_t id)
     msg.proto = PF_PROTO_C;
     msg.command = PF_C_CANCEL;
     msg.request_id = id;
-    zmsg_t *encoded = pf_msg_encode (&msg);
+    send_now (self, &msg, 0);
     pf_msg_reset (&msg);
-    if (encoded) send_now (self, encoded);
-    zmsg_destroy (&encoded);
 }
 
 //  ---------------------------------------------------------------------------
@@ -822,26 +797,29 @@ static request_t *request_submit (pf_client_t *self, const char *service, const 
     request->flags = flags;
     request->deadline = zclock_mono () + timeout_ms;
 
-    pf_msg_t msg;
-    pf_msg_init (&msg);
-    msg.proto = PF_PROTO_C;
-    msg.command = PF_C_REQUEST;
-    msg.request_id = request->id;
-    memcpy (msg.service, service, service_size + 1);
-    memcpy (msg.command_name, command, command_size + 1);
-    strcpy (msg.session, session);
-    msg.timeout_ms = timeout_ms;
-    msg.flags = flags;
-    msg.body = zframe_new (args, args_size);
-    request->unsent = msg.body ? pf_msg_encode (&msg) : NULL;
-    pf_msg_reset (&msg);
-    if (!request->unsent) {
-        snprintf (self->error, sizeof self->error, "cannot encode the request");
+    //  The names were checked above: the message always encodes.
+    pf_msg_t *msg = malloc (sizeof *msg);
+    if (msg) pf_msg_init (msg);
+    zframe_t *body = msg ? zframe_new (args, args_size) : NULL;
+    if (!body) {
+        free (msg);
         free (request);
+        snprintf (self->error, sizeof self->error, "out of memory");
         return NULL;
     }
+    msg->proto = PF_PROTO_C;
+    msg->command = PF_C_REQUEST;
+    msg->request_id = request->id;
+    memcpy (msg->service, service, service_size + 1);
+    memcpy (msg->command_name, command, command_size + 1);
+    strcpy (msg->session, session);
+    msg->timeout_ms = timeout_ms;
+    msg->flags = flags;
+    msg->body = body;
+    request->msg = msg;
+    request->unsent = true;
     if (heap_push (&self->expiry, request) != 0) {
-        zmsg_destroy (&request->unsent);
+        request_drop_msg (request);
         free (request);
         snprintf (self->error, sizeof self->error, "out of memory");
         return NULL;

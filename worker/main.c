@@ -46,7 +46,7 @@ static void usage (FILE *out)
              "  --prespawn PERCENT     start a replacement at this %% of the request limit, or\n"
              "                         when a limit is 2 startups (>= 300 ms) away (default 80)\n"
              "  --drain-cap SECONDS    longest a recycled bridge keeps its sessions (default 60)\n"
-             "  --pipeline N           requests written to a bridge's pipe at once, 1..64 (default 2)\n"
+             "  --pipeline N           requests in a bridge's pipe at once, 1..64 (default 2)\n"
              "  --hold MS              a request waiting behind one that has run this long (or 4x\n"
              "                         the bridge's average, up to 4x MS) goes back to the broker\n"
              "                         to run elsewhere; bridges averaging MS or more get one\n"

@@ -592,7 +592,8 @@ static void slot_fail_jobs (agent_t *self, slot_t *slot, int code, const char *r
 //  spin). A retiring bridge is not replaced: its replacement exists.
 static void slot_lost (agent_t *self, slot_t *slot, int code, const char *reason, int64_t now)
 {
-    slot_fail_jobs (self, slot, code, reason, PF_BUSY, "bridge lost before it could start; not started");
+    slot_fail_jobs (self, slot, code, reason, PF_BUSY,
+                    "bridge lost before it could start; not started");
     slot->internal = INTERNAL_NONE;
     if (slot->sessions) {
         if (!self->stopping)
@@ -1321,8 +1322,8 @@ static int64_t slot_job_due (agent_t *self, slot_t *slot, int64_t now)
         if (job->deadline < due)
             due = job->deadline;
         if (slot->written && i >= slot->written && !job->session && !job->broadcast) {
-            int64_t held =
-                now + (slot->head_since_us + slot_hold_us (self, slot) - zclock_usecs ()) / 1000 + 1;
+            int64_t left_us = slot->head_since_us + slot_hold_us (self, slot) - zclock_usecs ();
+            int64_t held = now + left_us / 1000 + 1;
             if (held < due)
                 due = held;
         }

@@ -173,7 +173,8 @@ static void request_with_deadline_carries_it_as_a_fifth_key (void **state)
 {
     (void)state;
     size_t size = 0;
-    uint8_t *frame = pf_bridge_msg_request (7, "ping", NULL, 0, NULL, INT64_C (123456789012), &size);
+    uint8_t *frame =
+        pf_bridge_msg_request (7, "ping", NULL, 0, NULL, INT64_C (123456789012), &size);
     assert_non_null (frame);
     msgpack_unpacked unpacked;
     s_unpack_whole (&unpacked, frame, size);
