@@ -16,9 +16,10 @@ worker
     #   and waits ready, so the swap at the limit costs no request a Python start.
     prespawn = 80
     drain-cap = 60
-    #   Requests in a bridge's pipe at once: it reads the next the moment it answers one.
-    #   One waiting behind a request that has run 10 ms goes back to the broker.
-    pipeline = 2
+    #   Requests in a bridge's pipe: about 1 ms of its usual work, at least 2, at most 8;
+    #   it reads the next the moment it answers one. One waiting at the agent behind a
+    #   request that has run 10 ms goes back to the broker.
+    pipeline = 8
     hold = 10
     #   Beats: one a second; three missed and the bridge is wedged, killed, replaced.
     beat = 1000

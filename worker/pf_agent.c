@@ -68,6 +68,9 @@ typedef enum { INTERNAL_NONE, INTERNAL_SETUP, INTERNAL_SESSION_END } internal_t;
 //  Requests one bridge may hold at once: running, in its pipe, waiting here.
 #define JOBS_MAX 64
 
+//  A bridge's pipe holds about this much of its usual work (slot_depth).
+#define PIPE_BUDGET_US 1000
+
 //  One broker request given to a bridge.
 typedef struct {
     uint64_t request_id; //  the broker's
@@ -188,7 +191,7 @@ void pf_agent_config_defaults (pf_agent_config_t *config)
     config->max_recycling = 1;
     config->prespawn_pct = 80;
     config->drain_cap_s = 60;
-    config->pipeline = 2;
+    config->pipeline = 8;
     config->hold_ms = 10;
     config->max_frame = PF_DEFAULT_MAX_BODY;
 }
@@ -545,6 +548,21 @@ static int64_t slot_hold_us (agent_t *self, slot_t *slot)
     return usual < hold ? hold : usual > 4 * hold ? 4 * hold : usual;
 }
 
+//  How many jobs the bridge's pipe may hold: about PIPE_BUDGET_US of its
+//  usual work (at least 2, so it never waits for us between two requests;
+//  at most --pipeline); one at a time while its requests are long. A
+//  request in the pipe cannot be taken back, so this bounds what waits
+//  behind an unexpectedly long request.
+static uint32_t slot_depth (agent_t *self, slot_t *slot)
+{
+    if (!slot_short (slot))
+        return 1;
+    uint64_t depth = PIPE_BUDGET_US / (slot->service_us ? slot->service_us : 1);
+    return depth < 2 ? (self->config->pipeline < 2 ? self->config->pipeline : 2)
+         : depth > self->config->pipeline ? self->config->pipeline
+                                          : (uint32_t) depth;
+}
+
 //  The oldest job is done: the next one in the pipe starts now.
 static void slot_pop_job (slot_t *slot)
 {
@@ -743,16 +761,15 @@ static void slot_stop (agent_t *self, slot_t *slot, const char *reason, int64_t 
     slot_set_state (slot, BRIDGE_STOPPING, reason, now);
 }
 
-//  Writes waiting jobs into the bridge's pipe: up to --pipeline while its
-//  requests take less than --hold on average, else one at a time (a job
-//  in the pipe cannot be taken back; one waiting here can). Nothing goes
-//  in while an agent call runs or a session end waits: those run when the
+//  Writes waiting jobs into the bridge's pipe, up to slot_depth (a job in
+//  the pipe cannot be taken back; one waiting here can). Nothing goes in
+//  while an agent call runs or a session end waits: those run when the
 //  pipe is empty, so a bridge that is never idle still ends its sessions.
 static void slot_pump (agent_t *self, slot_t *slot, int64_t now)
 {
     if (!slot->handle || slot->internal != INTERNAL_NONE || zlist_size (slot->ends))
         return;
-    uint32_t depth = slot_short (slot) ? self->config->pipeline : 1;
+    uint32_t depth = slot_depth (self, slot);
     while (slot->written < slot->job_count && slot->written < depth) {
         job_t *job = slot_job (slot, slot->written);
         if (job->answered) {

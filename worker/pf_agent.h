@@ -45,7 +45,7 @@ typedef struct {
     uint32_t max_recycling;      //  bridges recycling at once (1)
     uint32_t prespawn_pct;       //  replacement starts at this % of the request limit (80)
     uint32_t drain_cap_s;        //  longest a recycled bridge keeps its sessions (60)
-    uint32_t pipeline;           //  requests written to one bridge's pipe at once (2)
+    uint32_t pipeline;           //  most requests in one bridge's pipe at once (8)
     uint32_t hold_ms;            //  requests waiting behind one running this long go back (10)
     size_t max_frame;            //  largest bridge frame (64 MiB)
 } pf_agent_config_t;
