@@ -137,6 +137,63 @@ class ReadFrameTest(unittest.TestCase):
             protocol.read_frame(ChunkedSource(header))
 
 
+class FrameReaderTest(unittest.TestCase):
+    """The bridge's own read buffer: many frames per read, none lost."""
+
+    def setUp(self):
+        self.read_fd, self.write_fd = os.pipe()
+        self.addCleanup(os.close, self.read_fd)
+        self.reader = protocol.FrameReader(self.read_fd, max_frame=1024)
+
+    def write(self, data):
+        os.write(self.write_fd, data)
+
+    def close(self):
+        os.close(self.write_fd)
+        self.write_fd = None
+
+    def tearDown(self):
+        if self.write_fd is not None:
+            os.close(self.write_fd)
+
+    def test_one_read_brings_every_frame_the_pipe_holds(self):
+        self.write(b"".join(protocol.encode_frame(b"r%d" % i) for i in range(5)))
+        self.assertEqual(self.reader.next(), b"r0")
+        self.assertEqual(list(self.reader.frames), [b"r1", b"r2", b"r3", b"r4"])
+
+    def test_a_frame_split_across_writes_is_joined(self):
+        data = protocol.encode_frame(b"x" * 300)
+        self.write(data[:3])
+        self.reader.read_available()
+        self.assertEqual(len(self.reader.frames), 0)
+        self.write(data[3:200])
+        self.reader.read_available()
+        self.write(data[200:])
+        self.assertEqual(self.reader.next(), b"x" * 300)
+
+    def test_read_available_never_blocks_on_an_empty_pipe(self):
+        self.reader.read_available()
+        self.assertEqual(len(self.reader.frames), 0)
+        self.assertFalse(self.reader.eof)
+
+    def test_oversized_header_is_refused_before_its_body_arrives(self):
+        self.write(struct.pack(">I", 1025))
+        with self.assertRaises(protocol.FrameTooLarge):
+            self.reader.next()
+
+    def test_clean_end_of_file_is_none_and_a_cut_frame_is_truncated(self):
+        self.write(protocol.encode_frame(b"last"))
+        self.close()
+        self.assertEqual(self.reader.next(), b"last")
+        self.assertIsNone(self.reader.next())
+        cut_read, cut_write = os.pipe()
+        self.addCleanup(os.close, cut_read)
+        os.write(cut_write, protocol.encode_frame(b"abcdef")[:7])
+        os.close(cut_write)
+        with self.assertRaises(protocol.TruncatedFrame):
+            protocol.FrameReader(cut_read).next()
+
+
 class WriteFrameTest(unittest.TestCase):
 
     def test_partial_writes_are_continued_until_the_frame_is_whole(self):

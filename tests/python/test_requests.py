@@ -1,6 +1,7 @@
 """Requests and replies: the ready frame, built-ins, errors, bad requests."""
 
 import os
+import signal
 import time
 import unittest
 
@@ -76,7 +77,7 @@ class BuiltinCommandTest(BridgeTestCase):
         self.bridge.call(2, "no_such_command")
         stats = self.bridge.call(3, "stats")["result"]
         self.assertEqual(set(stats), {"pid", "rss_kb", "requests", "errors", "skipped",
-                                      "uptime_s", "sessions", "version"})
+                                      "released", "uptime_s", "sessions", "version"})
         self.assertEqual(stats["pid"], self.bridge.pid)
         self.assertGreater(stats["rss_kb"], 1000)
         self.assertEqual(stats["requests"], 3)
@@ -222,6 +223,38 @@ class DeadlineTest(BridgeTestCase):
         self.bridge.send({"id": 4, "cmd": "echo", "args": "on time",
                           "deadline": self.now_ms() + 10000})
         self.assertEqual(self.bridge.recv(), {"id": 4, "ok": True, "result": "on time"})
+
+
+class ReleaseTest(BridgeTestCase):
+    """SIGUSR2 from the agent: requests waiting in the pipe behind a long
+    one go back unstarted if they are marked releasable; the others stay."""
+
+    def setUp(self):
+        super().setUp()
+        self.bridge = self.start("--module", fixture("sessions.py"), beat_ms=20)
+
+    def test_releasable_requests_come_back_at_once_and_the_others_run_in_order(self):
+        self.bridge.send({"id": 1, "cmd": "sleep", "args": {"seconds": 1.0}})
+        self.bridge.send({"id": 2, "cmd": "echo", "args": "free", "releasable": True})
+        self.bridge.send({"id": 3, "cmd": "remember", "args": {"key": "k", "value": 1},
+                          "session": "s"})
+        self.bridge.send({"id": 4, "cmd": "echo", "args": "free too", "releasable": True})
+        # The sleep runs (a beat says so): the others wait behind it.
+        self.bridge.recv_beat(predicate=lambda beat: beat["busy"] == 1)
+        start = time.monotonic()
+        os.kill(self.bridge.pid, signal.SIGUSR2)
+        released = [self.bridge.recv(), self.bridge.recv()]
+        self.assertLess(time.monotonic() - start, 0.5, "released while the sleep still runs")
+        for reply, request_id in zip(released, (2, 4)):
+            self.assertErrorReply(reply, request_id, "BUSY", "Released")
+        self.assertEqual(self.bridge.recv()["id"], 1)
+        self.assertEqual(self.bridge.recv()["id"], 3)
+        stats = self.bridge.call(5, "stats")["result"]
+        self.assertEqual((stats["released"], stats["errors"]), (2, 0))
+
+    def test_a_release_with_nothing_waiting_changes_nothing(self):
+        os.kill(self.bridge.pid, signal.SIGUSR2)
+        self.assertEqual(self.bridge.call(1, "echo", "still here")["result"], "still here")
 
 
 class StdoutIsolationTest(BridgeTestCase):

@@ -13,7 +13,9 @@ binary file object, and cope with partial reads and writes (pipes hand data
 over in pieces of at most their buffer size).
 """
 
+import collections
 import os
+import select
 import struct
 
 import msgpack
@@ -30,6 +32,7 @@ __all__ = [
     "encode_frame",
     "decode_header",
     "read_frame",
+    "FrameReader",
     "write_frame",
     "read_message",
     "write_message",
@@ -181,6 +184,70 @@ def write_frame(dest, payload, max_frame=MAX_LENGTH):
     if len(payload) > max_frame:
         raise FrameTooLarge(len(payload), max_frame)
     _write_all(dest, encode_frame(payload))
+
+
+class FrameReader:
+    """Frames from a file descriptor through a buffer of our own.
+
+    next() blocks for the next frame; read_available() takes whatever the
+    pipe holds now without blocking, so the frames already sent (but not
+    started) can be looked at while a handler runs (see Runtime.release).
+    A header above max_frame raises FrameTooLarge as soon as it is read:
+    its length is never allocated.
+    """
+
+    CHUNK = 1 << 16
+
+    def __init__(self, fd, max_frame=DEFAULT_MAX_FRAME):
+        self.fd = fd
+        self.max_frame = max_frame
+        self.buffer = bytearray()
+        self.frames = collections.deque()  # complete payloads, oldest first
+        self.eof = False
+
+    def _split(self):
+        offset = 0
+        size = len(self.buffer)
+        while size - offset >= HEADER_SIZE:
+            length = decode_header(bytes(self.buffer[offset:offset + HEADER_SIZE]),
+                                   self.max_frame)
+            if size - offset - HEADER_SIZE < length:
+                break
+            start = offset + HEADER_SIZE
+            self.frames.append(self.buffer[start:start + length])
+            offset = start + length
+        if offset:
+            del self.buffer[:offset]
+
+    def _read(self):
+        data = os.read(self.fd, self.CHUNK)
+        if not data:
+            self.eof = True
+        else:
+            self.buffer += data
+            self._split()
+
+    def read_available(self):
+        """Take what the pipe holds now; never blocks."""
+        while not self.eof and select.select([self.fd], [], [], 0)[0]:
+            self._read()
+
+    def next(self):
+        """The next payload (a bytearray); None on a clean end of file.
+
+        Raises TruncatedFrame if the stream ends inside a frame.
+        """
+        while not self.frames:
+            if self.eof:
+                if self.buffer:
+                    expected = HEADER_SIZE
+                    if len(self.buffer) >= HEADER_SIZE:
+                        expected += decode_header(bytes(self.buffer[:HEADER_SIZE]),
+                                                  self.max_frame)
+                    raise TruncatedFrame(expected, len(self.buffer))
+                return None
+            self._read()
+        return self.frames.popleft()
 
 
 def read_message(source, max_frame=DEFAULT_MAX_FRAME):

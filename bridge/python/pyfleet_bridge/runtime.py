@@ -19,6 +19,7 @@ above the limit, a frame cut by end of file) ends the process: framing
 cannot be resynchronised.
 """
 
+import collections
 import logging
 import os
 import signal
@@ -66,6 +67,7 @@ UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
 BAD_REQUEST = "BAD_REQUEST"
 TOO_LARGE = "TOO_LARGE"
 TIMEOUT = "TIMEOUT"
+BUSY = "BUSY"
 
 _MAX_REPR = 80
 
@@ -319,6 +321,12 @@ class Runtime:
         self.requests = 0
         self.errors = 0
         self.skipped = 0  # requests read after their deadline: never started
+        self.released = 0  # requests given back unstarted (SIGUSR2)
+        self._reader = None
+        # True while a handler runs: the reader is idle then, so a release
+        # (SIGUSR2) may use it at once; otherwise the main loop does it.
+        self._in_handler = False
+        self._release_asked = False
         self.sessions = {}
         # (request id, monotonic start) while a handler runs, else None.
         # Replaced as a whole so the beat thread reads it without a lock.
@@ -374,7 +382,7 @@ class Runtime:
 
     def _beat_loop(self):
         # SIGUSR1 (stack dump) must land on the main thread, which runs handlers.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})
         interval = self.beat_ms / 1000.0
         while True:
             try:
@@ -422,6 +430,7 @@ class Runtime:
             "requests": self.requests,
             "errors": self.errors,
             "skipped": self.skipped,
+            "released": self.released,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "sessions": len(self.sessions),
             "version": VERSION,
@@ -527,24 +536,72 @@ class Runtime:
             return self._error_reply(request_id, TIMEOUT, "DeadlinePassed",
                                      "deadline passed before it started; not started")
         self._current = (request_id, time.monotonic())
+        self._in_handler = True
         try:
             return self._run_handler(request_id, name, args, session_id)
         finally:
+            self._in_handler = False
             self._current = None
+
+    # Release: requests that wait behind a long one go back to the agent
+
+    def _on_release_signal(self, signum, frame):
+        # The agent asks (SIGUSR2) while a request runs long. This runs in
+        # the main thread between bytecodes: inside a handler the reader is
+        # idle, so release at once; else the main loop does it before it
+        # starts the next request. Never raises into the handler.
+        self._release_asked = True
+        if self._in_handler:
+            try:
+                self.release()
+            except Exception as exc:  # noqa: BLE001 - must not break the handler
+                log.error("release failed: %s", _text(exc))
+
+    def release(self):
+        """Answer every request that waits in the pipe (read, not started)
+        and is marked releasable with a BUSY "released" reply, so the agent
+        runs it elsewhere; keep the others in order."""
+        self._release_asked = False
+        reader = self._reader
+        if reader is None:
+            return
+        reader.read_available()
+        kept = collections.deque()
+        replies = []
+        for payload in reader.frames:
+            try:
+                request = protocol.unpack(payload)
+            except Exception:  # noqa: BLE001 - answered as a bad request in its turn
+                request = None
+            if (isinstance(request, dict) and request.get("releasable") is True
+                    and _is_request_id(request.get("id"))):
+                self.released += 1
+                replies.append(protocol.pack({"id": request["id"], "ok": False, "error": {
+                    "code": BUSY, "type": "Released", "traceback": "",
+                    "message": "waited behind a long request; released, not started"}}))
+            else:
+                kept.append(payload)
+        reader.frames = kept
+        for reply in replies:
+            self.send_payload(reply)
 
     def run(self):
         """Announce ready, then serve until end of file; return an exit status."""
         global _current_runtime
         _current_runtime = self
-        # Buffered: a frame's header and body (and often the next frame) come
-        # in one read instead of two system calls per request.
-        requests = open(self.request_fd, "rb", buffering=1 << 16, closefd=False)
+        # Our own buffer: a read takes every frame the pipe holds, and a
+        # release can see the frames that wait while a handler runs.
+        self._reader = protocol.FrameReader(self.request_fd, self.max_frame)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR2, self._on_release_signal)
         try:
             self.send(self.ready_message())
             self.start_beats()
             while True:
                 try:
-                    payload = protocol.read_frame(requests, self.max_frame)
+                    if self._release_asked:
+                        self.release()
+                    payload = self._reader.next()
                 except protocol.ProtocolError as exc:
                     log.error("request stream fault, exiting: %s", exc)
                     return EXIT_PROTOCOL
@@ -556,5 +613,5 @@ class Runtime:
             return EXIT_REPLY_PIPE
         finally:
             self.stop_beats()
-            requests.close()
+            self._reader = None
             _current_runtime = None
