@@ -21,7 +21,8 @@ static int s_pack_cstr (msgpack_packer *packer, const char *text)
 }
 
 uint8_t *pf_bridge_msg_request (uint64_t id, const char *cmd, const void *args, size_t args_size,
-                                const char *session, int64_t deadline_ms, size_t *size_p)
+                                const char *session, int64_t deadline_ms, bool releasable,
+                                size_t *size_p)
 {
     msgpack_sbuffer buffer;
     msgpack_sbuffer_init (&buffer);
@@ -29,7 +30,7 @@ uint8_t *pf_bridge_msg_request (uint64_t id, const char *cmd, const void *args, 
     msgpack_packer_init (&packer, &buffer, msgpack_sbuffer_write);
 
     //  Every pack call returns the sbuffer's -1 on allocation failure.
-    int rc = msgpack_pack_map (&packer, deadline_ms > 0 ? 5 : 4);
+    int rc = msgpack_pack_map (&packer, 4 + (deadline_ms > 0) + releasable);
     rc |= s_pack_cstr (&packer, "id");
     rc |= msgpack_pack_uint64 (&packer, id);
     rc |= s_pack_cstr (&packer, "cmd");
@@ -47,6 +48,10 @@ uint8_t *pf_bridge_msg_request (uint64_t id, const char *cmd, const void *args, 
     if (deadline_ms > 0) {
         rc |= s_pack_cstr (&packer, "deadline");
         rc |= msgpack_pack_int64 (&packer, deadline_ms);
+    }
+    if (releasable) {
+        rc |= s_pack_cstr (&packer, "releasable");
+        rc |= msgpack_pack_true (&packer);
     }
     if (rc != 0 || !buffer.data) {
         msgpack_sbuffer_destroy (&buffer);

@@ -40,10 +40,13 @@ typedef struct {
 //  encodes nil); session NULL or "" encodes nil. deadline_ms > 0 adds a
 //  "deadline" key (CLOCK_MONOTONIC milliseconds, zclock_mono's clock): the
 //  bridge answers TIMEOUT without starting a request it reads after that
-//  time (it may wait in the pipe behind another one). Returns a malloc'd
-//  buffer and sets *size_p, or NULL on allocation failure.
+//  time (it may wait in the pipe behind another one). releasable adds
+//  "releasable": true: on SIGUSR2 the bridge gives it back unstarted (BUSY)
+//  if it still waits in the pipe. Returns a malloc'd buffer and sets
+//  *size_p, or NULL on allocation failure.
 uint8_t *pf_bridge_msg_request (uint64_t id, const char *cmd, const void *args, size_t args_size,
-                                const char *session, int64_t deadline_ms, size_t *size_p);
+                                const char *session, int64_t deadline_ms, bool releasable,
+                                size_t *size_p);
 
 //  True if args/args_size is exactly one msgpack object (or empty). The
 //  request copies args verbatim, so the agent checks a client's args with

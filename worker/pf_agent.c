@@ -80,6 +80,7 @@ typedef struct {
     size_t frame_size;
     bool session;        //  belongs to a session: only this bridge may run it
     bool broadcast;      //  a success joins the setup replay: command and args kept
+    bool releasable;     //  neither: may go back to the broker to run elsewhere
     bool answered;       //  its answer went out already (timed out or handed back)
     char command[PF_MAX_NAME + 1];
     uint8_t *args;
@@ -118,6 +119,7 @@ typedef struct {
     uint32_t job_first, job_count, written;
     int64_t head_since_us; //  when the oldest job could start (written, or its predecessor done)
     int64_t kill_at;       //  set once the running job's stack dump was asked for
+    uint64_t release_for;  //  local id of the running job SIGUSR2 was sent behind
     //  The agent's own call (setup replay, session_end).
     internal_t internal;
     uint64_t internal_id;
@@ -691,7 +693,8 @@ static int slot_send_internal (agent_t *self, slot_t *slot, internal_t kind, con
 {
     uint64_t local_id = ++self->next_local_id;
     size_t size;
-    uint8_t *frame = pf_bridge_msg_request (local_id, command, args, args_size, NULL, 0, &size);
+    uint8_t *frame =
+        pf_bridge_msg_request (local_id, command, args, args_size, NULL, 0, false, &size);
     int rc = frame ? pf_bridge_send (slot->handle, frame, size) : -1;
     free (frame);
     if (rc != 0)
@@ -1031,10 +1034,34 @@ static void slot_handle_reply (agent_t *self, slot_t *slot, pf_bridge_msg_t *msg
         slot_after_work (self, slot, now);
         return;
     }
-    job_t *job = slot_running (slot);
-    if (!job || msg->id != job->local_id) {
+    uint32_t position = 0;
+    while (position < slot->written && slot_job (slot, position)->local_id != msg->id)
+        position++;
+    if (position == slot->written) {
         pf_warn ("bridge %d: dropped a late reply (id %llu)", slot->index,
                  (unsigned long long) msg->id);
+        return;
+    }
+    job_t *job = slot_job (slot, position);
+    if (!msg->ok && msg->code == PF_BUSY) {
+        //  Released (SIGUSR2): it waited in the pipe and never started.
+        if (!job->answered)
+            send_error (self, job->request_id, slot, PF_BUSY,
+                        "waited behind a long request; released, not started");
+        if (position == 0)
+            slot_pop_job (slot);
+        else {
+            slot_remove_job (slot, position);
+            slot->written--;
+        }
+        if (slot->state == BRIDGE_BUSY && slot->written == 0)
+            slot_set_state (slot, BRIDGE_READY, "released", now);
+        slot_after_work (self, slot, now);
+        return;
+    }
+    if (position != 0) {
+        //  Only a release may overtake the running request.
+        slot_kill (self, slot, PF_BRIDGE_CRASHED, "bad bridge output: reply out of order", now);
         return;
     }
     //  TIMEOUT from the bridge itself: read after its deadline, not started.
@@ -1147,17 +1174,19 @@ static void slot_add_job (agent_t *self, slot_t *slot, pf_msg_t *msg, int64_t no
     job->request_id = msg->request_id;
     job->local_id = ++self->next_local_id;
     job->deadline = now + (msg->timeout_ms ? msg->timeout_ms : 30000);
+    job->session = msg->session[0] != 0;
+    job->broadcast = (msg->flags & PF_FLAG_BROADCAST) != 0;
+    job->releasable = !job->session && !job->broadcast;
     job->frame = pf_bridge_msg_request (job->local_id, msg->command_name, body, body_size,
-                                        msg->session, job->deadline, &job->frame_size);
+                                        msg->session, job->deadline, job->releasable,
+                                        &job->frame_size);
     if (!job->frame || job->frame_size > self->config->max_frame) {
         send_error (self, msg->request_id, slot, job->frame ? PF_TOO_LARGE : PF_INTERNAL,
                     job->frame ? "request larger than the bridge frame limit" : "out of memory");
         job_clear (job);
         return;
     }
-    job->session = msg->session[0] != 0;
     memcpy (job->command, msg->command_name, sizeof job->command);
-    job->broadcast = (msg->flags & PF_FLAG_BROADCAST) != 0;
     if (job->broadcast) {
         job->args = malloc (body_size ? body_size : 1);
         if (job->args && body_size)
@@ -1301,9 +1330,10 @@ static void reap_children (agent_t *self, int64_t now)
 //  broker may run elsewhere (no session, no broadcast) go back to it.
 static void slot_job_timers (agent_t *self, slot_t *slot, int64_t now)
 {
-    bool held_up = slot->written
-                && zclock_usecs () - slot->head_since_us >= slot_hold_us (self, slot);
-    for (uint32_t i = slot->written ? 1 : 0; i < slot->job_count; i++) {
+    job_t *running = slot_running (slot);
+    bool held_up = running && zclock_usecs () - slot->head_since_us >= slot_hold_us (self, slot);
+    bool release = false;
+    for (uint32_t i = running ? 1 : 0; i < slot->job_count; i++) {
         job_t *job = slot_job (slot, i);
         if (job->answered)
             continue;
@@ -1312,11 +1342,21 @@ static void slot_job_timers (agent_t *self, slot_t *slot, int64_t now)
                         "deadline passed before it started");
             job->answered = true;
         }
-        else if (held_up && i >= slot->written && !job->session && !job->broadcast) {
+        else if (held_up && job->releasable && i >= slot->written) {
             send_error (self, job->request_id, slot, PF_BUSY,
                         "bridge busy with a long request; not started");
             job->answered = true;
         }
+        else if (held_up && job->releasable)
+            release = true; //  in the pipe: only the bridge can give it back
+    }
+    if (release && slot->release_for != running->local_id) {
+        //  The bridge answers BUSY for each releasable request still in
+        //  its pipe (never started); the broker then runs it elsewhere.
+        slot->release_for = running->local_id;
+        pf_debug ("bridge %d gen %u: request %llu runs long; releasing those behind it",
+                  slot->index, slot->generation, (unsigned long long) running->request_id);
+        pf_bridge_signal (slot->handle, SIGUSR2);
     }
     //  Answered jobs that wait here go now; those in the pipe go when the
     //  bridge skips them.
@@ -1338,7 +1378,8 @@ static int64_t slot_job_due (agent_t *self, slot_t *slot, int64_t now)
             continue;
         if (job->deadline < due)
             due = job->deadline;
-        if (slot->written && i >= slot->written && !job->session && !job->broadcast) {
+        if (running && job->releasable
+            && (i >= slot->written || slot->release_for != running->local_id)) {
             int64_t left_us = slot->head_since_us + slot_hold_us (self, slot) - zclock_usecs ();
             int64_t held = now + left_us / 1000 + 1;
             if (held < due)

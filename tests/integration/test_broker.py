@@ -88,6 +88,26 @@ class Window(FleetCase):
         self.assertGreater(arrival[long], 1.4)
         self.assertNotIn(warm[0], arrival)
 
+    def test_requests_in_a_pipe_behind_a_long_one_are_released_and_run_elsewhere(self):
+        worker = self.fleet.start_worker(bridges=2, modules=MODULES, args=DEBUG)
+        client = self.client()
+        start = time.monotonic()
+        long = client.send_request("test", "sleep_pid", {"seconds": 1.5})
+        short = client.send_request("test", "sleep_pid", {"seconds": 0.3})
+        # Fresh bridges look fast: these go into both bridges' pipes at once.
+        marks = [client.send_request("test", "mark", {"tag": "m%d" % i}) for i in range(6)]
+        arrival = {}
+        for _ in range(8):
+            reply = client.recv(timeout=10)
+            self.assertTrue(reply["ok"], reply)
+            self.assertNotIn(reply["id"], arrival, "answered twice")
+            arrival[reply["id"]] = time.monotonic() - start
+        self.assertLess(max(arrival[m] for m in marks), 1.0,
+                        "none waited for the long one: %r" % arrival)
+        self.assertGreater(arrival[long], 1.4)
+        self.assertLess(arrival[short], 1.0)
+        worker.wait_for(r"runs long; releasing those behind it")
+
     def test_a_request_in_a_pipe_past_its_deadline_times_out_and_never_starts(self):
         self.fleet.start_worker(bridges=1, modules=MODULES)
         client = self.client()

@@ -99,7 +99,7 @@ static void request_decodes_back_to_id_cmd_args_session (void **state)
 
     size_t size = 0;
     uint8_t *frame = pf_bridge_msg_request (UINT64_MAX, "echo", args.buffer.data, args.buffer.size,
-                                            "sess-1", 0, &size);
+                                            "sess-1", 0, false, &size);
     assert_non_null (frame);
     msgpack_unpacked unpacked;
     s_unpack_whole (&unpacked, frame, size);
@@ -136,7 +136,7 @@ static void request_copies_one_mebibyte_bin_args_verbatim (void **state)
 
     size_t size = 0;
     uint8_t *frame =
-        pf_bridge_msg_request (1, "load", args.buffer.data, args.buffer.size, NULL, 0, &size);
+        pf_bridge_msg_request (1, "load", args.buffer.data, args.buffer.size, NULL, 0, false, &size);
     assert_non_null (frame);
     msgpack_unpacked unpacked;
     s_unpack_whole (&unpacked, frame, size);
@@ -158,7 +158,7 @@ static void request_without_args_or_session_encodes_nil (void **state)
     const char *sessions[] = {NULL, ""};
     for (int i = 0; i < 2; i++) {
         size_t size = 0;
-        uint8_t *frame = pf_bridge_msg_request (0, "ping", NULL, 0, sessions[i], 0, &size);
+        uint8_t *frame = pf_bridge_msg_request (0, "ping", NULL, 0, sessions[i], 0, false, &size);
         assert_non_null (frame);
         msgpack_unpacked unpacked;
         s_unpack_whole (&unpacked, frame, size);
@@ -169,16 +169,17 @@ static void request_without_args_or_session_encodes_nil (void **state)
     }
 }
 
-static void request_with_deadline_carries_it_as_a_fifth_key (void **state)
+static void request_with_deadline_and_releasable_carries_both_keys (void **state)
 {
     (void)state;
     size_t size = 0;
     uint8_t *frame =
-        pf_bridge_msg_request (7, "ping", NULL, 0, NULL, INT64_C (123456789012), &size);
+        pf_bridge_msg_request (7, "ping", NULL, 0, NULL, INT64_C (123456789012), true, &size);
     assert_non_null (frame);
     msgpack_unpacked unpacked;
     s_unpack_whole (&unpacked, frame, size);
-    assert_int_equal (unpacked.data.via.map.size, 5);
+    assert_int_equal (unpacked.data.via.map.size, 6);
+    assert_int_equal (s_get (&unpacked.data, "releasable")->type, MSGPACK_OBJECT_BOOLEAN);
     const msgpack_object *deadline = s_get (&unpacked.data, "deadline");
     assert_int_equal (deadline->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
     assert_true (deadline->via.u64 == UINT64_C (123456789012));
@@ -518,7 +519,7 @@ int main (void)
         cmocka_unit_test (request_decodes_back_to_id_cmd_args_session),
         cmocka_unit_test (request_copies_one_mebibyte_bin_args_verbatim),
         cmocka_unit_test (request_without_args_or_session_encodes_nil),
-        cmocka_unit_test (request_with_deadline_carries_it_as_a_fifth_key),
+        cmocka_unit_test (request_with_deadline_and_releasable_carries_both_keys),
         cmocka_unit_test (args_are_valid_only_as_exactly_one_msgpack_object),
         cmocka_unit_test (ok_reply_carries_id_and_reencoded_result),
         cmocka_unit_test (ok_reply_without_result_has_a_nil_result),
