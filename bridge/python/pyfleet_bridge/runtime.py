@@ -1,8 +1,11 @@
 """The bridge runtime: command registry, request dispatch, the loop, beats.
 
-One bridge process serves one request at a time on its main thread: the
-agent never sends a second request before it has the reply to the first.
-A daemon thread writes a beat frame every beat interval saying whether the
+One bridge process serves one request at a time on its main thread, in the
+order they arrive; the agent keeps a few more waiting in the pipe so the
+next one is at hand. A request read after its deadline is answered TIMEOUT
+without starting, and on SIGUSR2 the requests marked releasable that still
+wait are answered BUSY ("released") at once, while the running one goes on,
+so the agent can run them elsewhere. A daemon thread writes a beat frame every beat interval saying whether the
 bridge is busy, on which request and for how long, so the agent can tell a
 busy bridge from a wedged one (beats stop while C code holds the GIL) and a
 dead one (no beats, pipe closed).
