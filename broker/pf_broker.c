@@ -1269,8 +1269,21 @@ static void handle_client_cancel (pf_broker_t *self, zframe_t *routing_id, pf_ms
         return; //  already answered, or a broadcast: cancel is best effort
     if (request->session && request->session->head != request)
         session_remove (self, request, now);
-    //  Queued: never runs. Running: answered now, its late reply dropped.
+    //  Queued: never runs. Sent to an agent: answered now, and the agent is
+    //  told, so it does not start the request if it has not yet; a late
+    //  reply is dropped.
+    agent_t *agent = request->agent;
+    uint64_t id = request->id;
     request_fail (self, request, PF_CANCELLED, "cancelled by the client", NULL, now);
+    if (agent) {
+        pf_msg_t cancel;
+        pf_msg_init (&cancel);
+        cancel.proto = PF_PROTO_W;
+        cancel.command = PF_W_CANCEL;
+        cancel.request_id = id;
+        broker_send_to_agent (self, agent, &cancel, now);
+        pf_msg_reset (&cancel);
+    }
 }
 
 void pf_broker_handle (pf_broker_t *self, zmsg_t **msg_p, int64_t now)

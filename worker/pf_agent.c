@@ -1231,6 +1231,35 @@ static void handle_broker_request (agent_t *self, pf_msg_t *msg, int64_t now)
     slot_add_job (self, slot, msg, now);
 }
 
+//  The client cancelled a request (the broker has answered it): one that
+//  waits here never starts; one in a bridge's pipe is released (with the
+//  other releasable ones behind the running request, which go back to the
+//  broker); the running one finishes, its reply dropped by the broker.
+static void handle_cancel (agent_t *self, pf_msg_t *msg)
+{
+    for (int i = 0; i < self->slot_count; i++) {
+        slot_t *slot = &self->slots[i];
+        for (uint32_t position = 0; position < slot->job_count; position++) {
+            job_t *job = slot_job (slot, position);
+            if (job->request_id != msg->request_id || job->answered)
+                continue;
+            if (position >= slot->written) {
+                //  The broker keeps it until we answer: say so, and drop it.
+                send_error (self, job->request_id, slot, PF_CANCELLED, "cancelled; not started");
+                slot_remove_job (slot, position);
+            }
+            else if (position > 0 && job->releasable) {
+                job_t *running = slot_job (slot, 0);
+                slot->release_for = running->local_id;
+                pf_bridge_signal (slot->handle, SIGUSR2);
+            }
+            pf_debug ("request %llu: cancelled on bridge %d", (unsigned long long) msg->request_id,
+                      slot->index);
+            return;
+        }
+    }
+}
+
 static void handle_session_end (agent_t *self, pf_msg_t *msg)
 {
     slot_t *slot = NULL;
@@ -1285,8 +1314,11 @@ static bool handle_broker (agent_t *self, int64_t now)
     case PF_W_RECYCLE:
         handle_recycle (self, &msg, now);
         break;
+    case PF_W_CANCEL:
+        handle_cancel (self, &msg);
+        break;
     default:
-        break; //  HEARTBEAT: sign of life only; CANCEL: the broker answers it itself
+        break; //  HEARTBEAT: sign of life only
     }
     pf_msg_reset (&msg);
     return true;

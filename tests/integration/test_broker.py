@@ -108,6 +108,17 @@ class Window(FleetCase):
         self.assertLess(arrival[short], 1.0)
         worker.wait_for(r"runs long; releasing those behind it")
 
+    def test_a_cancelled_request_in_a_pipe_never_starts(self):
+        self.fleet.start_worker(bridges=1, modules=MODULES)
+        client = self.client()
+        running = client.send_request("test", "sleep_pid", {"seconds": 0.5})
+        waiting = client.send_request("test", "mark", {"tag": "cancelled"})
+        client.send_raw([b"", b"PFC1", b"\x04", waiting.to_bytes(8, "big")])
+        reply = client.recv(timeout=5)
+        self.assertEqual((reply["id"], reply["code"]), (waiting, "CANCELLED"))
+        self.assertEqual(client.recv(timeout=5)["id"], running)
+        self.assertEqual(client.call("test", "marks")["result"]["marks"], [])
+
     def test_a_request_in_a_pipe_past_its_deadline_times_out_and_never_starts(self):
         self.fleet.start_worker(bridges=1, modules=MODULES)
         client = self.client()

@@ -497,6 +497,44 @@ static void an_agent_can_narrow_a_bridge_window_to_one (void **state)
     sent_free (&first);
 }
 
+static void a_cancel_answers_the_client_and_tells_the_agent_that_has_the_request (void **state)
+{
+    fixture_t *fx = *state;
+    agent_ready (fx, fx->agent_a, 1);
+    client_request (fx, 7, "", 0, 0);
+    sent_t *request = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    assert_non_null (request);
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_C;
+    msg.command = PF_C_CANCEL;
+    msg.request_id = 7;
+    feed (fx, fx->client, &msg);
+    sent_t *cancelled = take (fx, PF_PROTO_C, PF_C_ERROR);
+    assert_non_null (cancelled);
+    assert_int_equal (cancelled->msg.code, PF_CANCELLED);
+    sent_t *told = take (fx, PF_PROTO_W, PF_W_CANCEL);
+    assert_non_null (told);
+    assert_true (zframe_streq (told->to, "A"));
+    assert_true (told->msg.request_id == request->msg.request_id);
+    //  The agent's answer (it dropped the request) is late: nothing more for the client.
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_W;
+    msg.command = PF_W_ERROR;
+    msg.request_id = request->msg.request_id;
+    msg.bridge = request->msg.bridge;
+    msg.generation = request->msg.generation;
+    msg.code = PF_CANCELLED;
+    feed (fx, fx->agent_a, &msg);
+    assert_int_equal (count (fx, PF_PROTO_C, PF_C_ERROR) + count (fx, PF_PROTO_C, PF_C_REPLY), 0);
+    pf_broker_stats_t stats;
+    pf_broker_stats (fx->broker, &stats);
+    assert_int_equal (stats.late_replies, 1);
+    sent_free (&request);
+    sent_free (&cancelled);
+    sent_free (&told);
+}
+
 static void late_reply_after_a_broker_timeout_is_dropped (void **state)
 {
     fixture_t *fx = *state;
@@ -632,6 +670,8 @@ int main (void)
             teardown),
         cmocka_unit_test_setup_teardown (an_agent_can_narrow_a_bridge_window_to_one,
                                          setup_windowed, teardown),
+        cmocka_unit_test_setup_teardown (
+            a_cancel_answers_the_client_and_tells_the_agent_that_has_the_request, setup, teardown),
         cmocka_unit_test_setup_teardown (late_reply_after_a_broker_timeout_is_dropped, setup,
                                          teardown),
         cmocka_unit_test_setup_teardown (idle_sessions_expire_and_their_agent_is_told, setup,
