@@ -2,8 +2,10 @@
 
     Spawns and supervises the bridges (all in parallel; ready means the
     bridge's ready frame arrived and its setup calls ran), runs each request
-    the broker sends on the bridge the broker named, enforces the request's
-    deadline (stack dump, then kill and replace), tells busy, wedged and
+    the broker sends on the bridge the broker named, in order, with about
+    1 ms of the bridge's work waiting in its pipe (requests stuck behind a
+    long one go back to the broker, released from the pipe by SIGUSR2),
+    enforces each request's deadline (stack dump, then kill and replace), tells busy, wedged and
     dead bridges apart by their beats, recycles bridges by request count,
     age and RSS (spawn before retire), respawns dead bridges with
     exponential backoff, tracks the sessions each bridge holds, heartbeats
