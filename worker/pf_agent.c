@@ -565,15 +565,15 @@ static uint32_t slot_depth (agent_t *self, slot_t *slot)
                                           : (uint32_t) depth;
 }
 
-//  The oldest job is done: the next one in the pipe starts now.
-static void slot_pop_job (slot_t *slot)
+//  The oldest job is done: the next one in the pipe starts now (now_us).
+static void slot_pop_job (slot_t *slot, int64_t now_us)
 {
     job_clear (slot_job (slot, 0));
     slot->job_first = (slot->job_first + 1) % JOBS_MAX;
     slot->job_count--;
     slot->written--;
     slot->kill_at = 0;
-    slot->head_since_us = zclock_usecs ();
+    slot->head_since_us = now_us;
 }
 
 //  Removes a job that waits here (never written); later ones move up.
@@ -1049,7 +1049,7 @@ static void slot_handle_reply (agent_t *self, slot_t *slot, pf_bridge_msg_t *msg
             send_error (self, job->request_id, slot, PF_BUSY,
                         "waited behind a long request; released, not started");
         if (position == 0)
-            slot_pop_job (slot);
+            slot_pop_job (slot, zclock_usecs ());
         else {
             slot_remove_job (slot, position);
             slot->written--;
@@ -1077,9 +1077,10 @@ static void slot_handle_reply (agent_t *self, slot_t *slot, pf_bridge_msg_t *msg
         else
             pf_error ("broadcast '%s': the setup replay list is full", job->command);
     }
+    int64_t now_us = zclock_usecs ();
     if (started) {
         slot->requests++;
-        uint64_t took_us = (uint64_t) (zclock_usecs () - slot->head_since_us);
+        uint64_t took_us = (uint64_t) (now_us - slot->head_since_us);
         slot->service_us = slot->service_us ? (7 * slot->service_us + took_us) / 8 : took_us;
         uint64_t hold_us = (uint64_t) self->config->hold_ms * 1000;
         if (slot->long_requests ? slot->service_us < hold_us / 2 : slot->service_us >= hold_us) {
@@ -1087,7 +1088,7 @@ static void slot_handle_reply (agent_t *self, slot_t *slot, pf_bridge_msg_t *msg
             self->roster_changed = true; //  the broker learns the bridge's new window
         }
     }
-    slot_pop_job (slot);
+    slot_pop_job (slot, now_us);
     if (slot->state == BRIDGE_BUSY && slot->written == 0)
         slot_set_state (slot, BRIDGE_READY, "reply", now);
     slot_check_due (self, slot, now);
@@ -1363,7 +1364,9 @@ static void reap_children (agent_t *self, int64_t now)
 static void slot_job_timers (agent_t *self, slot_t *slot, int64_t now)
 {
     job_t *running = slot_running (slot);
-    bool held_up = running && zclock_usecs () - slot->head_since_us >= slot_hold_us (self, slot);
+    //  (The clock is read only when something waits behind the running job.)
+    bool held_up = running && slot->job_count > 1
+                && zclock_usecs () - slot->head_since_us >= slot_hold_us (self, slot);
     bool release = false;
     for (uint32_t i = running ? 1 : 0; i < slot->job_count; i++) {
         job_t *job = slot_job (slot, i);
@@ -1404,7 +1407,8 @@ static int64_t slot_job_due (agent_t *self, slot_t *slot, int64_t now)
     job_t *running = slot_running (slot);
     if (running)
         due = slot->kill_at ? slot->kill_at : running->deadline;
-    for (uint32_t i = slot->written ? 1 : 0; i < slot->job_count; i++) {
+    int64_t held_at = 0; //  when those behind the running job go back; 0: not computed yet
+    for (uint32_t i = running ? 1 : 0; i < slot->job_count; i++) {
         job_t *job = slot_job (slot, i);
         if (job->answered)
             continue;
@@ -1412,10 +1416,11 @@ static int64_t slot_job_due (agent_t *self, slot_t *slot, int64_t now)
             due = job->deadline;
         if (running && job->releasable
             && (i >= slot->written || slot->release_for != running->local_id)) {
-            int64_t left_us = slot->head_since_us + slot_hold_us (self, slot) - zclock_usecs ();
-            int64_t held = now + left_us / 1000 + 1;
-            if (held < due)
-                due = held;
+            if (!held_at)
+                held_at = now + (slot->head_since_us + slot_hold_us (self, slot) - zclock_usecs ())
+                                    / 1000 + 1;
+            if (held_at < due)
+                due = held_at;
         }
     }
     return due;
