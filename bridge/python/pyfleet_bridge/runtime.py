@@ -597,6 +597,10 @@ class Runtime:
         self._reader = protocol.FrameReader(self.request_fd, self.max_frame)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGUSR2, self._on_release_signal)
+            # SA_RESTART: a system call the handler's C code is blocked in
+            # restarts instead of failing with EINTR (not every extension
+            # retries); the release then waits until it returns.
+            signal.siginterrupt(signal.SIGUSR2, False)
         try:
             self.send(self.ready_message())
             self.start_beats()
