@@ -175,6 +175,22 @@ static void agent_reply (fixture_t *fx, zframe_t *agent, pf_msg_t *request)
     feed (fx, agent, &msg);
 }
 
+//  The agent answers one of the requests the broker sent it with an error.
+static void agent_error (fixture_t *fx, zframe_t *agent, pf_msg_t *request, int code,
+                         const char *message)
+{
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_W;
+    msg.command = PF_W_ERROR;
+    msg.request_id = request->request_id;
+    msg.bridge = request->bridge;
+    msg.generation = request->generation;
+    msg.code = (uint16_t) code;
+    msg.message = strdup (message);
+    feed (fx, agent, &msg);
+}
+
 //  Takes the oldest sent message of the given command, or NULL.
 static sent_t *take (fixture_t *fx, int proto, int command)
 {
@@ -407,16 +423,8 @@ static void a_request_handed_back_unstarted_runs_on_another_bridge (void **state
     uint32_t slow = requests[2]->msg.bridge;
     sent_t *other = requests[0]->msg.bridge == slow ? requests[1] : requests[0];
     fx->now += 20;
-    pf_msg_t msg;
-    pf_msg_init (&msg);
-    msg.proto = PF_PROTO_W;
-    msg.command = PF_W_ERROR;
-    msg.request_id = requests[2]->msg.request_id;
-    msg.bridge = slow;
-    msg.generation = 1;
-    msg.code = PF_BUSY;
-    msg.message = strdup ("bridge busy with a long request; not started");
-    feed (fx, fx->agent_a, &msg);
+    agent_error (fx, fx->agent_a, &requests[2]->msg, PF_BUSY,
+                 "bridge busy with a long request; not started");
     //  Both bridges' oldest requests have run 20 ms: it waits at the broker.
     assert_int_equal (count (fx, PF_PROTO_W, PF_W_REQUEST), 0);
     assert_int_equal (count (fx, PF_PROTO_C, PF_C_ERROR), 0);
@@ -518,14 +526,7 @@ static void a_cancel_answers_the_client_and_tells_the_agent_that_has_the_request
     assert_true (zframe_streq (told->to, "A"));
     assert_true (told->msg.request_id == request->msg.request_id);
     //  The agent's answer (it dropped the request) is late: nothing more for the client.
-    pf_msg_init (&msg);
-    msg.proto = PF_PROTO_W;
-    msg.command = PF_W_ERROR;
-    msg.request_id = request->msg.request_id;
-    msg.bridge = request->msg.bridge;
-    msg.generation = request->msg.generation;
-    msg.code = PF_CANCELLED;
-    feed (fx, fx->agent_a, &msg);
+    agent_error (fx, fx->agent_a, &request->msg, PF_CANCELLED, "cancelled; not started");
     assert_int_equal (count (fx, PF_PROTO_C, PF_C_ERROR) + count (fx, PF_PROTO_C, PF_C_REPLY), 0);
     pf_broker_stats_t stats;
     pf_broker_stats (fx->broker, &stats);
