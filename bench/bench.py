@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -114,12 +115,30 @@ class Procs:
 PROCS = Procs()
 
 
+_handed_out = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A free port below the kernel's ephemeral range: bind(0) ports can be
+    taken by an outgoing connection before the daemon binds them."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(1000):
+        port = rng.randrange(10000, max(low, 10001))
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port below %d" % low)
 
 
 def wait_for(predicate, timeout, what, interval=0.002):

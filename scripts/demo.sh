@@ -7,7 +7,21 @@ cd "$(dirname "$0")/.."
 ./scripts/build.sh build
 
 BIN=build/bin
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free port below the kernel's ephemeral range (an outgoing connection
+# could take a bind(0) port before the daemon binds it).
+free_port() {
+    /usr/bin/python3 -c '
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(1000):
+    port = random.randrange(10000, max(low, 10001))
+    try:
+        socket.socket().bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(port)
+    break'
+}
 EP="tcp://127.0.0.1:${PYFLEET_DEMO_PORT:-$(free_port)}"
 MGMT="tcp://127.0.0.1:$(free_port)"
 EVENTS="tcp://127.0.0.1:$(free_port)"

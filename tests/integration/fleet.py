@@ -7,6 +7,7 @@ is taken from $PYFLEET_BUILD (default: build/ at the repository root).
 
 import json
 import os
+import random
 import re
 import shlex
 import signal
@@ -30,10 +31,35 @@ ERROR_CODES = ["OK", "BAD_REQUEST", "UNKNOWN_SERVICE", "UNKNOWN_COMMAND", "BUSY"
                "TOO_LARGE", "UNAUTHORIZED", "SHUTTING_DOWN", "INTERNAL"]
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP port on 127.0.0.1 below the kernel's ephemeral range.
+
+    A port the kernel hands out for bind(0) is also one it may give any
+    outgoing connection before our daemon binds it ("Address already in
+    use", seen in CI); a port below the range is never taken that way.
+    Never the same port twice in one test run.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(1000):
+        port = rng.randrange(10000, max(low, 10001))
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port below %d" % low)
 
 
 class Process:
