@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import re
 import shutil
 import signal
@@ -31,6 +30,8 @@ import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from free_port import free_port  # noqa: E402  (shared with the tests and the demo)
 PY = "/usr/bin/python3"
 # $PYFLEET_BUILD: a build directory to measure instead of ./build (bench/run.sh
 # sets it; use it to measure a fixed snapshot while the tree is being edited).
@@ -113,32 +114,6 @@ class Procs:
 
 
 PROCS = Procs()
-
-
-_handed_out = set()
-
-
-def free_port():
-    """A free port below the kernel's ephemeral range: bind(0) ports can be
-    taken by an outgoing connection before the daemon binds them."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random(os.getpid() ^ time.monotonic_ns())
-    for _ in range(1000):
-        port = rng.randrange(10000, max(low, 10001))
-        if port in _handed_out:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    raise RuntimeError("no free port below %d" % low)
 
 
 def wait_for(predicate, timeout, what, interval=0.002):

@@ -12,21 +12,13 @@ count=${1:-50000}
 transport=${2:-tcp}
 out=bench/results/profile-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
+. scripts/procs.sh
 BIN=${PYFLEET_BUILD:-build}/bin
 if [ "$transport" = ipc ]; then
     EP="ipc://$PWD/$out/broker.sock"
 else
-    EP="tcp://127.0.0.1:$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    EP="tcp://127.0.0.1:$(free_port)"
 fi
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
 $BIN/pyfleet-broker --bind "$EP" --queue-max 200000 2>"$out/broker.log" &
 pids+=($!)
 $BIN/pyfleet-worker --broker "$EP" --service bench --bridges 2 --module bench/commands.py 2>"$out/worker.log" &

@@ -7,34 +7,12 @@ cd "$(dirname "$0")/.."
 ./scripts/build.sh build
 
 BIN=build/bin
-# A free port below the kernel's ephemeral range (an outgoing connection
-# could take a bind(0) port before the daemon binds it).
-free_port() {
-    /usr/bin/python3 -c '
-import random, socket
-low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-for _ in range(1000):
-    port = random.randrange(10000, max(low, 10001))
-    try:
-        socket.socket().bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    print(port)
-    break'
-}
-EP="tcp://127.0.0.1:${PYFLEET_DEMO_PORT:-$(free_port)}"
-MGMT="tcp://127.0.0.1:$(free_port)"
-EVENTS="tcp://127.0.0.1:$(free_port)"
+. scripts/procs.sh
+ports=($(free_port 3))
+EP="tcp://127.0.0.1:${PYFLEET_DEMO_PORT:-${ports[0]}}"
+MGMT="tcp://127.0.0.1:${ports[1]}"
+EVENTS="tcp://127.0.0.1:${ports[2]}"
 LOGS=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
 
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 
@@ -101,6 +79,6 @@ done
 say "Worker log (lifecycle lines):"
 grep -E 'bridge [0-9]+ gen' "$LOGS/worker.log" | sed 's/^/  /' | tail -12
 say "Stopping broker and worker"
-cleanup
+stop_pids
 pids=()
 echo "done; logs kept in $LOGS"

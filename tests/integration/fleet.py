@@ -7,13 +7,12 @@ is taken from $PYFLEET_BUILD (default: build/ at the repository root).
 
 import json
 import os
-import random
 import re
 import shlex
 import signal
-import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 
@@ -21,6 +20,8 @@ import msgpack
 import zmq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from free_port import free_port  # noqa: E402,F401  (shared with the bench and the demo)
 BUILD = os.path.abspath(os.environ.get("PYFLEET_BUILD", os.path.join(ROOT, "build")))
 BIN = os.path.join(BUILD, "bin")
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -29,37 +30,6 @@ PYTHON = "/usr/bin/python3"
 ERROR_CODES = ["OK", "BAD_REQUEST", "UNKNOWN_SERVICE", "UNKNOWN_COMMAND", "BUSY", "TIMEOUT",
                "CANCELLED", "SESSION_LOST", "WORKER_LOST", "BRIDGE_CRASHED", "PYTHON_ERROR",
                "TOO_LARGE", "UNAUTHORIZED", "SHUTTING_DOWN", "INTERNAL"]
-
-
-_handed_out = set()
-
-
-def free_port():
-    """A free TCP port on 127.0.0.1 below the kernel's ephemeral range.
-
-    A port the kernel hands out for bind(0) is also one it may give any
-    outgoing connection before our daemon binds it ("Address already in
-    use", seen in CI); a port below the range is never taken that way.
-    Never the same port twice in one test run.
-    """
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random(os.getpid() ^ time.monotonic_ns())
-    for _ in range(1000):
-        port = rng.randrange(10000, max(low, 10001))
-        if port in _handed_out:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    raise RuntimeError("no free port below %d" % low)
 
 
 class Process:
