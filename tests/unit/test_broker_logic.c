@@ -113,6 +113,36 @@ static void feed (fixture_t *fx, zframe_t *from, pf_msg_t *msg)
     pf_msg_reset (msg);
 }
 
+//  The agent's HEARTBEAT: `bridges` bridges ready at `generation`; with
+//  window > 0, each entry carries {window} too.
+static void agent_roster (fixture_t *fx, zframe_t *agent, uint32_t bridges, uint32_t generation,
+                          uint32_t window)
+{
+    msgpack_sbuffer buffer;
+    msgpack_sbuffer_init (&buffer);
+    msgpack_packer packer;
+    msgpack_packer_init (&packer, &buffer, msgpack_sbuffer_write);
+    msgpack_pack_array (&packer, bridges);
+    for (uint32_t index = 0; index < bridges; index++) {
+        msgpack_pack_array (&packer, window ? 4 : 3);
+        msgpack_pack_uint32 (&packer, index);
+        msgpack_pack_uint32 (&packer, generation);
+        msgpack_pack_str_with_body (&packer, "ready", 5);
+        if (window) {
+            msgpack_pack_map (&packer, 1);
+            msgpack_pack_str_with_body (&packer, "window", 6);
+            msgpack_pack_uint32 (&packer, window);
+        }
+    }
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_W;
+    msg.command = PF_W_HEARTBEAT;
+    msg.bridges = zframe_new (buffer.data, buffer.size);
+    msgpack_sbuffer_destroy (&buffer);
+    feed (fx, agent, &msg);
+}
+
 //  Registers an agent with `bridges` serving bridges, all at generation 1.
 static void agent_ready (fixture_t *fx, zframe_t *agent, uint32_t bridges)
 {
@@ -124,24 +154,7 @@ static void agent_ready (fixture_t *fx, zframe_t *agent, uint32_t bridges)
     strcpy (msg.service, "svc");
     msg.capacity = bridges;
     feed (fx, agent, &msg);
-
-    msgpack_sbuffer buffer;
-    msgpack_sbuffer_init (&buffer);
-    msgpack_packer packer;
-    msgpack_packer_init (&packer, &buffer, msgpack_sbuffer_write);
-    msgpack_pack_array (&packer, bridges);
-    for (uint32_t index = 0; index < bridges; index++) {
-        msgpack_pack_array (&packer, 3);
-        msgpack_pack_uint32 (&packer, index);
-        msgpack_pack_uint32 (&packer, 1);
-        msgpack_pack_str_with_body (&packer, "ready", 5);
-    }
-    pf_msg_init (&msg);
-    msg.proto = PF_PROTO_W;
-    msg.command = PF_W_HEARTBEAT;
-    msg.bridges = zframe_new (buffer.data, buffer.size);
-    msgpack_sbuffer_destroy (&buffer);
-    feed (fx, agent, &msg);
+    agent_roster (fx, agent, bridges, 1, 0);
 }
 
 static void client_request (fixture_t *fx, uint64_t id, const char *session, uint32_t flags,
@@ -277,24 +290,7 @@ static void a_replaced_bridge_loses_its_sessions_hard_or_soft (void **state)
     while ((reply = take (fx, PF_PROTO_C, PF_C_REPLY)))
         sent_free (&reply);
     //  Both bridges are replaced (generation 7).
-    msgpack_sbuffer buffer;
-    msgpack_sbuffer_init (&buffer);
-    msgpack_packer packer;
-    msgpack_packer_init (&packer, &buffer, msgpack_sbuffer_write);
-    msgpack_pack_array (&packer, 2);
-    for (uint32_t i = 0; i < 2; i++) {
-        msgpack_pack_array (&packer, 3);
-        msgpack_pack_uint32 (&packer, i);
-        msgpack_pack_uint32 (&packer, 7);
-        msgpack_pack_str_with_body (&packer, "ready", 5);
-    }
-    pf_msg_t msg;
-    pf_msg_init (&msg);
-    msg.proto = PF_PROTO_W;
-    msg.command = PF_W_HEARTBEAT;
-    msg.bridges = zframe_new (buffer.data, buffer.size);
-    msgpack_sbuffer_destroy (&buffer);
-    feed (fx, fx->agent_a, &msg);
+    agent_roster (fx, fx->agent_a, 2, 7, 0);
 
     client_request (fx, 3, "hard", 0, 0);
     sent_t *lost = take (fx, PF_PROTO_C, PF_C_ERROR);
@@ -476,25 +472,7 @@ static void an_agent_can_narrow_a_bridge_window_to_one (void **state)
 {
     fixture_t *fx = *state;
     agent_ready (fx, fx->agent_a, 1);
-    msgpack_sbuffer buffer;
-    msgpack_sbuffer_init (&buffer);
-    msgpack_packer packer;
-    msgpack_packer_init (&packer, &buffer, msgpack_sbuffer_write);
-    msgpack_pack_array (&packer, 1);
-    msgpack_pack_array (&packer, 4);
-    msgpack_pack_uint32 (&packer, 0);
-    msgpack_pack_uint32 (&packer, 1);
-    msgpack_pack_str_with_body (&packer, "ready", 5);
-    msgpack_pack_map (&packer, 1);
-    msgpack_pack_str_with_body (&packer, "window", 6);
-    msgpack_pack_uint32 (&packer, 1);
-    pf_msg_t msg;
-    pf_msg_init (&msg);
-    msg.proto = PF_PROTO_W;
-    msg.command = PF_W_HEARTBEAT;
-    msg.bridges = zframe_new (buffer.data, buffer.size);
-    msgpack_sbuffer_destroy (&buffer);
-    feed (fx, fx->agent_a, &msg);
+    agent_roster (fx, fx->agent_a, 1, 1, 1);
 
     for (uint64_t id = 1; id <= 3; id++)
         client_request (fx, id, "", 0, 0);
