@@ -1,4 +1,4 @@
-/*  pf_proto — codec for the native client (PFC1) and worker (PFW1) protocols.
+/*  pf_proto — codec for the native client (PFC1) and worker (PFW2) protocols.
 
     Each command is one row of a table of field descriptors (name, type, where
     it lives in pf_msg_t), written in the order the frames travel. Decoding and
@@ -46,6 +46,7 @@ typedef struct {
     const char *name; //  as in the frame table and in error texts
     field_type_t type;
     size_t offset; //  into pf_msg_t
+    bool packed;   //  shares the frame of the field before it (a packed head)
 } field_t;
 
 #define PF_PROTO_MAX_FIELDS  8
@@ -57,13 +58,17 @@ typedef struct {
     field_t fields[PF_PROTO_MAX_FIELDS];
 } command_spec_t;
 
+//  F: a field in a frame of its own (or the first of a packed head);
+//  P: a field packed into the same frame as the one before it.
 #define F(name, type, member)                                                                      \
     {                                                                                              \
-        name, type, offsetof (pf_msg_t, member)                                                    \
+        name, type, offsetof (pf_msg_t, member), false                                             \
+    }
+#define P(name, type, member)                                                                      \
+    {                                                                                              \
+        name, type, offsetof (pf_msg_t, member), true                                              \
     }
 #define REQUEST_ID   F ("request_id", FIELD_U64, request_id)
-#define BRIDGE       F ("bridge", FIELD_U32, bridge)
-#define GENERATION   F ("generation", FIELD_U32, generation)
 #define FLAGS        F ("flags", FIELD_U32, flags)
 #define TIMEOUT_MS   F ("timeout_ms", FIELD_U32, timeout_ms)
 #define CODE         F ("code", FIELD_U16, code)
@@ -71,6 +76,8 @@ typedef struct {
 #define BODY         F ("body", FIELD_OPAQUE, body)
 #define DETAIL       F ("detail", FIELD_OPAQUE, detail)
 #define COMMAND_NAME F ("command", FIELD_NAME, command_name)
+#define P_BRIDGE     P ("bridge", FIELD_U32, bridge)
+#define P_GENERATION P ("generation", FIELD_U32, generation)
 
 //  Indexed by command byte; a row with no name is not a command.
 static const command_spec_t client_commands[] = {
@@ -84,30 +91,38 @@ static const command_spec_t client_commands[] = {
     [PF_C_CANCEL] = {"CANCEL", 1, {REQUEST_ID}},
 };
 
-//  SESSION_END and SESSION_LOST name a session, so theirs may not be empty
-//  (unlike REQUEST, where an empty session means "no session").
+//  PFW2 packs every field but the opaque ones into one frame, the head: a
+//  REQUEST is 7 frames instead of 11, a REPLY 5 instead of 8, and each frame
+//  is a ZeroMQ message part that every hop (send, I/O thread, receive) pays
+//  for. SESSION_END and SESSION_LOST name a session, so theirs may not be
+//  empty (unlike REQUEST, where an empty session means "no session").
 static const command_spec_t worker_commands[] = {
     [PF_W_READY] = {"READY",
                     6,
-                    {F ("agent_id", FIELD_NAME, agent_id), F ("host", FIELD_OPTNAME, host),
-                     F ("pid", FIELD_U32, pid), F ("service", FIELD_NAME, service),
-                     F ("capacity", FIELD_U32, capacity), F ("sessions", FIELD_OPAQUE, sessions)}},
+                    {F ("agent_id", FIELD_NAME, agent_id), P ("host", FIELD_OPTNAME, host),
+                     P ("pid", FIELD_U32, pid), P ("service", FIELD_NAME, service),
+                     P ("capacity", FIELD_U32, capacity), F ("sessions", FIELD_OPAQUE, sessions)}},
     [PF_W_HEARTBEAT] = {"HEARTBEAT", 1, {F ("bridges", FIELD_OPAQUE, bridges)}},
     [PF_W_REQUEST] = {"REQUEST",
                       8,
-                      {REQUEST_ID, F ("session", FIELD_OPTNAME, session), COMMAND_NAME, BRIDGE,
-                       GENERATION, TIMEOUT_MS, FLAGS, BODY}},
-    [PF_W_REPLY] = {"REPLY", 5, {REQUEST_ID, BRIDGE, GENERATION, FLAGS, BODY}},
-    [PF_W_ERROR] = {"ERROR", 6, {REQUEST_ID, BRIDGE, GENERATION, CODE, MESSAGE, DETAIL}},
+                      {REQUEST_ID, P_BRIDGE, P_GENERATION, P ("timeout_ms", FIELD_U32, timeout_ms),
+                       P ("flags", FIELD_U32, flags), P ("session", FIELD_OPTNAME, session),
+                       P ("command", FIELD_NAME, command_name), BODY}},
+    [PF_W_REPLY] = {"REPLY", 5, {REQUEST_ID, P_BRIDGE, P_GENERATION, P ("flags", FIELD_U32, flags),
+                                 BODY}},
+    [PF_W_ERROR] = {"ERROR",
+                    6,
+                    {REQUEST_ID, P_BRIDGE, P_GENERATION, P ("code", FIELD_U16, code),
+                     P ("message", FIELD_MESSAGE, message), DETAIL}},
     [PF_W_SESSION_END] = {"SESSION_END",
                           3,
-                          {F ("session", FIELD_NAME, session), BRIDGE, GENERATION}},
+                          {F ("session", FIELD_NAME, session), P_BRIDGE, P_GENERATION}},
     [PF_W_SESSION_LOST] = {"SESSION_LOST",
                            3,
-                           {F ("session", FIELD_NAME, session), BRIDGE, GENERATION}},
+                           {F ("session", FIELD_NAME, session), P_BRIDGE, P_GENERATION}},
     [PF_W_CANCEL] = {"CANCEL", 1, {REQUEST_ID}},
     [PF_W_DISCONNECT] = {"DISCONNECT", 1, {MESSAGE}},
-    [PF_W_RECYCLE] = {"RECYCLE", 1, {BRIDGE}},
+    [PF_W_RECYCLE] = {"RECYCLE", 1, {F ("bridge", FIELD_U32, bridge)}},
 };
 
 #define COUNT_OF(array) (sizeof (array) / sizeof ((array)[0]))
@@ -338,34 +353,11 @@ static size_t drain (frame_source_t *source)
 //  --------------------------------------------------------------------------
 //  Decoding
 
-//  Decodes one field from the source's next frame: an opaque frame is moved
-//  into self, anything else parsed in place. Returns PF_OK or an error code.
-static int decode_field (pf_msg_t *self, const field_t *field, frame_source_t *source,
-                         size_t max_body, char *err, size_t errlen)
+//  Parses a non-opaque field from size bytes at data into self.
+static int decode_value (pf_msg_t *self, const field_t *field, const byte *data, size_t size,
+                         char *err, size_t errlen)
 {
     char *target = (char *)self + field->offset;
-    if (field->type == FIELD_OPAQUE) {
-        zframe_t *frame = source->take (source);
-        if (!frame) {
-            set_error (err, errlen, "%s: missing frame", field->name);
-            return PF_BAD_REQUEST;
-        }
-        size_t size = zframe_size (frame);
-        if (size > max_body) {
-            set_error (err, errlen, "%s: %zu bytes exceeds limit of %zu", field->name, size,
-                       max_body);
-            zframe_destroy (&frame);
-            return PF_TOO_LARGE;
-        }
-        *(zframe_t **)target = frame;
-        return PF_OK;
-    }
-    const byte *data;
-    size_t size;
-    if (source->next (source, &data, &size)) {
-        set_error (err, errlen, "%s: missing frame", field->name);
-        return PF_BAD_REQUEST;
-    }
     switch (field->type) {
     case FIELD_U16:
     case FIELD_U32:
@@ -382,6 +374,8 @@ static int decode_field (pf_msg_t *self, const field_t *field, frame_source_t *s
             *(uint32_t *)target = (uint32_t)value;
         else
             *(uint64_t *)target = value;
+        //  Known from here on, so a malformed request can still be answered.
+        if (field->offset == offsetof (pf_msg_t, request_id)) self->has_request_id = true;
         return PF_OK;
     }
     case FIELD_NAME:
@@ -421,6 +415,98 @@ static int decode_field (pf_msg_t *self, const field_t *field, frame_source_t *s
         break;
     }
     return PF_INTERNAL;
+}
+
+//  Decodes one field from the source's next frame: an opaque frame is moved
+//  into self, anything else parsed in place. Returns PF_OK or an error code.
+static int decode_field (pf_msg_t *self, const field_t *field, frame_source_t *source,
+                         size_t max_body, char *err, size_t errlen)
+{
+    if (field->type == FIELD_OPAQUE) {
+        zframe_t *frame = source->take (source);
+        if (!frame) {
+            set_error (err, errlen, "%s: missing frame", field->name);
+            return PF_BAD_REQUEST;
+        }
+        size_t size = zframe_size (frame);
+        if (size > max_body) {
+            set_error (err, errlen, "%s: %zu bytes exceeds limit of %zu", field->name, size,
+                       max_body);
+            zframe_destroy (&frame);
+            return PF_TOO_LARGE;
+        }
+        *(zframe_t **)((char *)self + field->offset) = frame;
+        return PF_OK;
+    }
+    const byte *data;
+    size_t size;
+    if (source->next (source, &data, &size)) {
+        set_error (err, errlen, "%s: missing frame", field->name);
+        return PF_BAD_REQUEST;
+    }
+    return decode_value (self, field, data, size, err, errlen);
+}
+
+//  The index after the last field that travels in the frame of field index.
+static int frame_end (const command_spec_t *spec, int index)
+{
+    int end = index + 1;
+    while (end < spec->field_count && spec->fields[end].packed)
+        end++;
+    return end;
+}
+
+//  In a packed head a string carries its length first: one byte for a name,
+//  two (big-endian) for a message; integers have their fixed size.
+static size_t length_prefix (field_type_t type)
+{
+    return type == FIELD_MESSAGE ? 2 : type == FIELD_NAME || type == FIELD_OPTNAME ? 1 : 0;
+}
+
+//  Decodes fields [index, end) from the source's next frame, a packed head.
+static int decode_packed (pf_msg_t *self, const command_spec_t *spec, int index, int end,
+                          frame_source_t *source, char *err, size_t errlen)
+{
+    const byte *data;
+    size_t size;
+    if (source->next (source, &data, &size)) {
+        set_error (err, errlen, "%s: missing frame", spec->fields[index].name);
+        return PF_BAD_REQUEST;
+    }
+    for (; index < end; index++) {
+        const field_t *field = &spec->fields[index];
+        size_t prefix = length_prefix (field->type);
+        if (size < prefix) {
+            set_error (err, errlen, "%s: head ends before its length", field->name);
+            return PF_BAD_REQUEST;
+        }
+        size_t length = prefix ? (size_t)read_be (data, prefix) : integer_size (field->type);
+        data += prefix;
+        size -= prefix;
+        if (size < length) {
+            set_error (err, errlen, "%s: head ends %zu bytes short", field->name, length - size);
+            return PF_BAD_REQUEST;
+        }
+        int rc = decode_value (self, field, data, length, err, errlen);
+        if (rc != PF_OK) return rc;
+        data += length;
+        size -= length;
+    }
+    if (size) {
+        set_error (err, errlen, "%s: %zu bytes after the head's last field",
+                   spec->fields[end - 1].name, size);
+        return PF_BAD_REQUEST;
+    }
+    return PF_OK;
+}
+
+//  How many frames the command's fields take.
+static size_t field_frames (const command_spec_t *spec)
+{
+    size_t frames = 0;
+    for (int index = 0; index < spec->field_count; index++)
+        frames += !spec->fields[index].packed;
+    return frames;
 }
 
 //  Reads and checks the three head frames (delimiter, protocol header,
@@ -487,20 +573,21 @@ static int decode_frames (pf_msg_t *self, frame_source_t *source, size_t max_bod
     }
     int rc = PF_OK;
     size_t frames = PF_PROTO_HEAD_FRAMES;
-    for (int index = 0; index < spec->field_count && source->more (source); index++) {
-        const field_t *field = &spec->fields[index];
+    for (int index = 0; index < spec->field_count && source->more (source);) {
+        int end = frame_end (spec, index);
         frames++;
         if (rc != PF_OK) {
             const byte *data;
             size_t size;
             source->next (source, &data, &size);
-            continue;
-        }
-        rc = decode_field (self, field, source, max_body, err, errlen);
-        if (rc == PF_OK && index == 0 && field->type == FIELD_U64) self->has_request_id = true;
+        } else if (end > index + 1)
+            rc = decode_packed (self, spec, index, end, source, err, errlen);
+        else
+            rc = decode_field (self, &spec->fields[index], source, max_body, err, errlen);
+        index = end;
     }
     frames += drain (source);
-    size_t expected = (size_t)spec->field_count + PF_PROTO_HEAD_FRAMES;
+    size_t expected = field_frames (spec) + PF_PROTO_HEAD_FRAMES;
     if (frames != expected) {
         set_error (err, errlen, "%s: expected %zu frames, got %zu", spec->name, expected, frames);
         rc = PF_BAD_REQUEST;
@@ -689,35 +776,84 @@ static const command_spec_t *encodable (const pf_msg_t *self)
     return spec;
 }
 
+//  The integer in a non-opaque integer field of self.
+static uint64_t integer_value (const pf_msg_t *self, const field_t *field)
+{
+    const char *target = (const char *)self + field->offset;
+    return field->type == FIELD_U16   ? *(const uint16_t *)target
+           : field->type == FIELD_U32 ? *(const uint32_t *)target
+                                      : *(const uint64_t *)target;
+}
+
+//  The bytes of a string field of self (checked by encodable).
+static const char *string_value (const pf_msg_t *self, const field_t *field, size_t *size)
+{
+    const char *target = (const char *)self + field->offset;
+    if (field->type == FIELD_MESSAGE) target = *(char *const *)target;
+    *size = target ? strlen (target) : 0;
+    return target;
+}
+
 static int encode_field (frame_sink_t *sink, pf_msg_t *self, const field_t *field, bool more)
 {
-    char *target = (char *)self + field->offset;
+    size_t size;
     switch (field->type) {
     case FIELD_U16:
     case FIELD_U32:
     case FIELD_U64: {
         byte data[8];
-        size_t size = integer_size (field->type);
-        uint64_t value = field->type == FIELD_U16   ? *(uint16_t *)target
-                         : field->type == FIELD_U32 ? *(uint32_t *)target
-                                                    : *(uint64_t *)target;
-        write_be (data, size, value);
+        size = integer_size (field->type);
+        write_be (data, size, integer_value (self, field));
         return sink->put (sink, data, size, more);
     }
     case FIELD_NAME:
     case FIELD_OPTNAME:
-        return sink->put (sink, target, strlen (target), more);
     case FIELD_MESSAGE: {
-        const char *message = *(char **)target;
-        return sink->put (sink, message, message ? strlen (message) : 0, more);
+        const char *string = string_value (self, field, &size);
+        return sink->put (sink, string, size, more);
     }
     case FIELD_OPAQUE: {
-        zframe_t **frame_p = (zframe_t **)target;
+        zframe_t **frame_p = (zframe_t **)((char *)self + field->offset);
         if (!*frame_p) return sink->put (sink, NULL, 0, more);
         return sink->move (sink, frame_p, more);
     }
     }
     return -1;
+}
+
+//  Writes fields [index, end) of self as one packed head frame; a head holds
+//  up to 8 + 4 x 4 + 2 x 256 bytes, or a message, which may need the heap.
+static int encode_packed (frame_sink_t *sink, pf_msg_t *self, const command_spec_t *spec,
+                          int index, int end, bool more)
+{
+    size_t total = 0;
+    for (int k = index; k < end; k++) {
+        const field_t *field = &spec->fields[k];
+        size_t size = integer_size (field->type);
+        if (length_prefix (field->type)) string_value (self, field, &size);
+        total += length_prefix (field->type) + size;
+    }
+    byte stack[1024];
+    byte *head = total <= sizeof stack ? stack : malloc (total);
+    if (!head) return -1;
+    byte *at = head;
+    for (int k = index; k < end; k++) {
+        const field_t *field = &spec->fields[k];
+        size_t prefix = length_prefix (field->type), size;
+        if (prefix) {
+            const char *string = string_value (self, field, &size);
+            write_be (at, prefix, size);
+            if (size) memcpy (at + prefix, string, size);
+        } else {
+            size = integer_size (field->type);
+            write_be (at, size, integer_value (self, field));
+        }
+        at += prefix + size;
+    }
+    //  (A head always has two fields or more, so something was written.)
+    int rc = at > head ? sink->put (sink, head, total, more) : -1;
+    if (head != stack) free (head);
+    return rc;
 }
 
 //  Writes the frames of self (checked by encodable) to sink, from the empty
@@ -730,9 +866,14 @@ static int encode_frames (pf_msg_t *self, const command_spec_t *spec, frame_sink
     if (sink->put (sink, NULL, 0, true) || sink->put (sink, header, 4, true) ||
         sink->put (sink, &command, 1, spec->field_count > 0))
         return -1;
-    for (int index = 0; index < spec->field_count; index++)
-        if (encode_field (sink, self, &spec->fields[index], index + 1 < spec->field_count))
+    for (int index = 0; index < spec->field_count;) {
+        int end = frame_end (spec, index);
+        bool more = end < spec->field_count;
+        if (end > index + 1 ? encode_packed (sink, self, spec, index, end, more)
+                            : encode_field (sink, self, &spec->fields[index], more))
             return -1;
+        index = end;
+    }
     return 0;
 }
 

@@ -1,10 +1,11 @@
-/*  pf_proto — codec for the native client (PFC1) and worker (PFW1) protocols.
+/*  pf_proto — codec for the native client (PFC1) and worker (PFW2) protocols.
 
     Shared by broker, worker agent and client library. docs/PROTOCOL.md is the
     normative frame table; this header is its C view. Every message starts with
     an empty delimiter frame and a protocol header frame, then one command frame
-    of one byte. Integers are fixed-size big-endian frames (u16, u32, u64).
-    Strings are frames of UTF-8 bytes without a terminator. A ROUTER socket sees
+    of one byte. Integers are fixed-size big-endian (u16, u32, u64), strings
+    UTF-8 bytes without a terminator, each in a frame of its own (PFC1) or
+    packed into a head frame (PFW2). A ROUTER socket sees
     the peer's routing id before the empty frame: the caller pops it first
     (pf_msg_decode), or pf_msg_recv hands it back separately.
 
@@ -19,17 +20,19 @@
       ERROR    B->C  "" PFC1 0x03 request_id:u64 code:u16 message detail
       CANCEL   C->B  "" PFC1 0x04 request_id:u64
 
-    PFW1 (worker agent <-> broker)
-      READY        A->B  "" PFW1 0x01 agent_id host pid:u32 service capacity:u32 sessions
-      HEARTBEAT    both  "" PFW1 0x02 bridges
-      REQUEST      B->A  "" PFW1 0x03 request_id:u64 session command bridge:u32 generation:u32 timeout_ms:u32 flags:u32 body
-      REPLY        A->B  "" PFW1 0x04 request_id:u64 bridge:u32 generation:u32 flags:u32 body
-      ERROR        A->B  "" PFW1 0x05 request_id:u64 bridge:u32 generation:u32 code:u16 message detail
-      SESSION_END  B->A  "" PFW1 0x06 session bridge:u32 generation:u32
-      SESSION_LOST A->B  "" PFW1 0x07 session bridge:u32 generation:u32
-      CANCEL       B->A  "" PFW1 0x08 request_id:u64
-      DISCONNECT   both  "" PFW1 0x09 message
-      RECYCLE      B->A  "" PFW1 0x0A bridge:u32   (PF_BRIDGE_ANY: every bridge)
+    PFW2 (worker agent <-> broker): the fields in [...] travel packed in one
+    frame, the head: integers back to back, names after a length byte, a
+    message after a two-byte length (docs/PROTOCOL.md 3.2)
+      READY        A->B  "" PFW2 0x01 [agent_id host pid:u32 service capacity:u32] sessions
+      HEARTBEAT    both  "" PFW2 0x02 bridges
+      REQUEST      B->A  "" PFW2 0x03 [request_id:u64 bridge:u32 generation:u32 timeout_ms:u32 flags:u32 session command] body
+      REPLY        A->B  "" PFW2 0x04 [request_id:u64 bridge:u32 generation:u32 flags:u32] body
+      ERROR        A->B  "" PFW2 0x05 [request_id:u64 bridge:u32 generation:u32 code:u16 message] detail
+      SESSION_END  B->A  "" PFW2 0x06 [session bridge:u32 generation:u32]
+      SESSION_LOST A->B  "" PFW2 0x07 [session bridge:u32 generation:u32]
+      CANCEL       B->A  "" PFW2 0x08 request_id:u64
+      DISCONNECT   both  "" PFW2 0x09 message
+      RECYCLE      B->A  "" PFW2 0x0A bridge:u32   (PF_BRIDGE_ANY: every bridge)
 
     Field limits: service, command, agent_id 1..255 bytes; session, host 0..255
     bytes (empty session = no session; SESSION_END and SESSION_LOST need
@@ -44,7 +47,7 @@
 #include <stdint.h>
 
 #define PF_PROTO_CLIENT "PFC1"
-#define PF_PROTO_WORKER "PFW1"
+#define PF_PROTO_WORKER "PFW2"
 
 #define PF_MAX_NAME        255
 #define PF_MAX_MESSAGE     65535

@@ -1,4 +1,4 @@
-/*  pf_agent — bridge supervision and the agent side of PFW1.
+/*  pf_agent — bridge supervision and the agent side of PFW2.
 
     One poll loop watches the broker socket, a self-pipe woken by SIGCHLD, and
     each bridge's three pipes. The agent is a child subreaper, so a bridge's
@@ -1290,7 +1290,7 @@ static bool handle_broker (agent_t *self, int64_t now)
     self->broker_expiry = now + (int64_t) self->config->heartbeat_ms * self->config->liveness;
     self->reconnect_ms = RECONNECT_MIN_MS;
     if (rc != PF_OK || msg.proto != PF_PROTO_W) {
-        pf_warn ("malformed message from broker dropped: %s", rc != PF_OK ? err : "not PFW1");
+        pf_warn ("malformed message from broker dropped: %s", rc != PF_OK ? err : "not PFW2");
         pf_msg_reset (&msg);
         return true;
     }

@@ -4,7 +4,7 @@
     each frame a zframe_t (pf_msg_encode, then pop and zframe_send per frame;
     zmsg_recv, then pf_msg_decode); the new one (pf_msg_send / pf_msg_recv)
     sends and parses small frames from the stack. This times N round trips of
-    a PFC1 REQUEST (100-byte body) one way and a PFW1 REPLY back, in one
+    a PFC1 REQUEST (100-byte body) one way and a PFW2 REPLY back, in one
     thread over inproc, both ways, over a PAIR pair and over DEALER -> ROUTER
     (the broker's side: routing id in, routing id out). The body travels on:
     the server answers with the body it received and the client sends the

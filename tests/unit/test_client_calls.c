@@ -24,7 +24,7 @@
 //    raise    ERROR PYTHON_ERROR with a {type, message, traceback} detail
 //    busy     ERROR BUSY, message only
 //    silent   no answer at all
-//    noisy    first garbage, a reply to an unknown id and a PFW1 message, then echo
+//    noisy    first garbage, a reply to an unknown id and a PFW2 message, then echo
 //    twice    REPLY twice
 
 static void send_to (zsock_t *router, zframe_t *identity, pf_msg_t *msg)

@@ -1,4 +1,4 @@
-/*  test_proto — specification of the PFC1/PFW1 codec (common/pf_proto).
+/*  test_proto — specification of the PFC1/PFW2 codec (common/pf_proto).
 
     Every command of both protocols round-trips with all its fields; the wire
     bytes are pinned against hand-built frames (a round trip alone would pass
@@ -47,6 +47,32 @@ static void add_u64 (zmsg_t *msg, uint64_t value)
 static void add_str (zmsg_t *msg, const char *text)
 {
     zmsg_addmem (msg, text, strlen (text));
+}
+
+//  A PFW2 packed head, built byte by byte from docs/PROTOCOL.md 3.2.
+typedef struct {
+    byte data[2048];
+    size_t size;
+} head_t;
+
+static void head_int (head_t *head, uint64_t value, size_t size)
+{
+    for (size_t index = 0; index < size; index++)
+        head->data[head->size + index] = (byte)(value >> (8 * (size - 1 - index)));
+    head->size += size;
+}
+
+//  A name: one length byte, then the bytes.
+static void head_name (head_t *head, const char *text)
+{
+    head_int (head, strlen (text), 1);
+    memcpy (head->data + head->size, text, strlen (text));
+    head->size += strlen (text);
+}
+
+static void add_head (zmsg_t *msg, const head_t *head)
+{
+    zmsg_addmem (msg, head->data, head->size);
 }
 
 static zmsg_t *new_head (const char *proto, byte command)
@@ -305,7 +331,7 @@ static void client_cancel_round_trips (void **state)
 }
 
 //  --------------------------------------------------------------------------
-//  PFW1 round trips
+//  PFW2 round trips
 
 static void worker_ready_round_trips (void **state)
 {
@@ -321,7 +347,7 @@ static void worker_ready_round_trips (void **state)
     in.capacity = 16;
     in.sessions = zframe_new (binary, sizeof (binary));
 
-    round_trip (&in, &out, 9);
+    round_trip (&in, &out, 5);
     assert_string_equal (out.agent_id, in.agent_id);
     assert_string_equal (out.host, in.host);
     assert_int_equal (out.pid, 123456);
@@ -344,7 +370,7 @@ static void worker_ready_with_empty_host_and_sessions_round_trips (void **state)
     strcpy (in.service, "echo");
     in.capacity = 1;
 
-    round_trip (&in, &out, 9);
+    round_trip (&in, &out, 5);
     assert_string_equal (out.host, "");
     assert_non_null (out.sessions);
     assert_int_equal (zframe_size (out.sessions), 0);
@@ -383,7 +409,7 @@ static void worker_request_round_trips (void **state)
     in.flags = PF_FLAG_BROADCAST;
     in.body = zframe_new (binary, sizeof (binary));
 
-    round_trip (&in, &out, 11);
+    round_trip (&in, &out, 5);
     assert_true (out.request_id == 0x8000000000000001ull);
     assert_string_equal (out.session, in.session);
     assert_string_equal (out.command_name, in.command_name);
@@ -408,7 +434,7 @@ static void worker_request_with_empty_session_and_body_round_trips (void **state
     strcpy (in.command_name, "ping");
     in.body = zframe_new (NULL, 0);
 
-    round_trip (&in, &out, 11);
+    round_trip (&in, &out, 5);
     assert_string_equal (out.session, "");
     assert_int_equal (zframe_size (out.body), 0);
     pf_msg_reset (&in);
@@ -428,7 +454,7 @@ static void worker_reply_round_trips (void **state)
     in.flags = PF_REPLY_REBOUND;
     in.body = zframe_new (binary, sizeof (binary));
 
-    round_trip (&in, &out, 8);
+    round_trip (&in, &out, 5);
     assert_int_equal (out.request_id, 77);
     assert_int_equal (out.bridge, 2);
     assert_int_equal (out.generation, 0xFFFFFFFFu);
@@ -452,7 +478,7 @@ static void worker_error_round_trips (void **state)
     in.message = strdup ("bridge 1 exited with signal 9");
     in.detail = zframe_new (binary, sizeof (binary));
 
-    round_trip (&in, &out, 9);
+    round_trip (&in, &out, 5);
     assert_int_equal (out.request_id, 78);
     assert_int_equal (out.bridge, 1);
     assert_int_equal (out.generation, 4);
@@ -476,7 +502,7 @@ static void worker_session_end_and_session_lost_round_trip (void **state)
         in.bridge = 6;
         in.generation = 2;
 
-        round_trip (&in, &out, 6);
+        round_trip (&in, &out, 4);
         assert_string_equal (out.session, in.session);
         assert_int_equal (out.bridge, 6);
         assert_int_equal (out.generation, 2);
@@ -572,7 +598,7 @@ static void encode_writes_the_frames_of_the_table_big_endian (void **state)
     pf_msg_reset (&in);
 }
 
-static void encode_writes_worker_error_code_as_two_bytes (void **state)
+static void encode_packs_the_worker_error_head_big_endian (void **state)
 {
     (void)state;
     pf_msg_t in;
@@ -583,17 +609,136 @@ static void encode_writes_worker_error_code_as_two_bytes (void **state)
     in.bridge = 0x0A0B0C0D;
     in.generation = 1;
     in.code = 0x0102;
+    in.message = strdup ("no");
     zmsg_t *encoded = pf_msg_encode (&in);
     assert_non_null (encoded);
+    assert_int_equal (zmsg_size (encoded), 5);
     assert_frame_equal (encoded, 0, "", 0);
-    assert_frame_equal (encoded, 1, "PFW1", 4);
+    assert_frame_equal (encoded, 1, "PFW2", 4);
     assert_frame_equal (encoded, 2, "\x05", 1);
-    assert_frame_equal (encoded, 4, "\x0A\x0B\x0C\x0D", 4);
-    assert_frame_equal (encoded, 6, "\x01\x02", 2);
-    assert_frame_equal (encoded, 7, "", 0); //  NULL message
-    assert_frame_equal (encoded, 8, "", 0); //  NULL detail
+    //  request_id u64, bridge u32, generation u32, code u16, message (u16 length).
+    assert_frame_equal (encoded, 3,
+                        "\0\0\0\0\0\0\0\x01"
+                        "\x0A\x0B\x0C\x0D"
+                        "\0\0\0\x01"
+                        "\x01\x02"
+                        "\0\x02no",
+                        22);
+    assert_frame_equal (encoded, 4, "", 0); //  NULL detail
     zmsg_destroy (&encoded);
     pf_msg_reset (&in);
+}
+
+//  A PFW2 REQUEST built by hand: the head packs the integers, then the two
+//  names with their length byte.
+static zmsg_t *raw_worker_request (const char *session, const char *command)
+{
+    zmsg_t *msg = new_head ("PFW2", PF_W_REQUEST);
+    head_t head = {.size = 0};
+    head_int (&head, 0x0102030405060708ull, 8);
+    head_int (&head, 2, 4);
+    head_int (&head, 7, 4);
+    head_int (&head, 5000, 4);
+    head_int (&head, PF_FLAG_SOFT, 4);
+    head_name (&head, session);
+    head_name (&head, command);
+    add_head (msg, &head);
+    zmsg_addmem (msg, "\x81\xa1x\x01", 4);
+    return msg;
+}
+
+static void decode_reads_a_hand_built_worker_request (void **state)
+{
+    (void)state;
+    zmsg_t *msg = raw_worker_request ("s1", "ping");
+    pf_msg_t out;
+    pf_msg_init (&out);
+    char err[ERRLEN];
+    assert_int_equal (pf_msg_decode (&out, &msg, 0, err, sizeof (err)), PF_OK);
+    assert_true (out.request_id == 0x0102030405060708ull);
+    assert_int_equal (out.bridge, 2);
+    assert_int_equal (out.generation, 7);
+    assert_int_equal (out.timeout_ms, 5000);
+    assert_int_equal (out.flags, PF_FLAG_SOFT);
+    assert_string_equal (out.session, "s1");
+    assert_string_equal (out.command_name, "ping");
+    assert_frame_bytes (out.body, "\x81\xa1x\x01", 4);
+    pf_msg_reset (&out);
+
+    //  The same message, encoded: the same bytes.
+    pf_msg_init (&out);
+    out.proto = PF_PROTO_W;
+    out.command = PF_W_REQUEST;
+    out.request_id = 0x0102030405060708ull;
+    out.bridge = 2;
+    out.generation = 7;
+    out.timeout_ms = 5000;
+    out.flags = PF_FLAG_SOFT;
+    strcpy (out.session, "s1");
+    strcpy (out.command_name, "ping");
+    out.body = zframe_new ("\x81\xa1x\x01", 4);
+    zmsg_t *encoded = pf_msg_encode (&out);
+    zmsg_t *expected = raw_worker_request ("s1", "ping");
+    assert_int_equal (zmsg_size (encoded), zmsg_size (expected));
+    for (size_t index = 0; index < zmsg_size (expected); index++) {
+        zframe_t *frame = frame_at (expected, index);
+        assert_frame_equal (encoded, index, zframe_data (frame), zframe_size (frame));
+    }
+    zmsg_destroy (&encoded);
+    zmsg_destroy (&expected);
+    pf_msg_reset (&out);
+}
+
+//  A head cut short, one with bytes left over, a name whose length runs past
+//  the head, a bad name inside it: each is named, and the request id (read
+//  first) still answers the request.
+static void decode_rejects_a_malformed_packed_head (void **state)
+{
+    (void)state;
+    struct {
+        size_t cut;  //  bytes dropped from the end of the head
+        size_t grow; //  zero bytes added to it
+        const char *session, *command, *reason;
+    } cases[] = {
+        {3, 0, "s1", "ping", "command: head ends 3 bytes short"},
+        {8, 0, "s1", "ping", "session: head ends before its length"},
+        {12, 0, "s1", "ping", "flags: head ends 4 bytes short"},
+        {0, 3, "s1", "ping", "command: 3 bytes after the head's last field"},
+        {0, 0, "s1", "", "command: empty"},
+        {0, 0, "s\x01", "ping", "session: contains a NUL byte"},
+    };
+    for (size_t index = 0; index < COUNT (cases); index++) {
+        zmsg_t *msg = raw_worker_request (cases[index].session, cases[index].command);
+        if (index == 5) {
+            //  A NUL inside the session: rewrite its second byte.
+            zframe_t *head = frame_at (msg, 3);
+            zframe_data (head)[24 + 1 + 1] = 0;
+        }
+        zframe_t *head = frame_at (msg, 3);
+        byte bytes[600] = {0};
+        size_t size = zframe_size (head);
+        memcpy (bytes, zframe_data (head), size);
+        size = size - cases[index].cut + cases[index].grow;
+        msg = with_frame (msg, 3, bytes, size);
+        pf_msg_t out;
+        pf_msg_init (&out);
+        char err[ERRLEN];
+        int rc = pf_msg_decode (&out, &msg, 0, err, sizeof (err));
+        if (rc != PF_BAD_REQUEST || !strstr (err, cases[index].reason))
+            fail_msg ("case %zu: expected \"%s\", got %d \"%s\"", index, cases[index].reason, rc,
+                      err);
+        assert_true (out.has_request_id);
+        assert_true (out.request_id == 0x0102030405060708ull);
+        assert_null (out.body);
+        pf_msg_reset (&out);
+    }
+    //  Fewer than 8 bytes: no id to answer with.
+    zmsg_t *msg = with_frame (raw_worker_request ("", "x"), 3, "\x01\x02", 2);
+    pf_msg_t out;
+    pf_msg_init (&out);
+    assert_int_equal (pf_msg_decode (&out, &msg, 0, NULL, 0), PF_BAD_REQUEST);
+    assert_false (out.has_request_id);
+    pf_msg_reset (&out);
 }
 
 static void decode_reads_a_hand_built_request (void **state)
@@ -750,9 +895,9 @@ static void decode_rejects_an_unknown_command_byte (void **state)
                          "PFC1: unknown command 0x00");
     assert_decode_fails (with_frame (raw_client_request (), 2, "\xFF", 1), 0, PF_BAD_REQUEST,
                          "PFC1: unknown command 0xFF");
-    zmsg_t *msg = new_head ("PFW1", 0x0B);
+    zmsg_t *msg = new_head ("PFW2", 0x0B);
     add_str (msg, "x");
-    assert_decode_fails (msg, 0, PF_BAD_REQUEST, "PFW1: unknown command 0x0B");
+    assert_decode_fails (msg, 0, PF_BAD_REQUEST, "PFW2: unknown command 0x0B");
 }
 
 static void decode_rejects_a_command_frame_of_two_bytes (void **state)
@@ -773,7 +918,7 @@ static void decode_rejects_too_few_frames (void **state)
     msg = without_frame (msg, 7);
     assert_decode_fails (msg, 0, PF_BAD_REQUEST, "REQUEST: expected 10 frames, got 7");
 
-    msg = new_head ("PFW1", PF_W_HEARTBEAT);
+    msg = new_head ("PFW2", PF_W_HEARTBEAT);
     assert_decode_fails (msg, 0, PF_BAD_REQUEST, "HEARTBEAT: expected 4 frames, got 3");
 }
 
@@ -832,7 +977,7 @@ static void decode_rejects_a_nul_byte_inside_a_string (void **state)
                          "service: contains a NUL byte");
     assert_decode_fails (with_frame (raw_client_request (), 5, "\0", 1), 0, PF_BAD_REQUEST,
                          "session: contains a NUL byte");
-    zmsg_t *msg = new_head ("PFW1", PF_W_DISCONNECT);
+    zmsg_t *msg = new_head ("PFW2", PF_W_DISCONNECT);
     zmsg_addmem (msg, "bye\0", 4);
     assert_decode_fails (msg, 0, PF_BAD_REQUEST, "message: contains a NUL byte");
 }
@@ -841,7 +986,7 @@ static void decode_rejects_a_message_over_65535_bytes (void **state)
 {
     (void)state;
     char *text = repeat ('m', PF_MAX_MESSAGE + 1);
-    zmsg_t *msg = new_head ("PFW1", PF_W_DISCONNECT);
+    zmsg_t *msg = new_head ("PFW2", PF_W_DISCONNECT);
     add_str (msg, text);
     assert_decode_fails (msg, 0, PF_BAD_REQUEST, "message: 65536 bytes exceeds limit of 65535");
     free (text);
@@ -850,10 +995,12 @@ static void decode_rejects_a_message_over_65535_bytes (void **state)
 static void decode_rejects_an_empty_session_on_session_end (void **state)
 {
     (void)state;
-    zmsg_t *msg = new_head ("PFW1", PF_W_SESSION_LOST);
-    zmsg_addmem (msg, NULL, 0);
-    add_u32 (msg, 1);
-    add_u32 (msg, 1);
+    zmsg_t *msg = new_head ("PFW2", PF_W_SESSION_LOST);
+    head_t head = {.size = 0};
+    head_name (&head, "");
+    head_int (&head, 1, 4);
+    head_int (&head, 1, 4);
+    add_head (msg, &head);
     assert_decode_fails (msg, 0, PF_BAD_REQUEST, "session: empty");
 }
 
@@ -877,16 +1024,18 @@ static void decode_answers_too_large_for_an_oversized_opaque_frame (void **state
     zmsg_addmem (msg, "123456789", 9);
     assert_decode_fails (msg, 8, PF_TOO_LARGE, "detail: 9 bytes exceeds limit of 8");
 
-    msg = new_head ("PFW1", PF_W_HEARTBEAT);
+    msg = new_head ("PFW2", PF_W_HEARTBEAT);
     zmsg_addmem (msg, "123456789", 9);
     assert_decode_fails (msg, 8, PF_TOO_LARGE, "bridges: 9 bytes exceeds limit of 8");
 
-    msg = new_head ("PFW1", PF_W_READY);
-    add_str (msg, "agent");
-    add_str (msg, "host");
-    add_u32 (msg, 1);
-    add_str (msg, "svc");
-    add_u32 (msg, 1);
+    msg = new_head ("PFW2", PF_W_READY);
+    head_t head = {.size = 0};
+    head_name (&head, "agent");
+    head_name (&head, "host");
+    head_int (&head, 1, 4);
+    head_name (&head, "svc");
+    head_int (&head, 1, 4);
+    add_head (msg, &head);
     zmsg_addmem (msg, "123456789", 9);
     assert_decode_fails (msg, 8, PF_TOO_LARGE, "sessions: 9 bytes exceeds limit of 8");
 }
@@ -962,7 +1111,7 @@ static zmsg_t *random_message (uint32_t *seed)
     byte data[300] = {0}; //  a frame grown past its bytes carries zeros
     zmsg_t *msg;
     if (next_random (seed) % 2 == 0) {
-        const char *header = next_random (seed) % 2 ? "PFC1" : "PFW1";
+        const char *header = next_random (seed) % 2 ? "PFC1" : "PFW2";
         msg = new_head (header, (byte)(next_random (seed) % 11));
         int frames = (int)(next_random (seed) % 12);
         for (int index = 0; index < frames; index++) {
@@ -1274,7 +1423,7 @@ static void send_and_recv_give_what_encode_and_decode_give_for_every_command (vo
             pf_msg_init (&out);
             int rc = pf_msg_recv (&out, sockets->b, 0, NULL, 0, err, sizeof (err));
             if (rc != PF_OK)
-                fail_msg ("%s %s: recv gave %d \"%s\"", proto == PF_PROTO_C ? "PFC1" : "PFW1",
+                fail_msg ("%s %s: recv gave %d \"%s\"", proto == PF_PROTO_C ? "PFC1" : "PFW2",
                           pf_msg_command_name (proto, command), rc, err);
             assert_string_equal (err, "ok");
             assert_msg_equal (&reference, &out);
@@ -1497,15 +1646,15 @@ static void recv_rejects_too_few_frames (void **state)
     sockets_t *sockets = *state;
     zmsg_t *msg = without_frame (without_frame (raw_client_request (), 9), 8);
     assert_recv_fails (sockets, msg, 0, PF_BAD_REQUEST, "REQUEST: expected 10 frames, got 8");
-    assert_recv_fails (sockets, new_head ("PFW1", PF_W_HEARTBEAT), 0, PF_BAD_REQUEST,
+    assert_recv_fails (sockets, new_head ("PFW2", PF_W_HEARTBEAT), 0, PF_BAD_REQUEST,
                        "HEARTBEAT: expected 4 frames, got 3");
     msg = zmsg_new ();
     zmsg_addmem (msg, NULL, 0);
     assert_recv_fails (sockets, msg, 0, PF_BAD_REQUEST, "missing protocol header");
     msg = zmsg_new ();
     zmsg_addmem (msg, NULL, 0);
-    add_str (msg, "PFW1");
-    assert_recv_fails (sockets, msg, 0, PF_BAD_REQUEST, "PFW1: missing command frame");
+    add_str (msg, "PFW2");
+    assert_recv_fails (sockets, msg, 0, PF_BAD_REQUEST, "PFW2: missing command frame");
 }
 
 static void recv_rejects_a_bad_head (void **state)
@@ -1549,11 +1698,11 @@ static void recv_rejects_bad_names (void **state)
                        PF_BAD_REQUEST, "service: contains a NUL byte");
     assert_recv_fails (sockets, with_frame (raw_client_request (), 6, "", 0), 0, PF_BAD_REQUEST,
                        "command: empty");
-    zmsg_t *msg = new_head ("PFW1", PF_W_DISCONNECT);
+    zmsg_t *msg = new_head ("PFW2", PF_W_DISCONNECT);
     zmsg_addmem (msg, "bye\0", 4);
     assert_recv_fails (sockets, msg, 0, PF_BAD_REQUEST, "message: contains a NUL byte");
     char *text = repeat ('m', PF_MAX_MESSAGE + 1);
-    msg = new_head ("PFW1", PF_W_DISCONNECT);
+    msg = new_head ("PFW2", PF_W_DISCONNECT);
     add_str (msg, text);
     free (text);
     assert_recv_fails (sockets, msg, 0, PF_BAD_REQUEST,
@@ -1807,7 +1956,9 @@ int main (void)
         cmocka_unit_test (worker_disconnect_round_trips_with_and_without_message),
         cmocka_unit_test (worker_recycle_round_trips_one_bridge_or_all),
         cmocka_unit_test (encode_writes_the_frames_of_the_table_big_endian),
-        cmocka_unit_test (encode_writes_worker_error_code_as_two_bytes),
+        cmocka_unit_test (encode_packs_the_worker_error_head_big_endian),
+        cmocka_unit_test (decode_reads_a_hand_built_worker_request),
+        cmocka_unit_test (decode_rejects_a_malformed_packed_head),
         cmocka_unit_test (decode_reads_a_hand_built_request),
         cmocka_unit_test (decode_moves_the_body_frame_without_copying),
         cmocka_unit_test (encode_moves_owned_frames_into_the_message),
