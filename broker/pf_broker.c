@@ -1325,12 +1325,12 @@ void pf_broker_handle_msg (pf_broker_t *self, zframe_t *routing_id, int rc, pf_m
     if (rc != PF_OK) {
         self->stats.malformed++;
         pf_debug ("malformed message dropped: %s", err);
-        if (msg->proto == PF_PROTO_C && msg->command == PF_C_REQUEST && msg->has_request_id)
+        if (msg->proto == PF_PROTO_C && pf_msg_is_request (msg) && msg->has_request_id)
             send_client_error (self, routing_id, msg->request_id, rc, err, NULL);
     }
     else if (msg->proto == PF_PROTO_W)
         handle_agent (self, routing_id, msg, now);
-    else if (msg->command == PF_C_REQUEST)
+    else if (pf_msg_is_request (msg))
         handle_client_request (self, routing_id, msg, now);
     else if (msg->command == PF_C_CANCEL)
         handle_client_cancel (self, routing_id, msg, now);

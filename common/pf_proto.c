@@ -89,6 +89,13 @@ static const command_spec_t client_commands[] = {
     [PF_C_REPLY] = {"REPLY", 3, {REQUEST_ID, FLAGS, BODY}},
     [PF_C_ERROR] = {"ERROR", 4, {REQUEST_ID, CODE, MESSAGE, DETAIL}},
     [PF_C_CANCEL] = {"CANCEL", 1, {REQUEST_ID}},
+    //  The same request in 5 frames instead of 10 (packed head, as in PFW2).
+    [PF_C_REQUEST_PACKED] = {"REQUEST_PACKED",
+                             7,
+                             {REQUEST_ID, P ("timeout_ms", FIELD_U32, timeout_ms),
+                              P ("flags", FIELD_U32, flags), P ("service", FIELD_NAME, service),
+                              P ("session", FIELD_OPTNAME, session),
+                              P ("command", FIELD_NAME, command_name), BODY}},
 };
 
 //  PFW2 packs every field but the opaque ones into one frame, the head: a

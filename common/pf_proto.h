@@ -19,6 +19,8 @@
       REPLY    B->C  "" PFC1 0x02 request_id:u64 flags:u32 body
       ERROR    B->C  "" PFC1 0x03 request_id:u64 code:u16 message detail
       CANCEL   C->B  "" PFC1 0x04 request_id:u64
+      REQUEST_PACKED  C->B  "" PFC1 0x05 [request_id:u64 timeout_ms:u32 flags:u32 service session command] body
+               (REQUEST with the PFW2 packed head, below; libpyfleet sends this one)
 
     PFW2 (worker agent <-> broker): the fields in [...] travel packed in one
     frame, the head: integers back to back, names after a length byte, a
@@ -63,6 +65,7 @@ enum {
     PF_C_REPLY = 0x02,
     PF_C_ERROR = 0x03,
     PF_C_CANCEL = 0x04,
+    PF_C_REQUEST_PACKED = 0x05, //  REQUEST with its fields in one head frame
 };
 enum {
     PF_W_READY = 0x01,
@@ -177,5 +180,12 @@ int pf_msg_send (pf_msg_t *self, void *socket, zframe_t *routing_id, int flags);
 
 //  Name of a command for logs ("REQUEST"), per protocol; "?" if unknown.
 const char *pf_msg_command_name (int proto, int command);
+
+//  Whether self is a client REQUEST, in either form (REQUEST, REQUEST_PACKED).
+static inline bool pf_msg_is_request (const pf_msg_t *self)
+{
+    return self->proto == PF_PROTO_C &&
+           (self->command == PF_C_REQUEST || self->command == PF_C_REQUEST_PACKED);
+}
 
 #endif

@@ -163,7 +163,8 @@ static void client_request (fixture_t *fx, uint64_t id, const char *session, uin
     pf_msg_t msg;
     pf_msg_init (&msg);
     msg.proto = PF_PROTO_C;
-    msg.command = PF_C_REQUEST;
+    //  Both forms of REQUEST route the same way: odd ids come packed.
+    msg.command = id % 2 ? PF_C_REQUEST_PACKED : PF_C_REQUEST;
     msg.request_id = id;
     strcpy (msg.service, "svc");
     strcpy (msg.session, session);
@@ -588,9 +589,23 @@ static void malformed_and_unknown_peers_are_counted_not_fatal (void **state)
     sent_t *disconnect = take (fx, PF_PROTO_W, PF_W_DISCONNECT);
     assert_non_null (disconnect);
     sent_free (&disconnect);
+    //  A packed REQUEST with an empty service: answered BAD_REQUEST by id.
+    msg = zmsg_new ();
+    zmsg_addstr (msg, "C");
+    zmsg_addstr (msg, "");
+    zmsg_addstr (msg, "PFC1");
+    zmsg_addmem (msg, "\x05", 1);
+    zmsg_addmem (msg, "\0\0\0\0\0\0\0\x2a" "\0\0\x03\xe8" "\0\0\0\0" "\0" "\0" "\x04ping", 23);
+    zmsg_addmem (msg, NULL, 0);
+    pf_broker_handle (fx->broker, &msg, fx->now);
+    sent_t *refused = take (fx, PF_PROTO_C, PF_C_ERROR);
+    assert_non_null (refused);
+    assert_int_equal (refused->msg.request_id, 42);
+    assert_int_equal (refused->msg.code, PF_BAD_REQUEST);
+    sent_free (&refused);
     pf_broker_stats_t stats;
     pf_broker_stats (fx->broker, &stats);
-    assert_true (stats.malformed >= 1);
+    assert_true (stats.malformed >= 2);
 }
 
 static void broadcast_runs_once_per_bridge_and_answers_once (void **state)

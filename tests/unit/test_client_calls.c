@@ -96,7 +96,7 @@ static void handle_request (zsock_t *router)
     pf_msg_init (&request);
     char err[128];
     if (pf_msg_decode (&request, &msg, 0, err, sizeof err) != PF_OK ||
-        request.command != PF_C_REQUEST) {
+        request.command != PF_C_REQUEST_PACKED) {
         zframe_destroy (&identity);
         pf_msg_reset (&request);
         return;

@@ -689,6 +689,72 @@ static void decode_reads_a_hand_built_worker_request (void **state)
     pf_msg_reset (&out);
 }
 
+//  REQUEST_PACKED carries REQUEST's fields in a packed head: the same
+//  message in 5 frames, and the same bytes as a hand-built one.
+static void client_packed_request_round_trips_and_matches_hand_built_bytes (void **state)
+{
+    (void)state;
+    pf_msg_t in, out;
+    pf_msg_init (&in);
+    in.proto = PF_PROTO_C;
+    in.command = PF_C_REQUEST_PACKED;
+    in.request_id = 0x0102030405060708ull;
+    strcpy (in.service, "echo");
+    strcpy (in.session, "s1");
+    strcpy (in.command_name, "ping");
+    in.timeout_ms = 5000;
+    in.flags = PF_FLAG_IDEMPOTENT;
+    in.body = zframe_new ("\x81\xa1x\x01", 4);
+    zmsg_t *encoded = pf_msg_encode (&in);
+    assert_non_null (encoded);
+
+    zmsg_t *expected = new_head ("PFC1", PF_C_REQUEST_PACKED);
+    head_t head = {.size = 0};
+    head_int (&head, 0x0102030405060708ull, 8);
+    head_int (&head, 5000, 4);
+    head_int (&head, PF_FLAG_IDEMPOTENT, 4);
+    head_name (&head, "echo");
+    head_name (&head, "s1");
+    head_name (&head, "ping");
+    add_head (expected, &head);
+    zmsg_addmem (expected, "\x81\xa1x\x01", 4);
+    assert_int_equal (zmsg_size (encoded), 5);
+    for (size_t index = 0; index < zmsg_size (expected); index++) {
+        zframe_t *frame = frame_at (expected, index);
+        assert_frame_equal (encoded, index, zframe_data (frame), zframe_size (frame));
+    }
+    zmsg_destroy (&expected);
+
+    pf_msg_init (&out);
+    char err[ERRLEN];
+    assert_int_equal (pf_msg_decode (&out, &encoded, 0, err, sizeof (err)), PF_OK);
+    assert_true (pf_msg_is_request (&out));
+    assert_int_equal (out.command, PF_C_REQUEST_PACKED);
+    assert_true (out.request_id == 0x0102030405060708ull);
+    assert_string_equal (out.service, "echo");
+    assert_string_equal (out.session, "s1");
+    assert_string_equal (out.command_name, "ping");
+    assert_int_equal (out.timeout_ms, 5000);
+    assert_int_equal (out.flags, PF_FLAG_IDEMPOTENT);
+    assert_frame_bytes (out.body, "\x81\xa1x\x01", 4);
+    pf_msg_reset (&out);
+
+    //  A service too long inside the head: named, and the id still answers.
+    expected = new_head ("PFC1", PF_C_REQUEST_PACKED);
+    head.size = 16;
+    head_int (&head, 0, 1);
+    head_name (&head, "");
+    head_name (&head, "ping");
+    add_head (expected, &head);
+    zmsg_addmem (expected, NULL, 0);
+    assert_int_equal (pf_msg_decode (&out, &expected, 0, err, sizeof (err)), PF_BAD_REQUEST);
+    assert_string_equal (err, "service: empty");
+    assert_true (out.has_request_id);
+    assert_true (pf_msg_is_request (&out));
+    pf_msg_reset (&out);
+    pf_msg_reset (&in);
+}
+
 //  A head cut short, one with bytes left over, a name whose length runs past
 //  the head, a bad name inside it: each is named, and the request id (read
 //  first) still answers the request.
@@ -828,7 +894,8 @@ static void command_names_are_per_protocol (void **state)
     (void)state;
     assert_string_equal (pf_msg_command_name (PF_PROTO_C, PF_C_REQUEST), "REQUEST");
     assert_string_equal (pf_msg_command_name (PF_PROTO_C, PF_C_CANCEL), "CANCEL");
-    assert_string_equal (pf_msg_command_name (PF_PROTO_C, 0x05), "?");
+    assert_string_equal (pf_msg_command_name (PF_PROTO_C, PF_C_REQUEST_PACKED), "REQUEST_PACKED");
+    assert_string_equal (pf_msg_command_name (PF_PROTO_C, 0x06), "?");
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, PF_W_READY), "READY");
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, PF_W_SESSION_LOST), "SESSION_LOST");
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, PF_W_DISCONNECT), "DISCONNECT");
@@ -889,8 +956,8 @@ static void decode_rejects_an_unsupported_protocol_header (void **state)
 static void decode_rejects_an_unknown_command_byte (void **state)
 {
     (void)state;
-    assert_decode_fails (with_frame (raw_client_request (), 2, "\x05", 1), 0, PF_BAD_REQUEST,
-                         "PFC1: unknown command 0x05");
+    assert_decode_fails (with_frame (raw_client_request (), 2, "\x06", 1), 0, PF_BAD_REQUEST,
+                         "PFC1: unknown command 0x06");
     assert_decode_fails (with_frame (raw_client_request (), 2, "\x00", 1), 0, PF_BAD_REQUEST,
                          "PFC1: unknown command 0x00");
     assert_decode_fails (with_frame (raw_client_request (), 2, "\xFF", 1), 0, PF_BAD_REQUEST,
@@ -1382,7 +1449,7 @@ static const command_id_t every_command[] = {
     {PF_PROTO_C, PF_C_CANCEL},      {PF_PROTO_W, PF_W_READY},        {PF_PROTO_W, PF_W_HEARTBEAT},
     {PF_PROTO_W, PF_W_REQUEST},     {PF_PROTO_W, PF_W_REPLY},        {PF_PROTO_W, PF_W_ERROR},
     {PF_PROTO_W, PF_W_SESSION_END}, {PF_PROTO_W, PF_W_SESSION_LOST}, {PF_PROTO_W, PF_W_CANCEL},
-    {PF_PROTO_W, PF_W_DISCONNECT},  {PF_PROTO_W, PF_W_RECYCLE},
+    {PF_PROTO_W, PF_W_DISCONNECT},  {PF_PROTO_W, PF_W_RECYCLE},      {PF_PROTO_C, PF_C_REQUEST_PACKED},
 };
 
 //  What pf_msg_encode + pf_msg_decode make of a message: the reference.
@@ -1958,6 +2025,7 @@ int main (void)
         cmocka_unit_test (encode_writes_the_frames_of_the_table_big_endian),
         cmocka_unit_test (encode_packs_the_worker_error_head_big_endian),
         cmocka_unit_test (decode_reads_a_hand_built_worker_request),
+        cmocka_unit_test (client_packed_request_round_trips_and_matches_hand_built_bytes),
         cmocka_unit_test (decode_rejects_a_malformed_packed_head),
         cmocka_unit_test (decode_reads_a_hand_built_request),
         cmocka_unit_test (decode_moves_the_body_frame_without_copying),
