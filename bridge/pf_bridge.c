@@ -388,10 +388,15 @@ int pf_bridge_fd_err (pf_bridge_t *self)
     return self ? self->fd_err : -1;
 }
 
-int pf_bridge_send (pf_bridge_t *self, const void *data, size_t size)
+int pf_bridge_queue (pf_bridge_t *self, const void *data, size_t size)
 {
     if (!self || self->fd_in < 0 || self->in_broken || size > self->max_frame) return -1;
-    if (pf_frame_writer_push (self->writer, data, size)) return -1;
+    return pf_frame_writer_push (self->writer, data, size);
+}
+
+int pf_bridge_send (pf_bridge_t *self, const void *data, size_t size)
+{
+    if (pf_bridge_queue (self, data, size)) return -1;
     return pf_bridge_flush (self);
 }
 
@@ -428,6 +433,9 @@ int pf_bridge_read (pf_bridge_t *self)
                          self->max_frame);
                 return -2;
             }
+            //  A short read emptied the pipe: poll says when there is more
+            //  (one read per wake-up instead of two, the second for EAGAIN).
+            if ((size_t)got < sizeof buffer) return 0;
         } else if (got == 0) {
             self->out_eof = true;
             return -1;

@@ -60,6 +60,10 @@ int pf_bridge_fd_err (pf_bridge_t *self);
 //  frame is larger than max_frame.
 int pf_bridge_send (pf_bridge_t *self, const void *data, size_t size);
 
+//  Queues one frame without writing it: pf_bridge_flush (or the next send)
+//  writes everything queued at once. Returns 0 or -1, as pf_bridge_send.
+int pf_bridge_queue (pf_bridge_t *self, const void *data, size_t size);
+
 //  True while queued output is waiting for the pipe.
 bool pf_bridge_send_pending (pf_bridge_t *self);
 

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 //  Smallest body allocation: one pipe buffer's worth, so common frames need
@@ -241,24 +242,41 @@ int pf_frame_writer_push (pf_frame_writer_t *self, const void *data, size_t size
     return 0;
 }
 
+//  Writes the queued frames with one writev per up to 64 of them, so a
+//  burst of requests for one bridge costs one system call (and wakes the
+//  bridge once), until the pipe is full.
 int pf_frame_writer_flush (pf_frame_writer_t *self, int fd)
 {
     while (self->head) {
-        chunk_t *chunk = self->head;
-        ssize_t written = write (fd, chunk->data + chunk->offset, chunk->size - chunk->offset);
+        struct iovec iov[64];
+        int count = 0;
+        size_t total = 0;
+        for (chunk_t *chunk = self->head; chunk && count < 64; chunk = chunk->next, count++) {
+            iov[count].iov_base = chunk->data + chunk->offset;
+            iov[count].iov_len = chunk->size - chunk->offset;
+            total += iov[count].iov_len;
+        }
+        ssize_t written = writev (fd, iov, count);
         if (written < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
             return -1;
         }
         if (written == 0) return 0;
-        chunk->offset += (size_t)written;
         self->pending_bytes -= (size_t)written;
-        if (chunk->offset == chunk->size) {
+        for (size_t left = (size_t)written; left > 0;) {
+            chunk_t *chunk = self->head;
+            size_t rest = chunk->size - chunk->offset;
+            if (left < rest) {
+                chunk->offset += left;
+                break;
+            }
+            left -= rest;
             self->head = chunk->next;
             if (!self->head) self->tail = NULL;
             free (chunk);
         }
+        if ((size_t)written < total) return 0; //  the pipe is full
     }
     return 0;
 }

@@ -779,7 +779,9 @@ static void slot_pump (agent_t *self, slot_t *slot, int64_t now)
             slot_remove_job (slot, slot->written);
             continue;
         }
-        if (pf_bridge_send (slot->handle, job->frame, job->frame_size) != 0) {
+        //  Written by flush_bridges before the loop waits again, together
+        //  with the others queued meanwhile.
+        if (pf_bridge_queue (slot->handle, job->frame, job->frame_size) != 0) {
             slot_kill (self, slot, PF_BRIDGE_CRASHED, "bridge stdin broken", now);
             return;
         }
@@ -1541,8 +1543,21 @@ static int64_t next_timer (agent_t *self, int64_t now)
 //  --------------------------------------------------------------------------
 //  Loop
 
+//  Writes what slot_pump queued for each bridge: one writev per bridge and
+//  loop turn, however many requests the turn brought.
+static void flush_bridges (agent_t *self)
+{
+    for (int i = 0; i < self->slot_count; i++) {
+        slot_t *slot = &self->slots[i];
+        if (slot->handle && pf_bridge_send_pending (slot->handle) &&
+            pf_bridge_flush (slot->handle) != 0)
+            slot_kill (self, slot, PF_BRIDGE_CRASHED, "bridge stdin broken", zclock_mono ());
+    }
+}
+
 static void poll_once (agent_t *self, int64_t timeout)
 {
+    flush_bridges (self);
     int slots = self->slot_count;
     zmq_pollitem_t items[2 + 3 * slots];
     slot_t *owners[2 + 3 * slots];

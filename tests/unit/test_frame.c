@@ -254,6 +254,36 @@ static void writer_resumes_partial_writes_until_every_frame_is_through (void **s
     close (fds[1]);
 }
 
+//  Many small frames queued leave in one flush (writev, 64 at a time), in
+//  order, when the pipe has room.
+static void writer_flushes_a_burst_of_small_frames_at_once (void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal (pipe2 (fds, O_CLOEXEC | O_NONBLOCK), 0);
+    pf_frame_writer_t *writer = pf_frame_writer_new ();
+    const size_t count = 150;
+    for (size_t i = 0; i < count; i++) {
+        uint8_t payload[4 + 100];
+        s_encode (payload, 100, (uint8_t)i);
+        assert_int_equal (pf_frame_writer_push (writer, payload + 4, 100), 0);
+    }
+    assert_int_equal (pf_frame_writer_flush (writer, fds[1]), 0);
+    assert_false (pf_frame_writer_pending (writer));
+    pf_frame_reader_t *reader = pf_frame_reader_new (0);
+    uint8_t buffer[65536];
+    ssize_t got = read (fds[0], buffer, sizeof buffer);
+    assert_int_equal (got, (ssize_t)(count * 104));
+    assert_int_equal (pf_frame_reader_feed (reader, buffer, (size_t)got), 0);
+    assert_int_equal (pf_frame_reader_frames (reader), count);
+    for (size_t i = 0; i < count; i++)
+        s_expect_frame (reader, 100, (uint8_t)i);
+    pf_frame_reader_destroy (&reader);
+    pf_frame_writer_destroy (&writer);
+    close (fds[0]);
+    close (fds[1]);
+}
+
 static void writer_reports_a_broken_pipe_as_epipe_and_keeps_the_bytes (void **state)
 {
     (void)state;
@@ -298,6 +328,7 @@ int main (void)
         cmocka_unit_test (length_above_max_frame_is_a_fault_without_allocation),
         cmocka_unit_test (length_0xffffffff_is_a_fault_without_allocation),
         cmocka_unit_test (writer_resumes_partial_writes_until_every_frame_is_through),
+        cmocka_unit_test (writer_flushes_a_burst_of_small_frames_at_once),
         cmocka_unit_test (writer_reports_a_broken_pipe_as_epipe_and_keeps_the_bytes),
         cmocka_unit_test (writer_rejects_a_frame_that_does_not_fit_the_length_prefix),
     };
