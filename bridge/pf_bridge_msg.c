@@ -20,12 +20,123 @@ static int s_pack_cstr (msgpack_packer *packer, const char *text)
     return msgpack_pack_str (packer, length) | msgpack_pack_str_body (packer, text, length);
 }
 
+//  Reads an n-byte big-endian length at data[at]; -1 if it runs past size.
+static int s_length (const uint8_t *data, size_t size, size_t at, int n, uint64_t *value)
+{
+    if (at + (size_t)n > size) return -1;
+    *value = 0;
+    for (int index = 0; index < n; index++)
+        *value = (*value << 8) | data[at + (size_t)index];
+    return 0;
+}
+
+//  Moves *offset past one msgpack object (containers included) without
+//  decoding it: no allocation, no recursion. Returns 0, or -1 if the bytes
+//  are not msgpack (0xC1) or the object runs past size.
+static int s_skip (const uint8_t *data, size_t size, size_t *offset)
+{
+    size_t at = *offset;
+    for (uint64_t pending = 1; pending > 0; pending--) {
+        if (at >= size) return -1;
+        uint8_t type = data[at++];
+        uint64_t length = 0; //  bytes of payload to skip
+        uint64_t items = 0;  //  objects the container holds
+        int width = 0;       //  bytes of the length that follows the type byte
+        if (type <= 0x7F || type >= 0xE0 || type == 0xC0 || type == 0xC2 || type == 0xC3)
+            ;
+        else if (type <= 0x8F)
+            items = 2u * (type & 0x0F);
+        else if (type <= 0x9F)
+            items = type & 0x0F;
+        else if (type <= 0xBF)
+            length = type & 0x1F;
+        else
+            switch (type) {
+            case 0xC4: case 0xC7: case 0xD9: width = 1; break; //  bin8, ext8, str8
+            case 0xC5: case 0xC8: case 0xDA: case 0xDC: case 0xDE: width = 2; break;
+            case 0xC6: case 0xC9: case 0xDB: case 0xDD: case 0xDF: width = 4; break;
+            case 0xCC: case 0xD0: length = 1; break;
+            case 0xCD: case 0xD1: length = 2; break;
+            case 0xCA: case 0xCE: case 0xD2: length = 4; break;
+            case 0xCB: case 0xCF: case 0xD3: length = 8; break;
+            case 0xD4: length = 2; break; //  fixext: type byte + 1, 2, 4, 8, 16
+            case 0xD5: length = 3; break;
+            case 0xD6: length = 5; break;
+            case 0xD7: length = 9; break;
+            case 0xD8: length = 17; break;
+            default: return -1; //  0xC1: never used
+            }
+        if (width) {
+            uint64_t value;
+            if (s_length (data, size, at, width, &value)) return -1;
+            at += (size_t)width;
+            if (type == 0xDC || type == 0xDD)
+                items = value;
+            else if (type == 0xDE || type == 0xDF)
+                items = 2 * value;
+            else
+                length = value + (type >= 0xC7 && type <= 0xC9); //  ext: its type byte
+        }
+        if (length > size - at) return -1;
+        at += (size_t)length;
+        //  Each item takes at least a byte: a count above what is left is a lie.
+        if (items > size - at) return -1;
+        pending += items;
+    }
+    *offset = at;
+    return 0;
+}
+
+//  Finds the value of key in the msgpack map that is all of data/size:
+//  sets *start and *end to its bytes. Returns 0, or -1 if the key is absent.
+static int s_find_value (const uint8_t *data, size_t size, const char *key, size_t *start,
+                         size_t *end)
+{
+    size_t key_size = strlen (key), at = 1;
+    uint64_t pairs = 0;
+    if (size == 0) return -1;
+    if (data[0] >= 0x80 && data[0] <= 0x8F)
+        pairs = data[0] & 0x0F;
+    else if ((data[0] == 0xDE && s_length (data, size, 1, 2, &pairs) == 0) ||
+             (data[0] == 0xDF && s_length (data, size, 1, 4, &pairs) == 0))
+        at += data[0] == 0xDE ? 2 : 4;
+    else
+        return -1;
+    for (uint64_t pair = 0; pair < pairs; pair++) {
+        size_t key_at = at;
+        if (s_skip (data, size, &at)) return -1;
+        size_t value_at = at;
+        if (s_skip (data, size, &at)) return -1;
+        //  A str or bin key holding exactly key's bytes: the header is what
+        //  precedes the last key_size bytes, one of the forms for that size.
+        size_t header = value_at - key_at - key_size;
+        if (value_at - key_at < key_size ||
+            memcmp (data + value_at - key_size, key, key_size) != 0)
+            continue;
+        uint8_t type = data[key_at];
+        if ((header == 1 && type == (0xA0 | key_size) && key_size < 32) ||
+            (header == 2 && (type == 0xD9 || type == 0xC4)) ||
+            (header == 3 && (type == 0xDA || type == 0xC5)) ||
+            (header == 5 && (type == 0xDB || type == 0xC6))) {
+            *start = value_at;
+            *end = at;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 uint8_t *pf_bridge_msg_request (uint64_t id, const char *cmd, const void *args, size_t args_size,
                                 const char *session, int64_t deadline_ms, bool releasable,
                                 size_t *size_p)
 {
+    //  Sized once for the whole map: the args (up to 64 MiB) are never
+    //  copied again by a growing buffer.
     msgpack_sbuffer buffer;
     msgpack_sbuffer_init (&buffer);
+    buffer.alloc = 96 + args_size + (cmd ? strlen (cmd) : 0) + (session ? strlen (session) : 0);
+    buffer.data = malloc (buffer.alloc);
+    if (!buffer.data) return NULL;
     msgpack_packer packer;
     msgpack_packer_init (&packer, &buffer, msgpack_sbuffer_write);
 
@@ -63,19 +174,15 @@ uint8_t *pf_bridge_msg_request (uint64_t id, const char *cmd, const void *args, 
 
 bool pf_bridge_msg_args_valid (const void *args, size_t size)
 {
-    if (size == 0) return true;
-    msgpack_unpacked unpacked;
-    msgpack_unpacked_init (&unpacked);
+    //  Skipped, not unpacked: the same structural check without building
+    //  the object tree (an allocation per request).
     size_t offset = 0;
-    msgpack_unpack_return rc = msgpack_unpack_next (&unpacked, args, size, &offset);
-    msgpack_unpacked_destroy (&unpacked);
-    return rc == MSGPACK_UNPACK_SUCCESS && offset == size;
+    return size == 0 || (s_skip (args, size, &offset) == 0 && offset == size);
 }
 
 void pf_bridge_msg_reset (pf_bridge_msg_t *self)
 {
     if (!self) return;
-    free (self->result);
     free (self->error_type);
     free (self->error_message);
     free (self->detail);
@@ -202,9 +309,9 @@ static int s_reencode (const msgpack_object *object, uint8_t **data_p, size_t *s
 //  --------------------------------------------------------------------------
 //  One function per message kind, validation first
 
-static int s_decode_reply (pf_bridge_msg_t *self, const msgpack_object *map,
-                           const msgpack_object *id, const msgpack_object *ok, char *err,
-                           size_t errlen)
+static int s_decode_reply (pf_bridge_msg_t *self, const uint8_t *data, size_t size,
+                           const msgpack_object *map, const msgpack_object *id,
+                           const msgpack_object *ok, char *err, size_t errlen)
 {
     if (id->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return s_fail (err, errlen, "reply 'id' is not a non-negative integer");
@@ -214,8 +321,16 @@ static int s_decode_reply (pf_bridge_msg_t *self, const msgpack_object *map,
     self->id = id->via.u64;
     self->ok = ok->via.boolean;
     if (self->ok) {
-        if (s_reencode (s_lookup (map, "result"), &self->result, &self->result_size))
-            return s_fail (err, errlen, "out of memory");
+        //  The result's own bytes, not a re-encoding: no copy, no allocation.
+        static const uint8_t nil = 0xC0;
+        size_t start, end;
+        if (s_find_value (data, size, "result", &start, &end) == 0) {
+            self->result = data + start;
+            self->result_size = end - start;
+        } else {
+            self->result = &nil;
+            self->result_size = 1;
+        }
         return 0;
     }
     const msgpack_object *error = s_lookup (map, "error");
@@ -274,19 +389,20 @@ static int s_decode_beat (pf_bridge_msg_t *self, const msgpack_object *map, char
     return 0;
 }
 
-static int s_decode_map (pf_bridge_msg_t *self, const msgpack_object *map, char *err, size_t errlen)
+static int s_decode_map (pf_bridge_msg_t *self, const uint8_t *data, size_t size,
+                         const msgpack_object *map, char *err, size_t errlen)
 {
     const msgpack_object *id = s_lookup (map, "id");
     const msgpack_object *ok = s_lookup (map, "ok");
-    if (id && ok) return s_decode_reply (self, map, id, ok, err, errlen);
+    if (id && ok) return s_decode_reply (self, data, size, map, id, ok, err, errlen);
     const msgpack_object *event = s_lookup (map, "event");
     if (!event) return s_fail (err, errlen, "map is neither a reply (id, ok) nor an event");
     if (s_text_equals (event, "ready")) return s_decode_ready (self, map, err, errlen);
     if (s_text_equals (event, "beat")) return s_decode_beat (self, map, err, errlen);
     if (!s_is_text (event)) return s_fail (err, errlen, "'event' is not a string");
-    size_t size;
-    const char *name = s_text (event, &size);
-    return s_fail (err, errlen, "unknown event '%.*s'", size > 64 ? 64 : (int)size, name);
+    size_t length;
+    const char *name = s_text (event, &length);
+    return s_fail (err, errlen, "unknown event '%.*s'", length > 64 ? 64 : (int)length, name);
 }
 
 int pf_bridge_msg_decode (pf_bridge_msg_t *self, const uint8_t *data, size_t size, char *err,
@@ -312,7 +428,7 @@ int pf_bridge_msg_decode (pf_bridge_msg_t *self, const uint8_t *data, size_t siz
     else if (unpacked.data.type != MSGPACK_OBJECT_MAP)
         result = s_fail (err, errlen, "not a map");
     else
-        result = s_decode_map (self, &unpacked.data, err, errlen);
+        result = s_decode_map (self, data, size, &unpacked.data, err, errlen);
     msgpack_unpacked_destroy (&unpacked);
     if (result != 0) pf_bridge_msg_reset (self);
     return result;

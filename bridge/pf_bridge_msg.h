@@ -21,7 +21,8 @@ typedef struct {
     int kind;             //  pf_bridge_msg_kind_t
     uint64_t id;          //  reply: request id
     bool ok;              //  reply: true for a result, false for an error
-    uint8_t *result;      //  ok reply: the result re-encoded as msgpack (malloc'd)
+    const uint8_t *result; //  ok reply: the result's msgpack bytes, inside the decoded
+                            //  frame (valid while it is; a static nil if absent)
     size_t result_size;
     int code;             //  error reply: pf_error_t
     char *error_type;     //  error reply: Python exception type (malloc'd, may be NULL)

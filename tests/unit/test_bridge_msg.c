@@ -41,6 +41,54 @@ static void s_bin (builder_t *b, const char *text)
     msgpack_pack_bin_body (&b->packer, text, strlen (text));
 }
 
+//  One object holding every msgpack type in every width msgpack-c writes:
+//  ints from fixint to 64 bits, floats, str and bin up to 16-bit lengths,
+//  ext and fixext, arrays and maps from fix to 16-bit counts, nested.
+static void s_pack_every_type (builder_t *b)
+{
+    msgpack_pack_array (&b->packer, 24);
+    msgpack_pack_nil (&b->packer);
+    msgpack_pack_true (&b->packer);
+    msgpack_pack_false (&b->packer);
+    msgpack_pack_int (&b->packer, 5);
+    msgpack_pack_int (&b->packer, -5);
+    msgpack_pack_uint64 (&b->packer, 200);
+    msgpack_pack_uint64 (&b->packer, 60000);
+    msgpack_pack_uint64 (&b->packer, 4000000000u);
+    msgpack_pack_uint64 (&b->packer, UINT64_MAX);
+    msgpack_pack_int64 (&b->packer, -100);
+    msgpack_pack_int64 (&b->packer, -30000);
+    msgpack_pack_int64 (&b->packer, -2000000000);
+    msgpack_pack_int64 (&b->packer, INT64_MIN);
+    msgpack_pack_float (&b->packer, 1.5f);
+    msgpack_pack_double (&b->packer, 2.5);
+    char text[70000];
+    memset (text, 'x', sizeof text);
+    msgpack_pack_str (&b->packer, 40);
+    msgpack_pack_str_body (&b->packer, text, 40);
+    msgpack_pack_str (&b->packer, 300);
+    msgpack_pack_str_body (&b->packer, text, 300);
+    msgpack_pack_str (&b->packer, sizeof text); //  str32
+    msgpack_pack_str_body (&b->packer, text, sizeof text);
+    msgpack_pack_bin (&b->packer, 3);
+    msgpack_pack_bin_body (&b->packer, "abc", 3);
+    msgpack_pack_ext (&b->packer, 1, 7);
+    msgpack_pack_ext_body (&b->packer, "x", 1);
+    msgpack_pack_ext (&b->packer, 3, 7);
+    msgpack_pack_ext_body (&b->packer, "xyz", 3);
+    msgpack_pack_array (&b->packer, 20);
+    for (int index = 0; index < 20; index++)
+        msgpack_pack_int (&b->packer, index);
+    msgpack_pack_map (&b->packer, 17);
+    for (int index = 0; index < 17; index++) {
+        msgpack_pack_int (&b->packer, index);
+        msgpack_pack_map (&b->packer, 1);
+        s_str (b, "k");
+        msgpack_pack_array (&b->packer, 0);
+    }
+    msgpack_pack_map (&b->packer, 0);
+}
+
 //  Decodes b's bytes; returns the decode result and frees the builder.
 static int s_decode (builder_t *b, pf_bridge_msg_t *msg, char *err, size_t errlen)
 {
@@ -199,12 +247,27 @@ static void args_are_valid_only_as_exactly_one_msgpack_object (void **state)
     assert_false (pf_bridge_msg_args_valid (two_ints, sizeof two_ints));
     assert_false (pf_bridge_msg_args_valid (truncated, sizeof truncated));
     assert_false (pf_bridge_msg_args_valid (never_used, sizeof never_used));
+
+    //  Every type is one object; cut anywhere, it is not; a count that
+    //  promises more items than bytes is refused without walking them.
+    builder_t b;
+    s_begin (&b);
+    s_pack_every_type (&b);
+    const uint8_t *data = (const uint8_t *)b.buffer.data;
+    assert_true (pf_bridge_msg_args_valid (data, b.buffer.size));
+    for (size_t cut = 1; cut < b.buffer.size; cut += 1 + cut / 16)
+        assert_false (pf_bridge_msg_args_valid (data, cut));
+    msgpack_sbuffer_destroy (&b.buffer);
+    const uint8_t huge_array[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0x01};
+    const uint8_t huge_bin[] = {0xc6, 0xff, 0xff, 0xff, 0xff, 0x01};
+    assert_false (pf_bridge_msg_args_valid (huge_array, sizeof huge_array));
+    assert_false (pf_bridge_msg_args_valid (huge_bin, sizeof huge_bin));
 }
 
 //  --------------------------------------------------------------------------
 //  Bridge -> agent messages
 
-static void ok_reply_carries_id_and_reencoded_result (void **state)
+static void ok_reply_carries_id_and_the_result_bytes (void **state)
 {
     (void)state;
     builder_t b;
@@ -223,16 +286,64 @@ static void ok_reply_carries_id_and_reencoded_result (void **state)
 
     pf_bridge_msg_t msg;
     char err[128];
-    assert_int_equal (s_decode (&b, &msg, err, sizeof err), 0);
+    const uint8_t *frame = (const uint8_t *)b.buffer.data;
+    assert_int_equal (pf_bridge_msg_decode (&msg, frame, b.buffer.size, err, sizeof err), 0);
     assert_int_equal (msg.kind, PF_BRIDGE_MSG_REPLY);
     assert_int_equal (msg.id, 77);
     assert_true (msg.ok);
     const uint8_t expected[] = {0x92, 0x01, 0xa3, 't', 'w', 'o'};
     assert_int_equal (msg.result_size, sizeof expected);
     assert_memory_equal (msg.result, expected, sizeof expected);
+    //  Not a copy: the bytes inside the frame.
+    assert_true (msg.result > frame && msg.result < frame + b.buffer.size);
     pf_bridge_msg_reset (&msg);
     assert_null (msg.result);
     assert_int_equal (msg.kind, 0);
+    msgpack_sbuffer_destroy (&b.buffer);
+}
+
+//  The result is found whatever the key order and key encoding (str8, bin),
+//  past keys that merely end in "result", and its bytes are exactly those
+//  msgpack-c writes for it, for a result of every type.
+static void ok_reply_result_is_found_in_any_position_and_encoding (void **state)
+{
+    (void)state;
+    builder_t value;
+    s_begin (&value);
+    s_pack_every_type (&value);
+    for (int form = 0; form < 4; form++) {
+        builder_t b;
+        s_begin (&b);
+        msgpack_pack_map (&b.packer, 5);
+        s_str (&b, "xresult"); //  ends like the key: not it
+        msgpack_pack_int (&b.packer, 1);
+        if (form == 0) s_str (&b, "result");
+        if (form == 1) s_bin (&b, "result");
+        if (form == 2) {
+            msgpack_sbuffer_write (&b.buffer, "\xd9\x06result", 8); //  str8, not canonical
+        }
+        if (form == 3) {
+            msgpack_sbuffer_write (&b.buffer, "\xda\x00\x06result", 9); //  str16
+        }
+        msgpack_sbuffer_write (&b.buffer, value.buffer.data, value.buffer.size);
+        s_str (&b, "ok");
+        msgpack_pack_true (&b.packer);
+        s_str (&b, "result_");
+        msgpack_pack_int (&b.packer, 2);
+        s_str (&b, "id");
+        msgpack_pack_uint64 (&b.packer, 5);
+
+        pf_bridge_msg_t msg;
+        char err[128];
+        int rc = pf_bridge_msg_decode (&msg, (const uint8_t *)b.buffer.data, b.buffer.size, err,
+                                       sizeof err);
+        if (rc != 0) fail_msg ("form %d: %s", form, err);
+        assert_int_equal (msg.result_size, value.buffer.size);
+        assert_memory_equal (msg.result, value.buffer.data, value.buffer.size);
+        pf_bridge_msg_reset (&msg);
+        msgpack_sbuffer_destroy (&b.buffer);
+    }
+    msgpack_sbuffer_destroy (&value.buffer);
 }
 
 static void ok_reply_without_result_has_a_nil_result (void **state)
@@ -521,7 +632,8 @@ int main (void)
         cmocka_unit_test (request_without_args_or_session_encodes_nil),
         cmocka_unit_test (request_with_deadline_and_releasable_carries_both_keys),
         cmocka_unit_test (args_are_valid_only_as_exactly_one_msgpack_object),
-        cmocka_unit_test (ok_reply_carries_id_and_reencoded_result),
+        cmocka_unit_test (ok_reply_carries_id_and_the_result_bytes),
+        cmocka_unit_test (ok_reply_result_is_found_in_any_position_and_encoding),
         cmocka_unit_test (ok_reply_without_result_has_a_nil_result),
         cmocka_unit_test (error_reply_carries_code_type_message_and_detail),
         cmocka_unit_test (error_code_missing_unknown_or_ok_reads_as_python_error),
