@@ -1,5 +1,6 @@
 /*  pyfleet-broker — binds one ROUTER for clients and worker agents and runs
     the broker logic (pf_broker) around a single poll loop. */
+#include "pf_batch.h"
 #include "pf_broker.h"
 #include "pf_log.h"
 #include "pf_parse.h"
@@ -15,11 +16,21 @@ static void on_signal (int sig)
     interrupted = 1;
 }
 
+typedef struct {
+    zsock_t *router;
+    pf_outbox_t *outbox; //  agents' messages this loop turn, a BATCH per agent
+} sender_t;
+
 //  Never blocks: a slow or gone peer costs a counted failure, not a stall.
 //  ROUTER_MANDATORY makes an unroutable peer an error instead of a silent drop.
+//  Agents' messages wait in the outbox until the loop is about to poll.
 static int router_send (void *arg, zframe_t *routing_id, pf_msg_t *msg, int flags)
 {
-    return pf_msg_send (msg, arg, routing_id, flags | ZMQ_DONTWAIT);
+    sender_t *sender = arg;
+    if (msg->proto == PF_PROTO_W)
+        return pf_outbox_send (sender->outbox, sender->router, routing_id, msg,
+                               flags | ZMQ_DONTWAIT);
+    return pf_msg_send (msg, sender->router, routing_id, flags | ZMQ_DONTWAIT);
 }
 
 //  Events go out as two frames: the topic (for prefix subscriptions) and
@@ -222,7 +233,17 @@ int main (int argc, char *argv[])
             }
         }
     }
-    pf_broker_t *broker = pf_broker_new (&config, router_send, router, zclock_mono ());
+    sender_t sender = {router, pf_outbox_new ()};
+    pf_broker_t *broker =
+        sender.outbox ? pf_broker_new (&config, router_send, &sender, zclock_mono ()) : NULL;
+    if (!broker) {
+        pf_error ("out of memory");
+        pf_outbox_destroy (&sender.outbox);
+        zsock_destroy (&publisher);
+        zsock_destroy (&mgmt);
+        zsock_destroy (&router);
+        return 1;
+    }
     if (publisher)
         pf_broker_set_event_fn (broker, publish_event, publisher);
     pf_info ("listening on %s (pid %d); management %s; events %s", bind, getpid (),
@@ -236,6 +257,7 @@ int main (int argc, char *argv[])
         int64_t now = zclock_mono ();
         if (now >= next_tick)
             next_tick = now + pf_broker_tick (broker, now);
+        pf_broker_send_failed (broker, pf_outbox_flush (sender.outbox, router));
         zmq_pollitem_t items[2] = {{zsock_resolve (router), 0, ZMQ_POLLIN, 0},
                                    {mgmt ? zsock_resolve (mgmt) : NULL, 0, ZMQ_POLLIN, 0}};
         int rc = zmq_poll (items, mgmt ? 2 : 1, next_tick - now);
@@ -267,12 +289,14 @@ int main (int argc, char *argv[])
     }
     pf_info ("shutting down");
     pf_broker_shutdown (broker);
+    pf_broker_send_failed (broker, pf_outbox_flush (sender.outbox, router));
     pf_broker_stats_t stats;
     pf_broker_stats (broker, &stats);
     pf_info ("served %llu requests, %llu malformed messages, %llu send failures",
              (unsigned long long) stats.requests, (unsigned long long) stats.malformed,
              (unsigned long long) stats.send_failures);
     pf_broker_destroy (&broker);
+    pf_outbox_destroy (&sender.outbox);
     zsock_destroy (&publisher);
     zsock_destroy (&mgmt);
     zsock_destroy (&router);

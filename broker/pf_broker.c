@@ -26,6 +26,7 @@
     grace, agent lost, cancel). A request the broker already answered stays
     in the table, marked answered, until its agent reports back or dies, so a
     late reply is recognised and dropped, never delivered twice. */
+#include "pf_batch.h"
 #include "pf_broker.h"
 #include "pf_broker_state.h"
 #include "pf_error.h"
@@ -1319,10 +1320,25 @@ void pf_broker_handle (pf_broker_t *self, zmsg_t **msg_p, int64_t now)
     zframe_destroy (&routing_id);
 }
 
+//  An agent's BATCH: each message as if it had come alone.
+static void handle_batch (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *batch, int64_t now)
+{
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    char err[256];
+    size_t offset = 0;
+    int rc;
+    while ((rc = pf_batch_next (batch->body, &offset, &msg, self->config.max_body, err,
+                                sizeof err)) != -1)
+        pf_broker_handle_msg (self, routing_id, rc, &msg, err, now);
+}
+
 void pf_broker_handle_msg (pf_broker_t *self, zframe_t *routing_id, int rc, pf_msg_t *msg,
                            const char *err, int64_t now)
 {
-    if (rc != PF_OK) {
+    if (rc == PF_OK && msg->proto == PF_PROTO_W && msg->command == PF_W_BATCH)
+        handle_batch (self, routing_id, msg, now);
+    else if (rc != PF_OK) {
         self->stats.malformed++;
         pf_debug ("malformed message dropped: %s", err);
         if (msg->proto == PF_PROTO_C && pf_msg_is_request (msg) && msg->has_request_id)
@@ -1464,6 +1480,11 @@ void pf_broker_shutdown (pf_broker_t *self)
         if (!request->answered && request->client)
             send_client_error (self, request->client, request->msg.request_id, PF_SHUTTING_DOWN,
                                "the broker is shutting down", NULL);
+}
+
+void pf_broker_send_failed (pf_broker_t *self, size_t count)
+{
+    self->stats.send_failures += count;
 }
 
 void pf_broker_stats (pf_broker_t *self, pf_broker_stats_t *stats)

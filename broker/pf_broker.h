@@ -86,6 +86,10 @@ typedef struct {
 
 void pf_broker_stats (pf_broker_t *self, pf_broker_stats_t *stats);
 
+//  Counts messages the send function accepted but could not send later (a
+//  batch flushed to an agent that is gone).
+void pf_broker_send_failed (pf_broker_t *self, size_t count);
+
 //  Receives broker events (agent joined, bridge down, session lost...) as
 //  a topic and a JSON object, which the callee takes (json_decref).
 typedef void(pf_broker_event_fn) (void *arg, const char *topic, json_t *event);

@@ -130,6 +130,8 @@ static const command_spec_t worker_commands[] = {
     [PF_W_CANCEL] = {"CANCEL", 1, {REQUEST_ID}},
     [PF_W_DISCONNECT] = {"DISCONNECT", 1, {MESSAGE}},
     [PF_W_RECYCLE] = {"RECYCLE", 1, {F ("bridge", FIELD_U32, bridge)}},
+    //  The packed messages travel in body (common/pf_batch.c).
+    [PF_W_BATCH] = {"BATCH", 1, {F ("messages", FIELD_OPAQUE, body)}},
 };
 
 #define COUNT_OF(array) (sizeof (array) / sizeof ((array)[0]))
@@ -464,10 +466,14 @@ static int frame_end (const command_spec_t *spec, int index)
 }
 
 //  In a packed head a string carries its length first: one byte for a name,
-//  two (big-endian) for a message; integers have their fixed size.
+//  two (big-endian) for a message; integers have their fixed size. In a
+//  packed message (BATCH) an opaque field carries four.
 static size_t length_prefix (field_type_t type)
 {
-    return type == FIELD_MESSAGE ? 2 : type == FIELD_NAME || type == FIELD_OPTNAME ? 1 : 0;
+    return type == FIELD_OPAQUE    ? 4
+           : type == FIELD_MESSAGE ? 2
+           : type == FIELD_NAME || type == FIELD_OPTNAME ? 1
+                                                          : 0;
 }
 
 //  Decodes fields [index, end) from the source's next frame, a packed head.
@@ -914,4 +920,111 @@ int pf_msg_send (pf_msg_t *self, void *socket, zframe_t *routing_id, int flags)
         sink.base.put (&sink.base, zframe_data (routing_id), zframe_size (routing_id), true))
         return -1;
     return encode_frames (self, spec, &sink.base);
+}
+
+//  --------------------------------------------------------------------------
+//  Packed messages (the entries of a PFW2 BATCH)
+
+//  The bytes of a non-integer field of self, opaque ones included.
+static const void *field_bytes (const pf_msg_t *self, const field_t *field, size_t *size)
+{
+    if (field->type != FIELD_OPAQUE) return string_value (self, field, size);
+    zframe_t *frame = *(zframe_t *const *)((const char *)self + field->offset);
+    *size = frame ? zframe_size (frame) : 0;
+    return frame ? zframe_data (frame) : NULL;
+}
+
+size_t pf_msg_packed_size (const pf_msg_t *self)
+{
+    const command_spec_t *spec = encodable (self);
+    if (!spec || self->proto != PF_PROTO_W || self->command == PF_W_BATCH) return 0;
+    size_t total = 1;
+    for (int index = 0; index < spec->field_count; index++) {
+        const field_t *field = &spec->fields[index];
+        size_t size = integer_size (field->type);
+        if (length_prefix (field->type)) field_bytes (self, field, &size);
+        if (field->type == FIELD_OPAQUE && size > UINT32_MAX) return 0;
+        total += length_prefix (field->type) + size;
+    }
+    return total;
+}
+
+void pf_msg_pack (const pf_msg_t *self, byte *out)
+{
+    const command_spec_t *spec = command_spec (self->proto, self->command);
+    *out++ = (byte)self->command;
+    for (int index = 0; index < spec->field_count; index++) {
+        const field_t *field = &spec->fields[index];
+        size_t prefix = length_prefix (field->type), size;
+        if (prefix) {
+            const void *bytes = field_bytes (self, field, &size);
+            write_be (out, prefix, size);
+            if (size) memcpy (out + prefix, bytes, size);
+        } else {
+            size = integer_size (field->type);
+            write_be (out, size, integer_value (self, field));
+        }
+        out += prefix + size;
+    }
+}
+
+int pf_msg_unpack (pf_msg_t *self, const byte *data, size_t size, size_t max_body, char *err,
+                   size_t errlen)
+{
+    set_error (err, errlen, "ok");
+    pf_msg_reset (self);
+    if (max_body == 0) max_body = PF_DEFAULT_MAX_BODY;
+    self->proto = PF_PROTO_W;
+    const command_spec_t *spec = size ? command_spec (PF_PROTO_W, data[0]) : NULL;
+    if (!spec || data[0] == PF_W_BATCH) {
+        if (size)
+            set_error (err, errlen, "batched message: unknown command 0x%02X", data[0]);
+        else
+            set_error (err, errlen, "batched message: empty");
+        keep_answerable (self);
+        return PF_BAD_REQUEST;
+    }
+    self->command = data[0];
+    data++;
+    size--;
+    int rc = PF_OK;
+    for (int index = 0; index < spec->field_count && rc == PF_OK; index++) {
+        const field_t *field = &spec->fields[index];
+        size_t prefix = length_prefix (field->type);
+        if (size < prefix) {
+            set_error (err, errlen, "%s: message ends before its length", field->name);
+            rc = PF_BAD_REQUEST;
+            break;
+        }
+        size_t length = prefix ? (size_t)read_be (data, prefix) : integer_size (field->type);
+        data += prefix;
+        size -= prefix;
+        if (size < length) {
+            set_error (err, errlen, "%s: message ends %zu bytes short", field->name, length - size);
+            rc = PF_BAD_REQUEST;
+            break;
+        }
+        if (field->type != FIELD_OPAQUE)
+            rc = decode_value (self, field, data, length, err, errlen);
+        else if (length > max_body) {
+            set_error (err, errlen, "%s: %zu bytes exceeds limit of %zu", field->name, length,
+                       max_body);
+            rc = PF_TOO_LARGE;
+        } else {
+            zframe_t *frame = zframe_new (data, length);
+            if (!frame) {
+                set_error (err, errlen, "%s: out of memory", field->name);
+                rc = PF_INTERNAL;
+            }
+            *(zframe_t **)((char *)self + field->offset) = frame;
+        }
+        data += length;
+        size -= length;
+    }
+    if (rc == PF_OK && size) {
+        set_error (err, errlen, "%s: %zu bytes after the last field", spec->name, size);
+        rc = PF_BAD_REQUEST;
+    }
+    if (rc != PF_OK) keep_answerable (self);
+    return rc;
 }

@@ -35,6 +35,7 @@
       CANCEL       B->A  "" PFW2 0x08 request_id:u64
       DISCONNECT   both  "" PFW2 0x09 message
       RECYCLE      B->A  "" PFW2 0x0A bridge:u32   (PF_BRIDGE_ANY: every bridge)
+      BATCH        both  "" PFW2 0x0B messages     (packed messages, pf_msg_pack; in body)
 
     Field limits: service, command, agent_id 1..255 bytes; session, host 0..255
     bytes (empty session = no session; SESSION_END and SESSION_LOST need
@@ -78,6 +79,7 @@ enum {
     PF_W_CANCEL = 0x08,
     PF_W_DISCONNECT = 0x09,
     PF_W_RECYCLE = 0x0A,
+    PF_W_BATCH = 0x0B, //  several messages for one peer (pf_batch.h)
 };
 
 //  Request flags (REQUEST.flags); reply flags (REPLY.flags).
@@ -177,6 +179,22 @@ int pf_msg_recv (pf_msg_t *self, void *socket, int flags, zframe_t **routing_id_
 //  stay in self: a body kept for a possible re-send costs no copy.
 #define PF_MSG_KEEP 0x10000
 int pf_msg_send (pf_msg_t *self, void *socket, zframe_t *routing_id, int flags);
+
+//  The packed form of one PFW2 message, as a BATCH carries it
+//  (docs/PROTOCOL.md 5.11): the command byte, then every field in table
+//  order, integers in their size, a name after a length byte, a message
+//  after two, an opaque field after four (big-endian). pf_msg_packed_size
+//  returns its size, or 0 if self cannot be packed (not PFW2, a BATCH, a
+//  field over its limits). pf_msg_pack writes that many bytes to out.
+size_t pf_msg_packed_size (const pf_msg_t *self);
+void pf_msg_pack (const pf_msg_t *self, byte *out);
+
+//  Decodes one packed message of size bytes into self (reset first), with
+//  pf_msg_decode's checks and error texts; opaque fields are copied into
+//  new frames. Returns PF_OK, or BAD_REQUEST / TOO_LARGE with err set (and,
+//  as pf_msg_decode, proto, command and a readable request id kept).
+int pf_msg_unpack (pf_msg_t *self, const byte *data, size_t size, size_t max_body, char *err,
+                   size_t errlen);
 
 //  Name of a command for logs ("REQUEST"), per protocol; "?" if unknown.
 const char *pf_msg_command_name (int proto, int command);

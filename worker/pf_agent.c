@@ -28,6 +28,7 @@
     replacement already serves in its place. */
 #define _GNU_SOURCE
 #include "pf_agent.h"
+#include "pf_batch.h"
 #include "pf_bridge.h"
 #include "pf_bridge_msg.h"
 #include "pf_error.h"
@@ -140,6 +141,7 @@ typedef struct {
     char agent_id[PF_MAX_NAME + 1];
     char host[PF_MAX_NAME + 1];
     zsock_t *dealer;
+    pf_outbox_t *outbox; //  what goes to the broker this loop turn, one BATCH
     int64_t broker_expiry;
     int64_t last_sent;
     int64_t reconnect_at; //  0 while connected
@@ -206,8 +208,16 @@ static void send_msg (agent_t *self, pf_msg_t *msg)
     if (!self->dealer)
         return;
     //  The DEALER queues to a connected broker; never wait on a gone one.
-    pf_msg_send (msg, zsock_resolve (self->dealer), NULL, ZMQ_DONTWAIT);
+    //  Small messages wait in the outbox until the loop is about to poll.
+    pf_outbox_send (self->outbox, self->dealer, NULL, msg, ZMQ_DONTWAIT);
     self->last_sent = zclock_mono ();
+}
+
+//  Sends what the outbox holds (NULL dealer: drops it, the connection is
+//  going).
+static void broker_flush (agent_t *self)
+{
+    pf_outbox_flush (self->outbox, self->dealer);
 }
 
 //  Short requests: the bridge gets a window of requests and a pipelined
@@ -413,6 +423,7 @@ static void send_error (agent_t *self, uint64_t request_id, slot_t *slot, int co
 
 static void broker_connect (agent_t *self, int64_t now)
 {
+    pf_outbox_flush (self->outbox, NULL);
     zsock_destroy (&self->dealer);
     self->dealer = zsock_new (ZMQ_DEALER);
     zsock_set_linger (self->dealer, 0);
@@ -434,6 +445,7 @@ static void broker_connect (agent_t *self, int64_t now)
 static void broker_lost (agent_t *self, const char *why, int64_t now)
 {
     pf_warn ("broker connection lost (%s); reconnecting in %u ms", why, self->reconnect_ms);
+    pf_outbox_flush (self->outbox, NULL);
     zsock_destroy (&self->dealer);
     self->reconnect_at = now + self->reconnect_ms;
     self->reconnect_ms = self->reconnect_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
@@ -1280,6 +1292,37 @@ static void handle_session_end (agent_t *self, pf_msg_t *msg)
 }
 
 //  Handles one message from the broker; false if none was waiting.
+static void handle_broker_msg (agent_t *self, pf_msg_t *msg, int64_t now)
+{
+    switch (msg->command) {
+    case PF_W_REQUEST:
+        handle_broker_request (self, msg, now);
+        break;
+    case PF_W_SESSION_END:
+        handle_session_end (self, msg);
+        break;
+    case PF_W_DISCONNECT:
+        if (msg->message && streq (msg->message, "drain")) {
+            //  An operator drained us: the broker already moved our work
+            //  elsewhere; stop gracefully and exit.
+            pf_info ("drained by the broker: stopping");
+            self->drained = true;
+            break;
+        }
+        broker_lost (self, msg->message ? msg->message : "broker said DISCONNECT", now);
+        self->reconnect_at = now; //  a live broker asked: register again at once
+        break;
+    case PF_W_RECYCLE:
+        handle_recycle (self, msg, now);
+        break;
+    case PF_W_CANCEL:
+        handle_cancel (self, msg);
+        break;
+    default:
+        break; //  HEARTBEAT: sign of life only
+    }
+}
+
 static bool handle_broker (agent_t *self, int64_t now)
 {
     pf_msg_t msg;
@@ -1291,38 +1334,26 @@ static bool handle_broker (agent_t *self, int64_t now)
         return false;
     self->broker_expiry = now + (int64_t) self->config->heartbeat_ms * self->config->liveness;
     self->reconnect_ms = RECONNECT_MIN_MS;
-    if (rc != PF_OK || msg.proto != PF_PROTO_W) {
-        pf_warn ("malformed message from broker dropped: %s", rc != PF_OK ? err : "not PFW2");
-        pf_msg_reset (&msg);
-        return true;
-    }
-    switch (msg.command) {
-    case PF_W_REQUEST:
-        handle_broker_request (self, &msg, now);
-        break;
-    case PF_W_SESSION_END:
-        handle_session_end (self, &msg);
-        break;
-    case PF_W_DISCONNECT:
-        if (msg.message && streq (msg.message, "drain")) {
-            //  An operator drained us: the broker already moved our work
-            //  elsewhere; stop gracefully and exit.
-            pf_info ("drained by the broker: stopping");
-            self->drained = true;
-            break;
+    if (rc == PF_OK && msg.proto == PF_PROTO_W && msg.command == PF_W_BATCH) {
+        //  Each message of the batch as if it had come alone; a DISCONNECT
+        //  among them closes the socket, and the rest go with it.
+        pf_msg_t one;
+        pf_msg_init (&one);
+        size_t offset = 0;
+        while (self->dealer && (rc = pf_batch_next (msg.body, &offset, &one,
+                                                     self->config->max_frame, err,
+                                                     sizeof err)) != -1) {
+            if (rc == PF_OK)
+                handle_broker_msg (self, &one, now);
+            else
+                pf_warn ("malformed message from broker dropped: %s", err);
+            pf_msg_reset (&one);
         }
-        broker_lost (self, msg.message ? msg.message : "broker said DISCONNECT", now);
-        self->reconnect_at = now; //  a live broker asked: register again at once
-        break;
-    case PF_W_RECYCLE:
-        handle_recycle (self, &msg, now);
-        break;
-    case PF_W_CANCEL:
-        handle_cancel (self, &msg);
-        break;
-    default:
-        break; //  HEARTBEAT: sign of life only
     }
+    else if (rc != PF_OK || msg.proto != PF_PROTO_W)
+        pf_warn ("malformed message from broker dropped: %s", rc != PF_OK ? err : "not PFW2");
+    else
+        handle_broker_msg (self, &msg, now);
     pf_msg_reset (&msg);
     return true;
 }
@@ -1558,6 +1589,7 @@ static void flush_bridges (agent_t *self)
 static void poll_once (agent_t *self, int64_t timeout)
 {
     flush_bridges (self);
+    broker_flush (self);
     int slots = self->slot_count;
     zmq_pollitem_t items[2 + 3 * slots];
     slot_t *owners[2 + 3 * slots];
@@ -1697,6 +1729,9 @@ static int agent_setup (agent_t *self, const pf_agent_config_t *config)
     self->config = config;
     self->watchdog_fd = -1;
     self->last_capacity = -1;
+    self->outbox = pf_outbox_new ();
+    if (!self->outbox)
+        return -1;
     //  Each recycle may hold two spare slots: the replacement being
     //  prepared, then the old bridge while it stops.
     self->slot_count = config->bridges + 2 * (int) config->max_recycling;
@@ -1753,6 +1788,8 @@ static int agent_setup (agent_t *self, const pf_agent_config_t *config)
 
 static void agent_teardown (agent_t *self)
 {
+    broker_flush (self);
+    pf_outbox_destroy (&self->outbox);
     zsock_destroy (&self->dealer);
     for (int i = 0; self->slots && i < self->slot_count; i++) {
         slot_t *slot = &self->slots[i];

@@ -608,6 +608,72 @@ static void malformed_and_unknown_peers_are_counted_not_fatal (void **state)
     assert_true (stats.malformed >= 2);
 }
 
+//  An agent's BATCH: each message as if it had come alone, in order; a bad
+//  one in the middle is counted and skipped.
+static void a_batch_from_an_agent_is_handled_message_by_message (void **state)
+{
+    fixture_t *fx = *state;
+    agent_ready (fx, fx->agent_a, 2);
+    client_request (fx, 1, "", 0, 5000);
+    client_request (fx, 2, "", 0, 5000);
+    sent_t *first = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    sent_t *second = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    assert_non_null (first);
+    assert_non_null (second);
+    //  REPLY to the first, garbage, ERROR to the second.
+    pf_msg_t reply, error;
+    pf_msg_init (&reply);
+    reply.proto = PF_PROTO_W;
+    reply.command = PF_W_REPLY;
+    reply.request_id = first->msg.request_id;
+    reply.bridge = first->msg.bridge;
+    reply.generation = first->msg.generation;
+    reply.body = zframe_new ("\xc3", 1);
+    pf_msg_init (&error);
+    error.proto = PF_PROTO_W;
+    error.command = PF_W_ERROR;
+    error.request_id = second->msg.request_id;
+    error.bridge = second->msg.bridge;
+    error.generation = second->msg.generation;
+    error.code = PF_PYTHON_ERROR;
+    size_t reply_size = pf_msg_packed_size (&reply), error_size = pf_msg_packed_size (&error);
+    size_t size = 4 + reply_size + 4 + 1 + 4 + error_size;
+    byte *data = calloc (1, size), *at = data;
+    at[3] = (byte) reply_size;
+    pf_msg_pack (&reply, at + 4);
+    at += 4 + reply_size;
+    at[3] = 1;
+    at[4] = 0x7F; //  no such command
+    at += 5;
+    at[3] = (byte) error_size;
+    pf_msg_pack (&error, at + 4);
+    pf_msg_t batch;
+    pf_msg_init (&batch);
+    batch.proto = PF_PROTO_W;
+    batch.command = PF_W_BATCH;
+    batch.body = zframe_new (data, size);
+    free (data);
+    pf_broker_stats_t before, after;
+    pf_broker_stats (fx->broker, &before);
+    feed (fx, fx->agent_a, &batch);
+    pf_broker_stats (fx->broker, &after);
+    assert_int_equal (after.malformed, before.malformed + 1);
+
+    sent_t *answer = take (fx, PF_PROTO_C, PF_C_REPLY);
+    assert_non_null (answer);
+    assert_int_equal (answer->msg.request_id, 1);
+    sent_free (&answer);
+    answer = take (fx, PF_PROTO_C, PF_C_ERROR);
+    assert_non_null (answer);
+    assert_int_equal (answer->msg.request_id, 2);
+    assert_int_equal (answer->msg.code, PF_PYTHON_ERROR);
+    sent_free (&answer);
+    sent_free (&first);
+    sent_free (&second);
+    pf_msg_reset (&reply);
+    pf_msg_reset (&error);
+}
+
 static void broadcast_runs_once_per_bridge_and_answers_once (void **state)
 {
     fixture_t *fx = *state;
@@ -669,6 +735,8 @@ int main (void)
         cmocka_unit_test_setup_teardown (late_reply_after_a_broker_timeout_is_dropped, setup,
                                          teardown),
         cmocka_unit_test_setup_teardown (idle_sessions_expire_and_their_agent_is_told, setup,
+                                         teardown),
+        cmocka_unit_test_setup_teardown (a_batch_from_an_agent_is_handled_message_by_message, setup,
                                          teardown),
         cmocka_unit_test_setup_teardown (malformed_and_unknown_peers_are_counted_not_fatal, setup,
                                          teardown),

@@ -901,7 +901,8 @@ static void command_names_are_per_protocol (void **state)
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, PF_W_DISCONNECT), "DISCONNECT");
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, 0), "?");
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, PF_W_RECYCLE), "RECYCLE");
-    assert_string_equal (pf_msg_command_name (PF_PROTO_W, 0x0B), "?");
+    assert_string_equal (pf_msg_command_name (PF_PROTO_W, PF_W_BATCH), "BATCH");
+    assert_string_equal (pf_msg_command_name (PF_PROTO_W, 0x0C), "?");
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, -1), "?");
     assert_string_equal (pf_msg_command_name (3, PF_C_REQUEST), "?");
 }
@@ -962,9 +963,9 @@ static void decode_rejects_an_unknown_command_byte (void **state)
                          "PFC1: unknown command 0x00");
     assert_decode_fails (with_frame (raw_client_request (), 2, "\xFF", 1), 0, PF_BAD_REQUEST,
                          "PFC1: unknown command 0xFF");
-    zmsg_t *msg = new_head ("PFW2", 0x0B);
+    zmsg_t *msg = new_head ("PFW2", 0x0C);
     add_str (msg, "x");
-    assert_decode_fails (msg, 0, PF_BAD_REQUEST, "PFW2: unknown command 0x0B");
+    assert_decode_fails (msg, 0, PF_BAD_REQUEST, "PFW2: unknown command 0x0C");
 }
 
 static void decode_rejects_a_command_frame_of_two_bytes (void **state)
@@ -1286,7 +1287,7 @@ static void encode_refuses_an_unknown_protocol_or_command (void **state)
     in.command = 0x05;
     assert_null (pf_msg_encode (&in));
     in.proto = PF_PROTO_W;
-    in.command = 0x0B;
+    in.command = 0x0C;
     assert_null (pf_msg_encode (&in));
     in.proto = 7;
     in.command = PF_C_REQUEST;

@@ -1,0 +1,52 @@
+/*  pf_batch — PFW2 BATCH: the messages a loop turn has for one peer, sent
+    as one ZeroMQ message.
+
+    Every ZeroMQ message costs its sender, both I/O threads and its receiver
+    a wake-up and work per frame; under load the broker sends each agent
+    several requests per loop turn and an agent reads several replies per
+    poll. An outbox collects them per peer and sends each peer's as one
+    BATCH when the loop is about to wait (pf_outbox_flush): a REQUEST then
+    costs its packed bytes in a shared frame instead of a message of six
+    frames. Order per peer holds: a message too large to batch goes out at
+    once, after what the peer's batch held.
+
+    The receiver walks a BATCH's `messages` (in pf_msg_t.body) with
+    pf_batch_next and handles each message as if it had come alone. */
+#ifndef PF_BATCH_H_INCLUDED
+#define PF_BATCH_H_INCLUDED
+
+#include "pf_proto.h"
+
+//  Larger opaque fields are sent on their own (a copy into the batch would
+//  cost more than the frames it saves); a batch is sent once it holds this
+//  many bytes or messages.
+#define PF_BATCH_MAX_FIELD    8192
+#define PF_BATCH_MAX_BYTES    (256 * 1024)
+#define PF_BATCH_MAX_MESSAGES 256
+
+typedef struct pf_outbox_s pf_outbox_t;
+
+pf_outbox_t *pf_outbox_new (void);
+//  Drops what was not flushed.
+void pf_outbox_destroy (pf_outbox_t **self_p);
+
+//  Sends msg to the peer routing_id (NULL on a DEALER) on socket: a small
+//  PFW2 message joins the peer's batch (0; with PF_MSG_KEEP in flags its
+//  opaque frames stay in msg, else they are freed, as after a send); any
+//  other goes out at once, after the peer's batch, with pf_msg_send's result
+//  (flags as there; ZMQ_DONTWAIT is always added to batches).
+int pf_outbox_send (pf_outbox_t *self, void *socket, zframe_t *routing_id, pf_msg_t *msg,
+                    int flags);
+
+//  Sends every peer's batch on socket. Returns how many messages could not
+//  be sent.
+size_t pf_outbox_flush (pf_outbox_t *self, void *socket);
+
+//  Decodes the next message of a BATCH's messages into msg (reset first).
+//  Returns PF_OK, or a decode error with err set (the walk goes on with the
+//  next message), or -1 when there is none left. An entry whose length runs
+//  past the end is a BAD_REQUEST and ends the walk.
+int pf_batch_next (zframe_t *messages, size_t *offset, pf_msg_t *msg, size_t max_body, char *err,
+                   size_t errlen);
+
+#endif
