@@ -23,11 +23,12 @@ typedef struct {
 
 //  Never blocks: a slow or gone peer costs a counted failure, not a stall.
 //  ROUTER_MANDATORY makes an unroutable peer an error instead of a silent drop.
-//  Agents' messages wait in the outbox until the loop is about to poll.
+//  Agents' messages, and the answers for clients that read BATCH, wait in
+//  the outbox until the loop is about to poll.
 static int router_send (void *arg, zframe_t *routing_id, pf_msg_t *msg, int flags)
 {
     sender_t *sender = arg;
-    if (msg->proto == PF_PROTO_W)
+    if (msg->proto == PF_PROTO_W || (flags & PF_MSG_BATCHABLE))
         return pf_outbox_send (sender->outbox, sender->router, routing_id, msg,
                                flags | ZMQ_DONTWAIT);
     return pf_msg_send (msg, sender->router, routing_id, flags | ZMQ_DONTWAIT);

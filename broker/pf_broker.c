@@ -240,16 +240,22 @@ void pf_broker_destroy (pf_broker_t **self_p)
 //  --------------------------------------------------------------------------
 //  Sending
 
-static void send_to (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg)
+static void send_to (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg, int flags)
 {
-    if (self->send (self->send_arg, routing_id, msg, 0) != 0)
+    if (self->send (self->send_arg, routing_id, msg, flags) != 0)
         self->stats.send_failures++;
+}
+
+//  A request's answer may wait for its client's BATCH if the client reads them.
+static int answer_flags (const request_t *request)
+{
+    return request && (request->msg.flags & PF_FLAG_BATCH_OK) ? PF_MSG_BATCHABLE : 0;
 }
 
 void broker_send_to_agent (pf_broker_t *self, agent_t *agent, pf_msg_t *msg, int64_t now)
 {
     agent->last_sent = now;
-    send_to (self, agent->routing_id, msg);
+    send_to (self, agent->routing_id, msg, 0);
 }
 
 static void send_disconnect (pf_broker_t *self, zframe_t *routing_id, const char *reason)
@@ -259,14 +265,15 @@ static void send_disconnect (pf_broker_t *self, zframe_t *routing_id, const char
     msg.proto = PF_PROTO_W;
     msg.command = PF_W_DISCONNECT;
     msg.message = strdup (reason);
-    send_to (self, routing_id, &msg);
+    send_to (self, routing_id, &msg, 0);
     pf_msg_reset (&msg);
 }
 
 //  Answers a client with an error; client and request id given directly so
 //  that requests never accepted can be answered too.
+//  request: the accepted request this answers, or NULL (a refusal).
 static void send_client_error (pf_broker_t *self, zframe_t *client, uint64_t request_id, int code,
-                               const char *message, zframe_t **detail_p)
+                               const char *message, zframe_t **detail_p, const request_t *request)
 {
     pf_msg_t msg;
     pf_msg_init (&msg);
@@ -279,7 +286,7 @@ static void send_client_error (pf_broker_t *self, zframe_t *client, uint64_t req
         msg.detail = *detail_p;
         *detail_p = NULL;
     }
-    send_to (self, client, &msg);
+    send_to (self, client, &msg, answer_flags (request));
     pf_msg_reset (&msg);
     self->stats.errors[code < 32 ? code : PF_INTERNAL]++;
 }
@@ -294,7 +301,7 @@ static void send_client_reply (pf_broker_t *self, request_t *request, uint32_t f
     msg.request_id = request->msg.request_id;
     msg.flags = flags | (request->rebound ? PF_REPLY_REBOUND : 0);
     msg.body = body;
-    send_to (self, request->client, &msg);
+    send_to (self, request->client, &msg, answer_flags (request));
     pf_msg_reset (&msg);
     self->stats.errors[PF_OK]++;
 }
@@ -407,7 +414,7 @@ static void request_fail (pf_broker_t *self, request_t *request, int code, const
         request->answered = true;
         record_answer (request, code);
         send_client_error (self, request->client, request->msg.request_id, code, message,
-                           detail_p);
+                           detail_p, request);
         zframe_destroy (&request->client);
         self->stats.replies++;
     }
@@ -1214,14 +1221,14 @@ static void handle_client_request (pf_broker_t *self, zframe_t *routing_id, pf_m
     bool starting = now - self->started < self->config.startup_grace_ms;
     if (!service && !starting) {
         send_client_error (self, routing_id, msg->request_id, PF_UNKNOWN_SERVICE,
-                           "no agent serves this service", NULL);
+                           "no agent serves this service", NULL, NULL);
         return;
     }
     if (!service)
         service = service_require (self, msg->service);
     if (zlistx_size (service->queue) >= self->config.queue_max) {
         send_client_error (self, routing_id, msg->request_id, PF_BUSY,
-                           "service queue full; retry after 100 ms", NULL);
+                           "service queue full; retry after 100 ms", NULL, NULL);
         return;
     }
     session_t *session = NULL;
@@ -1229,7 +1236,7 @@ static void handle_client_request (pf_broker_t *self, zframe_t *routing_id, pf_m
         session = session_require (self, msg->service, msg->session, now);
         if (session->count >= self->config.session_queue_max) {
             send_client_error (self, routing_id, msg->request_id, PF_BUSY,
-                               "session queue full; retry after 100 ms", NULL);
+                               "session queue full; retry after 100 ms", NULL, NULL);
             return;
         }
     }
@@ -1328,7 +1335,7 @@ static void handle_batch (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *bat
     char err[256];
     size_t offset = 0;
     int rc;
-    while ((rc = pf_batch_next (batch->body, &offset, &msg, self->config.max_body, err,
+    while ((rc = pf_batch_next (PF_PROTO_W, batch->body, &offset, &msg, self->config.max_body, err,
                                 sizeof err)) != -1)
         pf_broker_handle_msg (self, routing_id, rc, &msg, err, now);
 }
@@ -1342,7 +1349,7 @@ void pf_broker_handle_msg (pf_broker_t *self, zframe_t *routing_id, int rc, pf_m
         self->stats.malformed++;
         pf_debug ("malformed message dropped: %s", err);
         if (msg->proto == PF_PROTO_C && pf_msg_is_request (msg) && msg->has_request_id)
-            send_client_error (self, routing_id, msg->request_id, rc, err, NULL);
+            send_client_error (self, routing_id, msg->request_id, rc, err, NULL, NULL);
     }
     else if (msg->proto == PF_PROTO_W)
         handle_agent (self, routing_id, msg, now);
@@ -1479,7 +1486,7 @@ void pf_broker_shutdown (pf_broker_t *self)
          request = zhashx_next (self->requests))
         if (!request->answered && request->client)
             send_client_error (self, request->client, request->msg.request_id, PF_SHUTTING_DOWN,
-                               "the broker is shutting down", NULL);
+                               "the broker is shutting down", NULL, request);
 }
 
 void pf_broker_send_failed (pf_broker_t *self, size_t count)

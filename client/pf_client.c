@@ -20,6 +20,7 @@
     the backlog. */
 #include "pyfleet.h"
 #include "pf_json.h"
+#include "pf_batch.h"
 #include "pf_proto.h"
 
 #include <czmq.h>
@@ -557,10 +558,29 @@ static int wait_socket (pf_client_t *self, int64_t timeout_ms)
     return items[0].revents;
 }
 
-//  Reads one message. Returns the reply it carries if it answers an
-//  outstanding request (which is then forgotten), else NULL: malformed
-//  messages, other commands and late replies are dropped, and an error that
-//  the retry policy covers schedules the request again.
+//  The reply a decoded REPLY or ERROR carries if it answers an outstanding
+//  request (which is then forgotten), else NULL: other commands and late
+//  replies are dropped, and an error that the retry policy covers schedules
+//  the request again.
+static pf_reply_t *answer (pf_client_t *self, pf_msg_t *decoded)
+{
+    if (decoded->command != PF_C_REPLY && decoded->command != PF_C_ERROR) return NULL;
+    request_t *request = request_find (self, decoded->request_id);
+    //  A request waiting for its retry has had its answer: drop duplicates.
+    if (!request || request->waiting || request->unsent) return NULL;
+    if (decoded->command == PF_C_ERROR && error_is_retryable (request, decoded->code) &&
+        schedule_retry (self, request))
+        return NULL;
+    pf_reply_t *reply = reply_from_msg (decoded);
+    if (reply) {
+        reply->attempts = request->attempts;
+        request_forget (self, request);
+    }
+    return reply;
+}
+
+//  Reads one message. Returns the first reply it carries (see answer); the
+//  others of a BATCH wait in self->ready. Malformed messages are dropped.
 static pf_reply_t *receive_reply (pf_client_t *self)
 {
     pf_msg_t decoded;
@@ -570,26 +590,35 @@ static pf_reply_t *receive_reply (pf_client_t *self)
                           sizeof err);
     if (rc == -1) return NULL;
     pf_reply_t *reply = NULL;
-    if (rc == PF_OK &&
-        decoded.proto == PF_PROTO_C &&
-        (decoded.command == PF_C_REPLY || decoded.command == PF_C_ERROR)) {
-        request_t *request = request_find (self, decoded.request_id);
-        //  A request waiting for its retry has had its answer: drop duplicates.
-        if (request && !request->waiting && !request->unsent) {
-            bool retry = decoded.command == PF_C_ERROR &&
-                         error_is_retryable (request, decoded.code) &&
-                         schedule_retry (self, request);
-            if (!retry) {
-                reply = reply_from_msg (&decoded);
-                if (reply) {
-                    reply->attempts = request->attempts;
-                    request_forget (self, request);
-                }
-            }
+    if (rc == PF_OK && decoded.proto == PF_PROTO_C && decoded.command == PF_C_BATCH) {
+        pf_msg_t one;
+        pf_msg_init (&one);
+        size_t offset = 0;
+        while ((rc = pf_batch_next (PF_PROTO_C, decoded.body, &offset, &one, 0, err,
+                                    sizeof err)) != -1) {
+            pf_reply_t *next = rc == PF_OK ? answer (self, &one) : NULL;
+            if (next && !reply)
+                reply = next;
+            else if (next)
+                zlistx_add_end (self->ready, next);
+            pf_msg_reset (&one);
         }
     }
+    else if (rc == PF_OK && decoded.proto == PF_PROTO_C)
+        reply = answer (self, &decoded);
     pf_msg_reset (&decoded);
     return reply;
+}
+
+//  Takes the reply for id from self->ready (where a BATCH may have put it).
+static pf_reply_t *take_ready (pf_client_t *self, uint64_t id)
+{
+    for (pf_reply_t *reply = zlistx_first (self->ready); reply; reply = zlistx_next (self->ready))
+        if (pf_reply_request_id (reply) == id) {
+            zlistx_detach_cur (self->ready);
+            return reply;
+        }
+    return NULL;
 }
 
 //  Forgets a request and returns its local TIMEOUT reply (NULL if out of
@@ -814,7 +843,9 @@ static request_t *request_submit (pf_client_t *self, const char *service, const 
     memcpy (msg->command_name, command, command_size + 1);
     strcpy (msg->session, session);
     msg->timeout_ms = timeout_ms;
-    msg->flags = flags;
+    //  We read BATCH answers (PROTOCOL.md 4.6): the broker may send several
+    //  in one message.
+    msg->flags = flags | PF_FLAG_BATCH_OK;
     msg->body = body;
     request->msg = msg;
     request->unsent = true;
@@ -900,6 +931,7 @@ static pf_reply_t *call_with_flags (pf_client_t *self, const char *service, cons
             pf_reply_t *reply = receive_reply (self);
             if (reply && pf_reply_request_id (reply) == id) return reply;
             if (reply) zlistx_add_end (self->ready, reply);
+            if ((reply = take_ready (self, id))) return reply;
         }
         //  Other requests' local timeouts are due too: keep them for pf_recv.
         pf_reply_t *expired;

@@ -12,6 +12,7 @@ typedef struct {
     byte id[256]; //  the peer's routing id (ROUTER), if routed
     size_t id_size;
     bool routed;
+    int proto;  //  of the messages in the batch
     byte *data; //  entries: a u32 length, then a packed message
     size_t size, alloc;
     size_t count;
@@ -86,13 +87,14 @@ static size_t peer_send (peer_t *peer, void *socket)
     if (zmq_msg_init_data (&messages, peer->data, peer->size, free_batch, NULL) != 0) return count;
     peer->data = NULL;
     peer->size = peer->alloc = peer->count = 0;
-    //  The frames of a PFW2 BATCH (pf_proto.c's table): delimiter, header,
+    //  The frames of a BATCH (pf_proto.c's tables): delimiter, header,
     //  command, then the messages.
-    byte command = PF_W_BATCH;
+    byte command = peer->proto == PF_PROTO_C ? PF_C_BATCH : PF_W_BATCH;
+    const char *header = peer->proto == PF_PROTO_C ? PF_PROTO_CLIENT : PF_PROTO_WORKER;
     int rc = 0;
     if (peer->routed) rc = zmq_send (handle, peer->id, peer->id_size, ZMQ_SNDMORE | ZMQ_DONTWAIT);
     if (rc >= 0) rc = zmq_send (handle, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    if (rc >= 0) rc = zmq_send (handle, PF_PROTO_WORKER, 4, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    if (rc >= 0) rc = zmq_send (handle, header, 4, ZMQ_SNDMORE | ZMQ_DONTWAIT);
     if (rc >= 0) rc = zmq_send (handle, &command, 1, ZMQ_SNDMORE | ZMQ_DONTWAIT);
     if (rc >= 0) rc = zmq_msg_send (&messages, handle, ZMQ_DONTWAIT);
     if (rc < 0) {
@@ -102,13 +104,14 @@ static size_t peer_send (peer_t *peer, void *socket)
     return 0;
 }
 
-//  True if msg is PFW2 and its opaque fields are small enough to batch.
-static bool batchable (const pf_msg_t *msg)
+//  True if msg may join a batch (PFW2, or a peer that reads BATCH) and its
+//  opaque fields are small enough.
+static bool batchable (const pf_msg_t *msg, int flags)
 {
     zframe_t *frames[] = {msg->body, msg->detail, msg->sessions, msg->bridges};
     for (size_t index = 0; index < sizeof frames / sizeof frames[0]; index++)
         if (frames[index] && zframe_size (frames[index]) > PF_BATCH_MAX_FIELD) return false;
-    return msg->proto == PF_PROTO_W && msg->command != PF_W_BATCH;
+    return msg->proto == PF_PROTO_W || (flags & PF_MSG_BATCHABLE);
 }
 
 int pf_outbox_send (pf_outbox_t *self, void *socket, zframe_t *routing_id, pf_msg_t *msg,
@@ -119,13 +122,12 @@ int pf_outbox_send (pf_outbox_t *self, void *socket, zframe_t *routing_id, pf_ms
         return -1;
     }
     peer_t *peer = peer_find (self, routing_id);
-    size_t size = batchable (msg) ? pf_msg_packed_size (msg) : 0;
-    if (!size) {
-        //  Alone, but never ahead of what its peer's batch holds.
-        if (peer) peer_send (peer, socket);
-        return pf_msg_send (msg, socket, routing_id, flags);
-    }
+    size_t size = batchable (msg, flags) ? pf_msg_packed_size (msg) : 0;
+    //  Alone, but never ahead of what its peer's batch holds.
+    if (peer && (!size || peer->proto != msg->proto)) peer_send (peer, socket);
+    if (!size) return pf_msg_send (msg, socket, routing_id, flags);
     if (!peer) peer = peer_add (self, routing_id);
+    if (peer) peer->proto = msg->proto;
     if (peer && peer->alloc - peer->size < 4 + size) {
         size_t alloc = peer->alloc ? peer->alloc : 4096;
         while (alloc - peer->size < 4 + size)
@@ -184,8 +186,8 @@ static void set_error (char *err, size_t errlen, const char *format, ...)
     va_end (args);
 }
 
-int pf_batch_next (zframe_t *messages, size_t *offset, pf_msg_t *msg, size_t max_body, char *err,
-                   size_t errlen)
+int pf_batch_next (int proto, zframe_t *messages, size_t *offset, pf_msg_t *msg, size_t max_body,
+                   char *err, size_t errlen)
 {
     size_t size = messages ? zframe_size (messages) : 0;
     if (*offset >= size) return -1;
@@ -206,7 +208,7 @@ int pf_batch_next (zframe_t *messages, size_t *offset, pf_msg_t *msg, size_t max
         *offset = size;
         return PF_BAD_REQUEST;
     }
-    int rc = pf_msg_unpack (msg, data + *offset, length, max_body, err, errlen);
+    int rc = pf_msg_unpack (msg, proto, data + *offset, length, max_body, err, errlen);
     *offset += length;
     return rc;
 }

@@ -1,5 +1,5 @@
-/*  pf_batch — PFW2 BATCH: the messages a loop turn has for one peer, sent
-    as one ZeroMQ message.
+/*  pf_batch — BATCH (PFW2 0x0B, PFC1 0x06): the messages a loop turn has
+    for one peer, sent as one ZeroMQ message.
 
     Every ZeroMQ message costs its sender, both I/O threads and its receiver
     a wake-up and work per frame; under load the broker sends each agent
@@ -7,8 +7,9 @@
     poll. An outbox collects them per peer and sends each peer's as one
     BATCH when the loop is about to wait (pf_outbox_flush): a REQUEST then
     costs its packed bytes in a shared frame instead of a message of six
-    frames. Order per peer holds: a message too large to batch goes out at
-    once, after what the peer's batch held.
+    frames. The broker batches a client's answers too when the client said
+    it reads BATCH (PF_FLAG_BATCH_OK). Order per peer holds: a message too
+    large to batch goes out at once, after what the peer's batch held.
 
     The receiver walks a BATCH's `messages` (in pf_msg_t.body) with
     pf_batch_next and handles each message as if it had come alone. */
@@ -31,10 +32,11 @@ pf_outbox_t *pf_outbox_new (void);
 void pf_outbox_destroy (pf_outbox_t **self_p);
 
 //  Sends msg to the peer routing_id (NULL on a DEALER) on socket: a small
-//  PFW2 message joins the peer's batch (0; with PF_MSG_KEEP in flags its
-//  opaque frames stay in msg, else they are freed, as after a send); any
-//  other goes out at once, after the peer's batch, with pf_msg_send's result
-//  (flags as there; ZMQ_DONTWAIT is always added to batches).
+//  message joins the peer's batch (0; with PF_MSG_KEEP in flags its opaque
+//  frames stay in msg, else they are freed, as after a send) if it is PFW2
+//  or flags has PF_MSG_BATCHABLE; any other goes out at once, after the
+//  peer's batch, with pf_msg_send's result (flags as there; batches are
+//  always sent with ZMQ_DONTWAIT).
 int pf_outbox_send (pf_outbox_t *self, void *socket, zframe_t *routing_id, pf_msg_t *msg,
                     int flags);
 
@@ -42,11 +44,12 @@ int pf_outbox_send (pf_outbox_t *self, void *socket, zframe_t *routing_id, pf_ms
 //  be sent.
 size_t pf_outbox_flush (pf_outbox_t *self, void *socket);
 
-//  Decodes the next message of a BATCH's messages into msg (reset first).
+//  Decodes the next message of a BATCH's messages (of protocol proto) into
+//  msg (reset first).
 //  Returns PF_OK, or a decode error with err set (the walk goes on with the
 //  next message), or -1 when there is none left. An entry whose length runs
 //  past the end is a BAD_REQUEST and ends the walk.
-int pf_batch_next (zframe_t *messages, size_t *offset, pf_msg_t *msg, size_t max_body, char *err,
-                   size_t errlen);
+int pf_batch_next (int proto, zframe_t *messages, size_t *offset, pf_msg_t *msg, size_t max_body,
+                   char *err, size_t errlen);
 
 #endif

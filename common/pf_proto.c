@@ -90,6 +90,8 @@ static const command_spec_t client_commands[] = {
     [PF_C_ERROR] = {"ERROR", 4, {REQUEST_ID, CODE, MESSAGE, DETAIL}},
     [PF_C_CANCEL] = {"CANCEL", 1, {REQUEST_ID}},
     //  The same request in 5 frames instead of 10 (packed head, as in PFW2).
+    //  Answers for one client, packed (common/pf_batch.c); in body.
+    [PF_C_BATCH] = {"BATCH", 1, {F ("messages", FIELD_OPAQUE, body)}},
     [PF_C_REQUEST_PACKED] = {"REQUEST_PACKED",
                              7,
                              {REQUEST_ID, P ("timeout_ms", FIELD_U32, timeout_ms),
@@ -934,10 +936,15 @@ static const void *field_bytes (const pf_msg_t *self, const field_t *field, size
     return frame ? zframe_data (frame) : NULL;
 }
 
+bool pf_msg_is_batch (int proto, int command)
+{
+    return command == (proto == PF_PROTO_C ? PF_C_BATCH : PF_W_BATCH);
+}
+
 size_t pf_msg_packed_size (const pf_msg_t *self)
 {
     const command_spec_t *spec = encodable (self);
-    if (!spec || self->proto != PF_PROTO_W || self->command == PF_W_BATCH) return 0;
+    if (!spec || pf_msg_is_batch (self->proto, self->command)) return 0;
     size_t total = 1;
     for (int index = 0; index < spec->field_count; index++) {
         const field_t *field = &spec->fields[index];
@@ -968,15 +975,15 @@ void pf_msg_pack (const pf_msg_t *self, byte *out)
     }
 }
 
-int pf_msg_unpack (pf_msg_t *self, const byte *data, size_t size, size_t max_body, char *err,
-                   size_t errlen)
+int pf_msg_unpack (pf_msg_t *self, int proto, const byte *data, size_t size, size_t max_body,
+                   char *err, size_t errlen)
 {
     set_error (err, errlen, "ok");
     pf_msg_reset (self);
     if (max_body == 0) max_body = PF_DEFAULT_MAX_BODY;
-    self->proto = PF_PROTO_W;
-    const command_spec_t *spec = size ? command_spec (PF_PROTO_W, data[0]) : NULL;
-    if (!spec || data[0] == PF_W_BATCH) {
+    self->proto = proto;
+    const command_spec_t *spec = size ? command_spec (proto, data[0]) : NULL;
+    if (!spec || pf_msg_is_batch (proto, data[0])) {
         if (size)
             set_error (err, errlen, "batched message: unknown command 0x%02X", data[0]);
         else

@@ -19,6 +19,7 @@
       REPLY    B->C  "" PFC1 0x02 request_id:u64 flags:u32 body
       ERROR    B->C  "" PFC1 0x03 request_id:u64 code:u16 message detail
       CANCEL   C->B  "" PFC1 0x04 request_id:u64
+      BATCH    B->C  "" PFC1 0x06 messages   (answers, packed as PFW2 BATCH's; PF_FLAG_BATCH_OK)
       REQUEST_PACKED  C->B  "" PFC1 0x05 [request_id:u64 timeout_ms:u32 flags:u32 service session command] body
                (REQUEST with the PFW2 packed head, below; libpyfleet sends this one)
 
@@ -67,6 +68,7 @@ enum {
     PF_C_ERROR = 0x03,
     PF_C_CANCEL = 0x04,
     PF_C_REQUEST_PACKED = 0x05, //  REQUEST with its fields in one head frame
+    PF_C_BATCH = 0x06,          //  answers for one client (pf_batch.h)
 };
 enum {
     PF_W_READY = 0x01,
@@ -86,6 +88,7 @@ enum {
 #define PF_FLAG_IDEMPOTENT 0x01u
 #define PF_FLAG_SOFT       0x02u //  soft session affinity
 #define PF_FLAG_BROADCAST  0x04u
+#define PF_FLAG_BATCH_OK   0x08u //  the client reads BATCH: its answer may come in one
 #define PF_REPLY_REBOUND   0x01u //  session was rebound to another bridge
 
 //  A decoded message. Fields not used by a command are zero / empty.
@@ -178,23 +181,30 @@ int pf_msg_recv (pf_msg_t *self, void *socket, int flags, zframe_t **routing_id_
 //  (ZFRAME_REUSE: libzmq shares the bytes of any frame above 33 bytes) and
 //  stay in self: a body kept for a possible re-send costs no copy.
 #define PF_MSG_KEEP 0x10000
+//  For a send function that may batch (pf_outbox_send): the peer reads
+//  BATCH (a client that set PF_FLAG_BATCH_OK). pf_msg_send ignores it.
+#define PF_MSG_BATCHABLE 0x20000
 int pf_msg_send (pf_msg_t *self, void *socket, zframe_t *routing_id, int flags);
 
-//  The packed form of one PFW2 message, as a BATCH carries it
-//  (docs/PROTOCOL.md 5.11): the command byte, then every field in table
-//  order, integers in their size, a name after a length byte, a message
-//  after two, an opaque field after four (big-endian). pf_msg_packed_size
-//  returns its size, or 0 if self cannot be packed (not PFW2, a BATCH, a
-//  field over its limits). pf_msg_pack writes that many bytes to out.
+//  The packed form of one message, as a BATCH carries it (docs/PROTOCOL.md
+//  5.11): the command byte, then every field in table order, integers in
+//  their size, a name after a length byte, a message after two, an opaque
+//  field after four (big-endian). pf_msg_packed_size returns its size, or 0
+//  if self cannot be packed (unknown, a BATCH, a field over its limits).
+//  pf_msg_pack writes that many bytes to out.
 size_t pf_msg_packed_size (const pf_msg_t *self);
 void pf_msg_pack (const pf_msg_t *self, byte *out);
 
-//  Decodes one packed message of size bytes into self (reset first), with
-//  pf_msg_decode's checks and error texts; opaque fields are copied into
-//  new frames. Returns PF_OK, or BAD_REQUEST / TOO_LARGE with err set (and,
-//  as pf_msg_decode, proto, command and a readable request id kept).
-int pf_msg_unpack (pf_msg_t *self, const byte *data, size_t size, size_t max_body, char *err,
-                   size_t errlen);
+//  Decodes one packed message of protocol proto, size bytes, into self
+//  (reset first), with pf_msg_decode's checks and error texts; opaque
+//  fields are copied into new frames. Returns PF_OK, or BAD_REQUEST /
+//  TOO_LARGE with err set (and, as pf_msg_decode, proto, command and a
+//  readable request id kept).
+int pf_msg_unpack (pf_msg_t *self, int proto, const byte *data, size_t size, size_t max_body,
+                   char *err, size_t errlen);
+
+//  Whether command is a BATCH of proto (PF_C_BATCH, PF_W_BATCH).
+bool pf_msg_is_batch (int proto, int command);
 
 //  Name of a command for logs ("REQUEST"), per protocol; "?" if unknown.
 const char *pf_msg_command_name (int proto, int command);

@@ -1340,7 +1340,7 @@ static bool handle_broker (agent_t *self, int64_t now)
         pf_msg_t one;
         pf_msg_init (&one);
         size_t offset = 0;
-        while (self->dealer && (rc = pf_batch_next (msg.body, &offset, &one,
+        while (self->dealer && (rc = pf_batch_next (PF_PROTO_W, msg.body, &offset, &one,
                                                      self->config->max_frame, err,
                                                      sizeof err)) != -1) {
             if (rc == PF_OK)

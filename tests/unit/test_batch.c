@@ -124,7 +124,7 @@ static void every_worker_command_packs_and_unpacks_as_encode_and_decode (void **
             assert_int_equal (data[0], worker_commands[index]);
             char err[ERRLEN];
             pf_msg_init (&out);
-            int rc = pf_msg_unpack (&out, data, size, 0, err, sizeof err);
+            int rc = pf_msg_unpack (&out, PF_PROTO_W, data, size, 0, err, sizeof err);
             if (rc != PF_OK) fail_msg ("%s: %s", pf_msg_command_name (PF_PROTO_W, in.command), err);
             assert_same_msg (&expected, &out);
             free (data);
@@ -156,14 +156,16 @@ static void a_reply_packs_to_the_bytes_of_the_table (void **state)
     pf_msg_reset (&in);
 }
 
-static void only_worker_messages_pack (void **state)
+static void every_message_but_a_batch_packs (void **state)
 {
     (void)state;
     pf_msg_t msg;
     pf_msg_init (&msg);
     msg.proto = PF_PROTO_C;
-    msg.command = PF_C_CANCEL;
+    msg.command = PF_C_BATCH;
     assert_int_equal (pf_msg_packed_size (&msg), 0);
+    msg.command = PF_C_CANCEL;
+    assert_int_equal (pf_msg_packed_size (&msg), 1 + 8);
     msg.proto = PF_PROTO_W;
     msg.command = PF_W_BATCH;
     assert_int_equal (pf_msg_packed_size (&msg), 0);
@@ -171,6 +173,40 @@ static void only_worker_messages_pack (void **state)
     assert_int_equal (pf_msg_packed_size (&msg), 0); //  a REQUEST needs its command name
     strcpy (msg.command_name, "x");
     assert_true (pf_msg_packed_size (&msg) > 0);
+    msg.proto = 3;
+    assert_int_equal (pf_msg_packed_size (&msg), 0);
+}
+
+//  A client's answers pack and unpack as PFC1 (the broker's BATCH to a
+//  client that set PF_FLAG_BATCH_OK).
+static void client_answers_pack_and_unpack (void **state)
+{
+    (void)state;
+    pf_msg_t in, out;
+    pf_msg_init (&in);
+    in.proto = PF_PROTO_C;
+    in.command = PF_C_ERROR;
+    in.request_id = 77;
+    in.code = PF_TIMEOUT;
+    in.message = strdup ("late");
+    in.detail = zframe_new ("\x80", 1);
+    size_t size;
+    byte *data = pack (&in, &size);
+    char err[ERRLEN];
+    pf_msg_init (&out);
+    assert_int_equal (pf_msg_unpack (&out, PF_PROTO_C, data, size, 0, err, sizeof err), PF_OK);
+    assert_int_equal (out.proto, PF_PROTO_C);
+    assert_int_equal (out.command, PF_C_ERROR);
+    assert_true (out.request_id == 77);
+    assert_int_equal (out.code, PF_TIMEOUT);
+    assert_string_equal (out.message, "late");
+    assert_frame_same (out.detail, in.detail);
+    //  The same bytes read as PFW2 are a different command: refused.
+    assert_int_equal (pf_msg_unpack (&out, PF_PROTO_W, data, size, 0, err, sizeof err),
+                      PF_BAD_REQUEST);
+    free (data);
+    pf_msg_reset (&in);
+    pf_msg_reset (&out);
 }
 
 static void unpack_rejects_every_malformed_message_with_a_reason (void **state)
@@ -184,7 +220,7 @@ static void unpack_rejects_every_malformed_message_with_a_reason (void **state)
     //  Cut anywhere: an error, never a crash; once the id is whole, it is kept.
     for (size_t cut = 0; cut < size; cut++) {
         pf_msg_init (&out);
-        int rc = pf_msg_unpack (&out, data, cut, 0, err, sizeof err);
+        int rc = pf_msg_unpack (&out, PF_PROTO_W, data, cut, 0, err, sizeof err);
         assert_int_equal (rc, PF_BAD_REQUEST);
         assert_true (strlen (err) > 0);
         assert_int_equal (out.has_request_id, cut >= 9);
@@ -196,22 +232,22 @@ static void unpack_rejects_every_malformed_message_with_a_reason (void **state)
     byte *longer = malloc (size + 1);
     memcpy (longer, data, size);
     longer[size] = 0;
-    assert_int_equal (pf_msg_unpack (&out, longer, size + 1, 0, err, sizeof err), PF_BAD_REQUEST);
+    assert_int_equal (pf_msg_unpack (&out, PF_PROTO_W, longer, size + 1, 0, err, sizeof err), PF_BAD_REQUEST);
     assert_string_equal (err, "ERROR: 1 bytes after the last field");
     free (longer);
     //  The detail over max_body.
-    assert_int_equal (pf_msg_unpack (&out, data, size, 8, err, sizeof err), PF_TOO_LARGE);
+    assert_int_equal (pf_msg_unpack (&out, PF_PROTO_W, data, size, 8, err, sizeof err), PF_TOO_LARGE);
     assert_string_equal (err, "detail: 16 bytes exceeds limit of 8");
     assert_true (out.has_request_id);
     //  A command that is not one, and a batch inside a batch.
     byte bad[] = {0x0C, 0, 0};
-    assert_int_equal (pf_msg_unpack (&out, bad, sizeof bad, 0, err, sizeof err), PF_BAD_REQUEST);
+    assert_int_equal (pf_msg_unpack (&out, PF_PROTO_W, bad, sizeof bad, 0, err, sizeof err), PF_BAD_REQUEST);
     assert_string_equal (err, "batched message: unknown command 0x0C");
     bad[0] = PF_W_BATCH;
-    assert_int_equal (pf_msg_unpack (&out, bad, sizeof bad, 0, err, sizeof err), PF_BAD_REQUEST);
+    assert_int_equal (pf_msg_unpack (&out, PF_PROTO_W, bad, sizeof bad, 0, err, sizeof err), PF_BAD_REQUEST);
     //  A name with a NUL byte.
     data[1 + 8 + 4 + 4 + 2 + 2] = 0; //  ERROR's message, first byte
-    assert_int_equal (pf_msg_unpack (&out, data, size, 0, err, sizeof err), PF_BAD_REQUEST);
+    assert_int_equal (pf_msg_unpack (&out, PF_PROTO_W, data, size, 0, err, sizeof err), PF_BAD_REQUEST);
     assert_string_equal (err, "message: contains a NUL byte");
     pf_msg_reset (&out);
     free (data);
@@ -254,13 +290,13 @@ static void the_walk_goes_past_a_bad_message_and_stops_at_a_bad_length (void **s
     pf_msg_init (&out);
     char err[ERRLEN];
     size_t offset = 0;
-    assert_int_equal (pf_batch_next (messages, &offset, &out, 0, err, sizeof err), PF_OK);
+    assert_int_equal (pf_batch_next (PF_PROTO_W, messages, &offset, &out, 0, err, sizeof err), PF_OK);
     assert_int_equal (out.command, PF_W_REPLY);
-    assert_int_equal (pf_batch_next (messages, &offset, &out, 0, err, sizeof err), PF_BAD_REQUEST);
-    assert_int_equal (pf_batch_next (messages, &offset, &out, 0, err, sizeof err), PF_OK);
+    assert_int_equal (pf_batch_next (PF_PROTO_W, messages, &offset, &out, 0, err, sizeof err), PF_BAD_REQUEST);
+    assert_int_equal (pf_batch_next (PF_PROTO_W, messages, &offset, &out, 0, err, sizeof err), PF_OK);
     assert_int_equal (out.command, PF_W_CANCEL);
     assert_true (out.request_id == b.request_id);
-    assert_int_equal (pf_batch_next (messages, &offset, &out, 0, err, sizeof err), -1);
+    assert_int_equal (pf_batch_next (PF_PROTO_W, messages, &offset, &out, 0, err, sizeof err), -1);
 
     //  A length past the end: one error, then the end; three stray bytes too.
     size_t whole = zframe_size (messages);
@@ -268,21 +304,21 @@ static void the_walk_goes_past_a_bad_message_and_stops_at_a_bad_length (void **s
     memcpy (cut, zframe_data (messages), whole);
     zframe_t *short_frame = zframe_new (cut, whole - 1);
     offset = 0;
-    assert_int_equal (pf_batch_next (short_frame, &offset, &out, 0, err, sizeof err), PF_OK);
-    assert_int_equal (pf_batch_next (short_frame, &offset, &out, 0, err, sizeof err),
+    assert_int_equal (pf_batch_next (PF_PROTO_W, short_frame, &offset, &out, 0, err, sizeof err), PF_OK);
+    assert_int_equal (pf_batch_next (PF_PROTO_W, short_frame, &offset, &out, 0, err, sizeof err),
                       PF_BAD_REQUEST);
-    assert_int_equal (pf_batch_next (short_frame, &offset, &out, 0, err, sizeof err),
+    assert_int_equal (pf_batch_next (PF_PROTO_W, short_frame, &offset, &out, 0, err, sizeof err),
                       PF_BAD_REQUEST);
     assert_non_null (strstr (err, "runs past the end"));
-    assert_int_equal (pf_batch_next (short_frame, &offset, &out, 0, err, sizeof err), -1);
+    assert_int_equal (pf_batch_next (PF_PROTO_W, short_frame, &offset, &out, 0, err, sizeof err), -1);
     zframe_reset (short_frame, cut, 3);
     offset = 0;
-    assert_int_equal (pf_batch_next (short_frame, &offset, &out, 0, err, sizeof err),
+    assert_int_equal (pf_batch_next (PF_PROTO_W, short_frame, &offset, &out, 0, err, sizeof err),
                       PF_BAD_REQUEST);
     assert_string_equal (err, "batch: 3 bytes left, too few for a message's length");
-    assert_int_equal (pf_batch_next (short_frame, &offset, &out, 0, err, sizeof err), -1);
+    assert_int_equal (pf_batch_next (PF_PROTO_W, short_frame, &offset, &out, 0, err, sizeof err), -1);
     offset = 0;
-    assert_int_equal (pf_batch_next (NULL, &offset, &out, 0, err, sizeof err), -1);
+    assert_int_equal (pf_batch_next (PF_PROTO_W, NULL, &offset, &out, 0, err, sizeof err), -1);
 
     free (cut);
     zframe_destroy (&short_frame);
@@ -356,7 +392,7 @@ static size_t received_commands (zmsg_t *msg, int *commands, uint64_t *ids, size
     } else {
         size_t offset = 0;
         int rc;
-        while ((rc = pf_batch_next (top.body, &offset, &one, 0, err, sizeof err)) != -1) {
+        while ((rc = pf_batch_next (PF_PROTO_W, top.body, &offset, &one, 0, err, sizeof err)) != -1) {
             assert_int_equal (rc, PF_OK);
             assert_true (count < max);
             commands[count] = one.command;
@@ -502,7 +538,8 @@ int main (void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test (every_worker_command_packs_and_unpacks_as_encode_and_decode),
         cmocka_unit_test (a_reply_packs_to_the_bytes_of_the_table),
-        cmocka_unit_test (only_worker_messages_pack),
+        cmocka_unit_test (every_message_but_a_batch_packs),
+        cmocka_unit_test (client_answers_pack_and_unpack),
         cmocka_unit_test (unpack_rejects_every_malformed_message_with_a_reason),
         cmocka_unit_test (the_walk_goes_past_a_bad_message_and_stops_at_a_bad_length),
         cmocka_unit_test_setup_teardown (each_peer_gets_its_messages_in_order_large_ones_alone,

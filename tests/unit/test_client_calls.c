@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "pf_batch.h"
 #include "pf_proto.h"
 #include "pyfleet.h"
 
@@ -26,6 +27,8 @@
 //    silent   no answer at all
 //    noisy    first garbage, a reply to an unknown id and a PFW2 message, then echo
 //    twice    REPLY twice
+//    batch    the first is held; the second is answered with the first, a
+//             reply to an unknown id and its own, in one BATCH
 
 static void send_to (zsock_t *router, zframe_t *identity, pf_msg_t *msg)
 {
@@ -85,6 +88,41 @@ static zframe_t *pack_python_error (void)
     zframe_t *frame = zframe_new (buffer.data, buffer.size);
     msgpack_sbuffer_destroy (&buffer);
     return frame;
+}
+
+//  The request "batch" holds for the next one.
+static zframe_t *held_identity;
+static uint64_t held_id;
+static zframe_t *held_body;
+
+static void answer_in_a_batch (zsock_t *router, zframe_t *identity, pf_msg_t *request)
+{
+    if (!held_identity) {
+        held_identity = identity;
+        held_id = request->request_id;
+        held_body = request->body;
+        request->body = NULL;
+        return;
+    }
+    assert_true (request->flags & PF_FLAG_BATCH_OK);
+    pf_outbox_t *outbox = pf_outbox_new ();
+    uint64_t ids[] = {held_id, held_id + 1000000, request->request_id};
+    zframe_t *bodies[] = {held_body, zframe_new ("\xc0", 1), request->body};
+    request->body = NULL;
+    for (size_t index = 0; index < 3; index++) {
+        pf_msg_t reply;
+        pf_msg_init (&reply);
+        reply.proto = PF_PROTO_C;
+        reply.command = PF_C_REPLY;
+        reply.request_id = ids[index];
+        reply.body = bodies[index];
+        assert_int_equal (pf_outbox_send (outbox, router, identity, &reply, PF_MSG_BATCHABLE), 0);
+        pf_msg_reset (&reply);
+    }
+    assert_int_equal (pf_outbox_flush (outbox, router), 0);
+    pf_outbox_destroy (&outbox);
+    zframe_destroy (&held_identity);
+    zframe_destroy (&identity);
 }
 
 static void handle_request (zsock_t *router)
@@ -148,7 +186,9 @@ static void handle_request (zsock_t *router)
         pf_msg_reset (&worker);
         reply_with (router, identity, id, 0, request.body);
         request.body = NULL;
-    } else //  silent, and anything else
+    } else if (streq (command, "batch"))
+        answer_in_a_batch (router, identity, &request);
+    else //  silent, and anything else
         zframe_destroy (&identity);
     pf_msg_reset (&request);
 }
@@ -292,7 +332,8 @@ static void session_flags_and_remaining_deadline_reach_the_broker (void **state)
     json_t *seen = json_loads (text, 0, NULL);
     assert_non_null (seen);
     assert_string_equal (json_string_value (json_object_get (seen, "session")), "user-42");
-    assert_int_equal (json_integer_value (json_object_get (seen, "flags")), 3);
+    //  Idempotent + soft, and the library's "reads BATCH".
+    assert_int_equal (json_integer_value (json_object_get (seen, "flags")), 3 | PF_FLAG_BATCH_OK);
     json_int_t timeout = json_integer_value (json_object_get (seen, "timeout_ms"));
     assert_in_range (timeout, 3000, 4000);
     json_decref (seen);
@@ -590,13 +631,39 @@ static void json_calls_pack_their_arguments_and_refuse_invalid_json (void **stat
     assert_int_equal (pf_client_outstanding (fixture->client), 0);
 }
 
+//  Answers that come in one BATCH: pf_call gets its own (the last of the
+//  batch), pf_recv the other, the stray one is dropped.
+static void answers_in_one_batch_reach_pf_call_and_pf_recv (void **state)
+{
+    fixture_t *fixture = *state;
+    uint64_t first;
+    assert_int_equal (pf_send (fixture->client, "svc", "batch", "\x01", 1, NULL, &first), 0);
+    pf_reply_t *reply = pf_call (fixture->client, "svc", "batch", "\x02", 1, NULL);
+    assert_true (pf_reply_ok (reply));
+    assert_true (pf_reply_request_id (reply) != first);
+    size_t size;
+    const byte *body = pf_reply_body (reply, &size);
+    assert_int_equal (size, 1);
+    assert_int_equal (body[0], 0x02);
+    pf_reply_destroy (&reply);
+    reply = pf_recv (fixture->client, 1000);
+    assert_non_null (reply);
+    assert_true (pf_reply_request_id (reply) == first);
+    body = pf_reply_body (reply, &size);
+    assert_int_equal (body[0], 0x01);
+    pf_reply_destroy (&reply);
+    //  Nothing else is outstanding: the stray answer was not a reply.
+    assert_null (pf_recv (fixture->client, 100));
+}
+
 static void broadcast_sets_the_broadcast_flag (void **state)
 {
     fixture_t *fixture = *state;
     pf_reply_t *reply = pf_broadcast (fixture->client, "svc", "inspect", NULL, 0, NULL);
     char *text = pf_reply_body_json (reply);
     json_t *seen = json_loads (text, 0, NULL);
-    assert_int_equal (json_integer_value (json_object_get (seen, "flags")), PF_CALL_BROADCAST);
+    assert_int_equal (json_integer_value (json_object_get (seen, "flags")),
+                      PF_CALL_BROADCAST | PF_FLAG_BATCH_OK);
     json_decref (seen);
     free (text);
     pf_reply_destroy (&reply);
@@ -622,6 +689,8 @@ int main (void)
         cmocka_unit_test_setup_teardown (json_calls_pack_their_arguments_and_refuse_invalid_json,
                                          setup, teardown),
         cmocka_unit_test_setup_teardown (broadcast_sets_the_broadcast_flag, setup, teardown),
+        cmocka_unit_test_setup_teardown (answers_in_one_batch_reach_pf_call_and_pf_recv, setup,
+                                         teardown),
         cmocka_unit_test_setup_teardown (empty_result_reads_as_json_null, setup, teardown),
         cmocka_unit_test_setup_teardown (python_error_carries_type_message_and_traceback, setup,
                                          teardown),

@@ -895,7 +895,8 @@ static void command_names_are_per_protocol (void **state)
     assert_string_equal (pf_msg_command_name (PF_PROTO_C, PF_C_REQUEST), "REQUEST");
     assert_string_equal (pf_msg_command_name (PF_PROTO_C, PF_C_CANCEL), "CANCEL");
     assert_string_equal (pf_msg_command_name (PF_PROTO_C, PF_C_REQUEST_PACKED), "REQUEST_PACKED");
-    assert_string_equal (pf_msg_command_name (PF_PROTO_C, 0x06), "?");
+    assert_string_equal (pf_msg_command_name (PF_PROTO_C, PF_C_BATCH), "BATCH");
+    assert_string_equal (pf_msg_command_name (PF_PROTO_C, 0x07), "?");
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, PF_W_READY), "READY");
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, PF_W_SESSION_LOST), "SESSION_LOST");
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, PF_W_DISCONNECT), "DISCONNECT");
@@ -957,8 +958,8 @@ static void decode_rejects_an_unsupported_protocol_header (void **state)
 static void decode_rejects_an_unknown_command_byte (void **state)
 {
     (void)state;
-    assert_decode_fails (with_frame (raw_client_request (), 2, "\x06", 1), 0, PF_BAD_REQUEST,
-                         "PFC1: unknown command 0x06");
+    assert_decode_fails (with_frame (raw_client_request (), 2, "\x07", 1), 0, PF_BAD_REQUEST,
+                         "PFC1: unknown command 0x07");
     assert_decode_fails (with_frame (raw_client_request (), 2, "\x00", 1), 0, PF_BAD_REQUEST,
                          "PFC1: unknown command 0x00");
     assert_decode_fails (with_frame (raw_client_request (), 2, "\xFF", 1), 0, PF_BAD_REQUEST,
@@ -1451,6 +1452,7 @@ static const command_id_t every_command[] = {
     {PF_PROTO_W, PF_W_REQUEST},     {PF_PROTO_W, PF_W_REPLY},        {PF_PROTO_W, PF_W_ERROR},
     {PF_PROTO_W, PF_W_SESSION_END}, {PF_PROTO_W, PF_W_SESSION_LOST}, {PF_PROTO_W, PF_W_CANCEL},
     {PF_PROTO_W, PF_W_DISCONNECT},  {PF_PROTO_W, PF_W_RECYCLE},      {PF_PROTO_C, PF_C_REQUEST_PACKED},
+    {PF_PROTO_C, PF_C_BATCH},       {PF_PROTO_W, PF_W_BATCH},
 };
 
 //  What pf_msg_encode + pf_msg_decode make of a message: the reference.
