@@ -114,9 +114,9 @@ class Context:
 
 
 class Command:
-    """One registered command: its name and handler."""
+    """One registered command: its name, handler and logger."""
 
-    __slots__ = ("name", "function", "keeps_session")
+    __slots__ = ("name", "function", "keeps_session", "log")
 
     def __init__(self, name, function, keeps_session):
         self.name = name
@@ -124,6 +124,8 @@ class Command:
         # False for session_end: a request that ends a session must not
         # first create the state it is about to drop.
         self.keeps_session = keeps_session
+        # Looked up once: getLogger takes a lock on every call.
+        self.log = logging.getLogger("pyfleet_bridge.command." + name)
 
 
 def _describe(function):
@@ -499,8 +501,7 @@ class Runtime:
             state = self.session_state(session_id)
         else:
             state = {}
-        ctx = Context(request_id, session_id, name, state,
-                      logging.getLogger("pyfleet_bridge.command." + name))
+        ctx = Context(request_id, session_id, name, state, entry.log)
         try:
             result = entry.function(args, ctx)
         except BadRequest as exc:
