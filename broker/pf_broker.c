@@ -1327,7 +1327,8 @@ void pf_broker_handle (pf_broker_t *self, zmsg_t **msg_p, int64_t now)
     zframe_destroy (&routing_id);
 }
 
-//  An agent's BATCH: each message as if it had come alone.
+//  A BATCH (an agent's, or a client's requests): each message as if it had
+//  come alone.
 static void handle_batch (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *batch, int64_t now)
 {
     pf_msg_t msg;
@@ -1335,15 +1336,15 @@ static void handle_batch (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *bat
     char err[256];
     size_t offset = 0;
     int rc;
-    while ((rc = pf_batch_next (PF_PROTO_W, batch->body, &offset, &msg, self->config.max_body, err,
-                                sizeof err)) != -1)
+    while ((rc = pf_batch_next (batch->proto, batch->body, &offset, &msg, self->config.max_body,
+                                err, sizeof err)) != -1)
         pf_broker_handle_msg (self, routing_id, rc, &msg, err, now);
 }
 
 void pf_broker_handle_msg (pf_broker_t *self, zframe_t *routing_id, int rc, pf_msg_t *msg,
                            const char *err, int64_t now)
 {
-    if (rc == PF_OK && msg->proto == PF_PROTO_W && msg->command == PF_W_BATCH)
+    if (rc == PF_OK && pf_msg_is_batch (msg->proto, msg->command))
         handle_batch (self, routing_id, msg, now);
     else if (rc != PF_OK) {
         self->stats.malformed++;

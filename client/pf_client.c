@@ -75,6 +75,8 @@ struct _pf_client_t {
     heap_t retries;     //  requests waiting to be sent again, by retry time
     zlistx_t *backlog;  //  request_t * waiting to be sent, in order
     zlistx_t *ready;    //  pf_reply_t * waiting for pf_recv, owns them
+    bool batching;      //  pf_send queues; the backlog goes out when we wait
+    pf_batch_t batch;   //  reused for the backlog's BATCH
     char error[256];
 };
 
@@ -419,10 +421,42 @@ static bool retry_enabled (pf_client_t *self)
 //  Sends what the socket takes from the backlog, in order. A request whose
 //  deadline has passed is dropped unsent; it times out from the expiry heap.
 //  With retries on, the encoded message is kept for a later attempt.
+//  The backlog request is on its way (or past its deadline, dropped).
+static void backlog_done (pf_client_t *self, request_t *request, bool sent)
+{
+    if (sent) request->attempts++;
+    zlistx_delete (self->backlog, request->backlog_handle);
+    request->backlog_handle = NULL;
+    request->unsent = false;
+    if (!sent || !retry_enabled (self)) request_drop_msg (request);
+}
+
+//  Sends the first requests of the backlog as one BATCH (PROTOCOL.md 4.6)
+//  if two or more of them fit one. Returns how many went, 0 if none did (the
+//  socket is full, or fewer than two fit: they go one by one).
+static size_t send_batch (pf_client_t *self)
+{
+    pf_batch_clear (&self->batch);
+    int64_t now = zclock_mono ();
+    for (request_t *request = zlistx_first (self->backlog); request;
+         request = zlistx_next (self->backlog)) {
+        int64_t remaining = request->deadline - now;
+        if (remaining <= 0 || self->batch.count == PF_BATCH_MAX_MESSAGES) break;
+        request->msg->timeout_ms = (uint32_t)remaining;
+        if (pf_batch_add (&self->batch, request->msg) != 0) break;
+    }
+    size_t count = self->batch.count;
+    if (count < 2 || pf_batch_send (&self->batch, self->dealer, NULL) != 0) return 0;
+    for (size_t index = 0; index < count; index++)
+        backlog_done (self, zlistx_first (self->backlog), true);
+    return count;
+}
+
 static void flush_backlog (pf_client_t *self)
 {
     request_t *request;
     while ((request = zlistx_first (self->backlog))) {
+        if (self->batching && zlistx_size (self->backlog) > 1 && send_batch (self)) continue;
         int64_t remaining = request->deadline - zclock_mono ();
         bool sent = false;
         if (remaining > 0) {
@@ -430,12 +464,8 @@ static void flush_backlog (pf_client_t *self)
             if (send_now (self, request->msg, retry_enabled (self) ? PF_MSG_KEEP : 0) != 0)
                 return;
             sent = true;
-            request->attempts++;
         }
-        zlistx_delete (self->backlog, request->backlog_handle);
-        request->backlog_handle = NULL;
-        request->unsent = false;
-        if (!sent || !retry_enabled (self)) request_drop_msg (request);
+        backlog_done (self, request, sent);
     }
 }
 
@@ -725,6 +755,7 @@ void pf_client_destroy (pf_client_t **self_p)
     zhashx_destroy (&self->requests);
     zlistx_destroy (&self->backlog);
     zlistx_destroy (&self->ready);
+    pf_batch_free (&self->batch);
     if (self->dealer && self->monitor) zmq_socket_monitor (zsock_resolve (self->dealer), NULL, 0);
     zsock_destroy (&self->monitor);
     zsock_destroy (&self->dealer);
@@ -737,6 +768,12 @@ void pf_client_destroy (pf_client_t **self_p)
 void pf_client_set_timeout (pf_client_t *self, uint32_t timeout_ms)
 {
     if (timeout_ms > 0) self->timeout_ms = timeout_ms;
+}
+
+void pf_client_set_batching (pf_client_t *self, bool batching)
+{
+    self->batching = batching;
+    if (!batching) flush_backlog (self);
 }
 
 uint32_t pf_client_timeout (pf_client_t *self)
@@ -858,7 +895,8 @@ static request_t *request_submit (pf_client_t *self, const char *service, const 
     zhashx_insert (self->requests, &request->id, request);
     request->backlog_handle = zlistx_add_end (self->backlog, request);
     self->next_id++;
-    flush_backlog (self);
+    //  Batching: it goes with the others when the client next waits.
+    if (!self->batching) flush_backlog (self);
     return request;
 }
 

@@ -119,6 +119,13 @@ void pf_client_set_timeout (pf_client_t *self, uint32_t timeout_ms);
 //  Returns the default request timeout in ms.
 uint32_t pf_client_timeout (pf_client_t *self);
 
+//  Batching (off by default): pf_send queues the request and returns at
+//  once, and the queued requests go to the broker together, as one message,
+//  when the client next waits (pf_recv, pf_call, pf_broadcast). For senders
+//  that send several requests between two waits, as a pipelined load does:
+//  one message instead of one per request. Turning it off sends the queue.
+void pf_client_set_batching (pf_client_t *self, bool batching);
+
 //  Sets the retry policy (NULL = never retry); applies to requests sent from
 //  now on. pf_client_retry returns the policy in force (defaults filled in).
 void pf_client_set_retry (pf_client_t *self, const pf_retry_t *retry);

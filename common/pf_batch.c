@@ -1,5 +1,5 @@
-/*  pf_batch — PFW2 BATCH: an outbox of packed messages per peer, and the
-    walk over a received batch. See pf_batch.h. */
+/*  pf_batch — BATCH: packed messages for one peer, an outbox of them per
+    peer, and the walk over a received batch. See pf_batch.h. */
 #include "pf_batch.h"
 #include "pf_error.h"
 #include <errno.h>
@@ -8,18 +8,105 @@
 #include <stdlib.h>
 #include <string.h>
 
+//  --------------------------------------------------------------------------
+//  One batch
+
+bool pf_batch_fits (const pf_msg_t *msg)
+{
+    zframe_t *frames[] = {msg->body, msg->detail, msg->sessions, msg->bridges};
+    for (size_t index = 0; index < sizeof frames / sizeof frames[0]; index++)
+        if (frames[index] && zframe_size (frames[index]) > PF_BATCH_MAX_FIELD) return false;
+    return pf_msg_packed_size (msg) > 0;
+}
+
+int pf_batch_add (pf_batch_t *self, const pf_msg_t *msg)
+{
+    size_t size = pf_batch_fits (msg) ? pf_msg_packed_size (msg) : 0;
+    if (!size || (self->count && self->proto != msg->proto)) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (self->alloc - self->size < 4 + size) {
+        size_t alloc = self->alloc ? self->alloc : 4096;
+        while (alloc - self->size < 4 + size)
+            alloc *= 2;
+        byte *data = realloc (self->data, alloc);
+        if (!data) {
+            errno = ENOMEM;
+            return -1;
+        }
+        self->data = data;
+        self->alloc = alloc;
+    }
+    byte *at = self->data + self->size;
+    at[0] = (byte)(size >> 24);
+    at[1] = (byte)(size >> 16);
+    at[2] = (byte)(size >> 8);
+    at[3] = (byte)size;
+    pf_msg_pack (msg, at + 4);
+    self->size += 4 + size;
+    self->proto = msg->proto;
+    self->count++;
+    return 0;
+}
+
+static void free_batch (void *data, void *hint)
+{
+    (void)hint;
+    free (data);
+}
+
+int pf_batch_send (pf_batch_t *self, void *socket, zframe_t *routing_id)
+{
+    if (!self->count) return 0;
+    void *handle = zsock_resolve (socket);
+    //  The frames of a BATCH (pf_proto.c's tables): delimiter, header,
+    //  command, then the messages. ZeroMQ takes a message whole or not at
+    //  all: if the first part goes, the others do.
+    byte command = self->proto == PF_PROTO_C ? PF_C_BATCH : PF_W_BATCH;
+    const char *header = self->proto == PF_PROTO_C ? PF_PROTO_CLIENT : PF_PROTO_WORKER;
+    int rc = routing_id ? zmq_send (handle, zframe_data (routing_id), zframe_size (routing_id),
+                                    ZMQ_SNDMORE | ZMQ_DONTWAIT)
+                        : zmq_send (handle, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    if (rc < 0) return -1;
+    if (routing_id) zmq_send (handle, "", 0, ZMQ_SNDMORE);
+    zmq_send (handle, header, 4, ZMQ_SNDMORE);
+    zmq_send (handle, &command, 1, ZMQ_SNDMORE);
+    zmq_msg_t messages;
+    if (zmq_msg_init_data (&messages, self->data, self->size, free_batch, NULL) != 0) {
+        zmq_send (handle, "", 0, 0); //  ends the message; the receiver finds it malformed
+        return -1;
+    }
+    self->data = NULL;
+    self->size = self->alloc = self->count = 0;
+    if (zmq_msg_send (&messages, handle, 0) < 0) {
+        zmq_msg_close (&messages); //  only as the context terminates
+        return -1;
+    }
+    return 0;
+}
+
+void pf_batch_clear (pf_batch_t *self)
+{
+    self->size = self->count = 0;
+}
+
+void pf_batch_free (pf_batch_t *self)
+{
+    free (self->data);
+    memset (self, 0, sizeof *self);
+}
+
+//  --------------------------------------------------------------------------
+//  The outbox: a batch per peer
+
 typedef struct {
-    byte id[256]; //  the peer's routing id (ROUTER), if routed
-    size_t id_size;
-    bool routed;
-    int proto;  //  of the messages in the batch
-    byte *data; //  entries: a u32 length, then a packed message
-    size_t size, alloc;
-    size_t count;
+    zframe_t *routing_id; //  NULL on a DEALER
+    pf_batch_t batch;
 } peer_t;
 
 struct pf_outbox_s {
-    peer_t *peers; //  the peers with a batch since the last flush
+    peer_t *peers; //  the first count have a batch since the last flush
     size_t count, alloc;
 };
 
@@ -32,8 +119,10 @@ void pf_outbox_destroy (pf_outbox_t **self_p)
 {
     if (!self_p || !*self_p) return;
     pf_outbox_t *self = *self_p;
-    for (size_t index = 0; index < self->alloc; index++)
-        free (self->peers[index].data);
+    for (size_t index = 0; index < self->alloc; index++) {
+        zframe_destroy (&self->peers[index].routing_id);
+        pf_batch_free (&self->peers[index].batch);
+    }
     free (self->peers);
     free (self);
     *self_p = NULL;
@@ -41,11 +130,10 @@ void pf_outbox_destroy (pf_outbox_t **self_p)
 
 static peer_t *peer_find (pf_outbox_t *self, zframe_t *routing_id)
 {
-    size_t id_size = routing_id ? zframe_size (routing_id) : 0;
     for (size_t index = 0; index < self->count; index++) {
         peer_t *peer = &self->peers[index];
-        if (peer->routed == (routing_id != NULL) && peer->id_size == id_size &&
-            (!id_size || memcmp (peer->id, zframe_data (routing_id), id_size) == 0))
+        if (routing_id ? peer->routing_id && zframe_eq (peer->routing_id, routing_id)
+                       : !peer->routing_id)
             return peer;
     }
     return NULL;
@@ -53,7 +141,6 @@ static peer_t *peer_find (pf_outbox_t *self, zframe_t *routing_id)
 
 static peer_t *peer_add (pf_outbox_t *self, zframe_t *routing_id)
 {
-    if (routing_id && zframe_size (routing_id) > sizeof self->peers[0].id) return NULL;
     if (self->count == self->alloc) {
         size_t alloc = self->alloc ? self->alloc * 2 : 8;
         peer_t *peers = realloc (self->peers, alloc * sizeof *peers);
@@ -62,56 +149,23 @@ static peer_t *peer_add (pf_outbox_t *self, zframe_t *routing_id)
         self->peers = peers;
         self->alloc = alloc;
     }
-    peer_t *peer = &self->peers[self->count++];
-    peer->routed = routing_id != NULL;
-    peer->id_size = routing_id ? zframe_size (routing_id) : 0;
-    if (peer->id_size) memcpy (peer->id, zframe_data (routing_id), peer->id_size);
-    peer->size = peer->count = 0;
+    peer_t *peer = &self->peers[self->count];
+    zframe_destroy (&peer->routing_id);
+    if (routing_id && !(peer->routing_id = zframe_dup (routing_id))) return NULL;
+    self->count++;
     return peer;
 }
 
-static void free_batch (void *data, void *hint)
-{
-    (void)hint;
-    free (data);
-}
-
-//  Sends the peer's batch and empties it; libzmq takes the buffer as it is
-//  (no copy) and frees it once written. Returns how many messages failed.
+//  Sends the peer's batch; what could not go is dropped. Returns how many
+//  messages failed.
 static size_t peer_send (peer_t *peer, void *socket)
 {
-    size_t count = peer->count;
-    if (!count) return 0;
-    void *handle = zsock_resolve (socket);
-    zmq_msg_t messages;
-    if (zmq_msg_init_data (&messages, peer->data, peer->size, free_batch, NULL) != 0) return count;
-    peer->data = NULL;
-    peer->size = peer->alloc = peer->count = 0;
-    //  The frames of a BATCH (pf_proto.c's tables): delimiter, header,
-    //  command, then the messages.
-    byte command = peer->proto == PF_PROTO_C ? PF_C_BATCH : PF_W_BATCH;
-    const char *header = peer->proto == PF_PROTO_C ? PF_PROTO_CLIENT : PF_PROTO_WORKER;
-    int rc = 0;
-    if (peer->routed) rc = zmq_send (handle, peer->id, peer->id_size, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    if (rc >= 0) rc = zmq_send (handle, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    if (rc >= 0) rc = zmq_send (handle, header, 4, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    if (rc >= 0) rc = zmq_send (handle, &command, 1, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    if (rc >= 0) rc = zmq_msg_send (&messages, handle, ZMQ_DONTWAIT);
-    if (rc < 0) {
-        zmq_msg_close (&messages);
+    size_t count = peer->batch.count;
+    if (count && (!socket || pf_batch_send (&peer->batch, socket, peer->routing_id) != 0)) {
+        pf_batch_clear (&peer->batch);
         return count;
     }
     return 0;
-}
-
-//  True if msg may join a batch (PFW2, or a peer that reads BATCH) and its
-//  opaque fields are small enough.
-static bool batchable (const pf_msg_t *msg, int flags)
-{
-    zframe_t *frames[] = {msg->body, msg->detail, msg->sessions, msg->bridges};
-    for (size_t index = 0; index < sizeof frames / sizeof frames[0]; index++)
-        if (frames[index] && zframe_size (frames[index]) > PF_BATCH_MAX_FIELD) return false;
-    return msg->proto == PF_PROTO_W || (flags & PF_MSG_BATCHABLE);
 }
 
 int pf_outbox_send (pf_outbox_t *self, void *socket, zframe_t *routing_id, pf_msg_t *msg,
@@ -122,34 +176,13 @@ int pf_outbox_send (pf_outbox_t *self, void *socket, zframe_t *routing_id, pf_ms
         return -1;
     }
     peer_t *peer = peer_find (self, routing_id);
-    size_t size = batchable (msg, flags) ? pf_msg_packed_size (msg) : 0;
+    bool batched = (msg->proto == PF_PROTO_W || (flags & PF_MSG_BATCHABLE)) &&
+                   pf_batch_fits (msg);
     //  Alone, but never ahead of what its peer's batch holds.
-    if (peer && (!size || peer->proto != msg->proto)) peer_send (peer, socket);
-    if (!size) return pf_msg_send (msg, socket, routing_id, flags);
+    if (peer && (!batched || peer->batch.proto != msg->proto)) peer_send (peer, socket);
+    if (!batched) return pf_msg_send (msg, socket, routing_id, flags);
     if (!peer) peer = peer_add (self, routing_id);
-    if (peer) peer->proto = msg->proto;
-    if (peer && peer->alloc - peer->size < 4 + size) {
-        size_t alloc = peer->alloc ? peer->alloc : 4096;
-        while (alloc - peer->size < 4 + size)
-            alloc *= 2;
-        byte *data = realloc (peer->data, alloc);
-        if (data) {
-            peer->data = data;
-            peer->alloc = alloc;
-        }
-    }
-    if (!peer || peer->alloc - peer->size < 4 + size) {
-        errno = ENOMEM;
-        return -1;
-    }
-    byte *at = peer->data + peer->size;
-    at[0] = (byte)(size >> 24);
-    at[1] = (byte)(size >> 16);
-    at[2] = (byte)(size >> 8);
-    at[3] = (byte)size;
-    pf_msg_pack (msg, at + 4);
-    peer->size += 4 + size;
-    peer->count++;
+    if (!peer || pf_batch_add (&peer->batch, msg) != 0) return -1;
     if (!(flags & PF_MSG_KEEP)) {
         //  As a send would have moved them out.
         zframe_destroy (&msg->body);
@@ -157,7 +190,7 @@ int pf_outbox_send (pf_outbox_t *self, void *socket, zframe_t *routing_id, pf_ms
         zframe_destroy (&msg->sessions);
         zframe_destroy (&msg->bridges);
     }
-    if (peer->size >= PF_BATCH_MAX_BYTES || peer->count >= PF_BATCH_MAX_MESSAGES)
+    if (peer->batch.size >= PF_BATCH_MAX_BYTES || peer->batch.count >= PF_BATCH_MAX_MESSAGES)
         return peer_send (peer, socket) ? -1 : 0;
     return 0;
 }
@@ -167,12 +200,13 @@ size_t pf_outbox_flush (pf_outbox_t *self, void *socket)
     if (!self) return 0;
     size_t failed = 0;
     for (size_t index = 0; index < self->count; index++)
-        failed += socket ? peer_send (&self->peers[index], socket) : self->peers[index].count;
-    for (size_t index = 0; index < self->count; index++)
-        self->peers[index].size = self->peers[index].count = 0;
+        failed += peer_send (&self->peers[index], socket);
     self->count = 0;
     return failed;
 }
+
+//  --------------------------------------------------------------------------
+//  Reading a batch
 
 static void set_error (char *err, size_t errlen, const char *format, ...)
     __attribute__ ((format (printf, 3, 4)));

@@ -25,6 +25,33 @@
 #define PF_BATCH_MAX_BYTES    (256 * 1024)
 #define PF_BATCH_MAX_MESSAGES 256
 
+//  One BATCH being built: packed messages of one protocol.
+typedef struct {
+    int proto;     //  of its messages; set by the first pf_batch_add
+    byte *data;    //  entries: a u32 length, then a packed message
+    size_t size, alloc;
+    size_t count;  //  messages in it
+} pf_batch_t;
+
+//  True if msg may travel in a batch: packable, opaque fields up to
+//  PF_BATCH_MAX_FIELD.
+bool pf_batch_fits (const pf_msg_t *msg);
+
+//  Appends msg (copied; msg is not changed) to an empty batch or one of its
+//  protocol. Returns 0, or -1 if it does not fit (pf_batch_fits, another
+//  protocol) or memory ran out; the batch is then unchanged.
+int pf_batch_add (pf_batch_t *self, const pf_msg_t *msg);
+
+//  Sends the batch as one BATCH message on socket, routing_id first if not
+//  NULL, without waiting. Returns 0 and empties the batch (libzmq takes its
+//  buffer without a copy), or -1 with errno and nothing sent: the batch is
+//  kept, to send again or clear.
+int pf_batch_send (pf_batch_t *self, void *socket, zframe_t *routing_id);
+
+//  Empties the batch (keeps its buffer); pf_batch_free releases the buffer.
+void pf_batch_clear (pf_batch_t *self);
+void pf_batch_free (pf_batch_t *self);
+
 typedef struct pf_outbox_s pf_outbox_t;
 
 pf_outbox_t *pf_outbox_new (void);

@@ -326,6 +326,8 @@ static int call_load (pf_client_t *client, const options_t *options, const void 
     uint64_t first_id = 0;
     bool interrupted = false;
     int exit_code = CLI_EXIT_OK;
+    //  The requests sent between two waits for a reply go as one message.
+    pf_client_set_batching (client, true);
     int64_t start = zclock_usecs ();
 
     while (answered < total) {

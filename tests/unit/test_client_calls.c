@@ -125,6 +125,11 @@ static void answer_in_a_batch (zsock_t *router, zframe_t *identity, pf_msg_t *re
     zframe_destroy (&identity);
 }
 
+//  Requests the fake broker saw inside a BATCH.
+static size_t batched_requests;
+
+static void handle_one (zsock_t *router, zframe_t *identity, pf_msg_t *decoded);
+
 static void handle_request (zsock_t *router)
 {
     zmsg_t *msg = zmsg_recv (router);
@@ -133,8 +138,33 @@ static void handle_request (zsock_t *router)
     pf_msg_t request;
     pf_msg_init (&request);
     char err[128];
-    if (pf_msg_decode (&request, &msg, 0, err, sizeof err) != PF_OK ||
-        request.command != PF_C_REQUEST_PACKED) {
+    if (pf_msg_decode (&request, &msg, 0, err, sizeof err) != PF_OK) {
+        zframe_destroy (&identity);
+        pf_msg_reset (&request);
+        return;
+    }
+    if (request.command != PF_C_BATCH) {
+        handle_one (router, identity, &request);
+        return;
+    }
+    pf_msg_t one;
+    pf_msg_init (&one);
+    size_t offset = 0;
+    while (pf_batch_next (PF_PROTO_C, request.body, &offset, &one, 0, err, sizeof err) == PF_OK) {
+        batched_requests++;
+        handle_one (router, zframe_dup (identity), &one);
+    }
+    pf_msg_reset (&one);
+    pf_msg_reset (&request);
+    zframe_destroy (&identity);
+}
+
+//  Answers one request as its command says; takes identity, resets request.
+static void handle_one (zsock_t *router, zframe_t *identity, pf_msg_t *decoded)
+{
+    pf_msg_t request = *decoded;
+    pf_msg_init (decoded);
+    if (request.command != PF_C_REQUEST_PACKED) {
         zframe_destroy (&identity);
         pf_msg_reset (&request);
         return;
@@ -656,6 +686,39 @@ static void answers_in_one_batch_reach_pf_call_and_pf_recv (void **state)
     assert_null (pf_recv (fixture->client, 100));
 }
 
+//  Batching: requests sent between two waits reach the broker as one BATCH
+//  when the client waits, and each gets its reply; turning it off sends
+//  what is queued.
+static void batching_sends_the_queued_requests_as_one_batch (void **state)
+{
+    fixture_t *fixture = *state;
+    pf_client_set_batching (fixture->client, true);
+    size_t before = batched_requests;
+    uint64_t ids[5];
+    for (int index = 0; index < 5; index++) {
+        byte arg = (byte)index;
+        assert_int_equal (pf_send (fixture->client, "svc", "echo", &arg, 1, NULL, &ids[index]), 0);
+    }
+    for (int index = 0; index < 5; index++) {
+        pf_reply_t *reply = pf_recv (fixture->client, 2000);
+        assert_non_null (reply);
+        assert_true (pf_reply_ok (reply));
+        size_t size;
+        const byte *body = pf_reply_body (reply, &size);
+        assert_true (pf_reply_request_id (reply) == ids[body[0]]);
+        pf_reply_destroy (&reply);
+    }
+    assert_int_equal (batched_requests - before, 5);
+    //  A lone queued request goes alone; off sends it without a wait.
+    assert_int_equal (pf_send (fixture->client, "svc", "echo", "\x07", 1, NULL, NULL), 0);
+    pf_client_set_batching (fixture->client, false);
+    pf_reply_t *reply = pf_recv (fixture->client, 2000);
+    assert_non_null (reply);
+    assert_true (pf_reply_ok (reply));
+    pf_reply_destroy (&reply);
+    assert_int_equal (batched_requests - before, 5);
+}
+
 static void broadcast_sets_the_broadcast_flag (void **state)
 {
     fixture_t *fixture = *state;
@@ -690,6 +753,8 @@ int main (void)
                                          setup, teardown),
         cmocka_unit_test_setup_teardown (broadcast_sets_the_broadcast_flag, setup, teardown),
         cmocka_unit_test_setup_teardown (answers_in_one_batch_reach_pf_call_and_pf_recv, setup,
+                                         teardown),
+        cmocka_unit_test_setup_teardown (batching_sends_the_queued_requests_as_one_batch, setup,
                                          teardown),
         cmocka_unit_test_setup_teardown (empty_result_reads_as_json_null, setup, teardown),
         cmocka_unit_test_setup_teardown (python_error_carries_type_message_and_traceback, setup,
