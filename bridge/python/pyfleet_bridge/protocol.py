@@ -90,7 +90,7 @@ def encode_frame(payload):
     """Return the length header followed by payload, as one bytes object."""
     if len(payload) > MAX_LENGTH:
         raise FrameTooLarge(len(payload), MAX_LENGTH)
-    return _HEADER.pack(len(payload)) + bytes(payload)
+    return _HEADER.pack(len(payload)) + (payload if type(payload) is bytes else bytes(payload))
 
 
 def decode_header(header, max_frame=DEFAULT_MAX_FRAME):
@@ -160,6 +160,12 @@ def read_frame(source, max_frame=DEFAULT_MAX_FRAME):
 
 
 def _write_all(dest, data):
+    if isinstance(dest, int):
+        # One system call for the whole frame, the usual case.
+        count = os.write(dest, data)
+        if count == len(data):
+            return
+        data = memoryview(data)[count:]
     view = memoryview(data)
     written = 0
     while written < len(view):
