@@ -405,12 +405,61 @@ static int s_decode_map (pf_bridge_msg_t *self, const uint8_t *data, size_t size
     return s_fail (err, errlen, "unknown event '%.*s'", length > 64 ? 64 : (int)length, name);
 }
 
+//  The frame nearly every reply is, {id: uint, ok: true, result: any} with
+//  fixstr keys in any order, read with the skipper: no object tree, no
+//  allocation. Returns true if it was that and self holds it; false for
+//  anything else (an error, an event, another encoding, a fault), which the
+//  full decode then reads and judges.
+static bool s_decode_ok_reply (pf_bridge_msg_t *self, const uint8_t *data, size_t size)
+{
+    if (data[0] < 0x80 || data[0] > 0x8F) return false;
+    size_t at = 1, pairs = data[0] & 0x0F;
+    bool has_id = false, has_ok = false, ok = false; //  the first of a key counts
+    uint64_t id = 0;
+    size_t result_at = 0, result_end = 0;
+    for (size_t pair = 0; pair < pairs; pair++) {
+        if (at >= size || data[at] < 0xA0 || data[at] > 0xBF) return false;
+        size_t key_size = data[at] & 0x1F;
+        const uint8_t *key = data + at + 1;
+        size_t value_at = at + 1 + key_size;
+        at = value_at;
+        if (value_at > size || s_skip (data, size, &at)) return false;
+        uint8_t type = data[value_at];
+        if (key_size == 2 && memcmp (key, "id", 2) == 0 && !has_id) {
+            if (type <= 0x7F)
+                id = type;
+            else if (type >= 0xCC && type <= 0xCF)
+                s_length (data, size, value_at + 1, 1 << (type - 0xCC), &id);
+            else
+                return false;
+            has_id = true;
+        } else if (key_size == 2 && memcmp (key, "ok", 2) == 0 && !has_ok) {
+            ok = type == 0xC3;
+            has_ok = true;
+        }
+        else if (key_size == 6 && memcmp (key, "result", 6) == 0 && !result_end) {
+            result_at = value_at;
+            result_end = at;
+        } else if (key_size == 5 && memcmp (key, "event", 5) == 0)
+            return false;
+    }
+    if (at != size || !has_id || !ok) return false;
+    static const uint8_t nil = 0xC0;
+    self->kind = PF_BRIDGE_MSG_REPLY;
+    self->id = id;
+    self->ok = true;
+    self->result = result_end ? data + result_at : &nil;
+    self->result_size = result_end ? result_end - result_at : 1;
+    return true;
+}
+
 int pf_bridge_msg_decode (pf_bridge_msg_t *self, const uint8_t *data, size_t size, char *err,
                           size_t errlen)
 {
     memset (self, 0, sizeof *self);
     if (err && errlen) err[0] = 0;
     if (size == 0) return s_fail (err, errlen, "empty frame");
+    if (s_decode_ok_reply (self, data, size)) return 0;
 
     msgpack_unpacked unpacked;
     msgpack_unpacked_init (&unpacked);

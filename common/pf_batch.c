@@ -11,19 +11,20 @@
 //  --------------------------------------------------------------------------
 //  One batch
 
-bool pf_batch_fits (const pf_msg_t *msg)
+//  The packed size of msg if it may travel in a batch, else 0.
+static size_t batch_size (const pf_msg_t *msg)
 {
     zframe_t *frames[] = {msg->body, msg->detail, msg->sessions, msg->bridges};
     for (size_t index = 0; index < sizeof frames / sizeof frames[0]; index++)
-        if (frames[index] && zframe_size (frames[index]) > PF_BATCH_MAX_FIELD) return false;
-    return pf_msg_packed_size (msg) > 0;
+        if (frames[index] && zframe_size (frames[index]) > PF_BATCH_MAX_FIELD) return 0;
+    return pf_msg_packed_size (msg);
 }
 
 int pf_batch_add (pf_batch_t *self, const pf_msg_t *msg)
 {
-    size_t size = pf_batch_fits (msg) ? pf_msg_packed_size (msg) : 0;
+    size_t size = batch_size (msg);
     if (!size || (self->count && self->proto != msg->proto)) {
-        errno = EINVAL;
+        errno = size ? EINVAL : EMSGSIZE;
         return -1;
     }
     if (self->alloc - self->size < 4 + size) {
@@ -176,23 +177,28 @@ int pf_outbox_send (pf_outbox_t *self, void *socket, zframe_t *routing_id, pf_ms
         return -1;
     }
     peer_t *peer = peer_find (self, routing_id);
-    bool batched = (msg->proto == PF_PROTO_W || (flags & PF_MSG_BATCHABLE)) &&
-                   pf_batch_fits (msg);
-    //  Alone, but never ahead of what its peer's batch holds.
-    if (peer && (!batched || peer->batch.proto != msg->proto)) peer_send (peer, socket);
-    if (!batched) return pf_msg_send (msg, socket, routing_id, flags);
-    if (!peer) peer = peer_add (self, routing_id);
-    if (!peer || pf_batch_add (&peer->batch, msg) != 0) return -1;
-    if (!(flags & PF_MSG_KEEP)) {
-        //  As a send would have moved them out.
-        zframe_destroy (&msg->body);
-        zframe_destroy (&msg->detail);
-        zframe_destroy (&msg->sessions);
-        zframe_destroy (&msg->bridges);
+    if (msg->proto == PF_PROTO_W || (flags & PF_MSG_BATCHABLE)) {
+        if (!peer) peer = peer_add (self, routing_id);
+        if (!peer) return -1;
+        if (peer->batch.count && peer->batch.proto != msg->proto) peer_send (peer, socket);
+        if (pf_batch_add (&peer->batch, msg) == 0) {
+            if (!(flags & PF_MSG_KEEP)) {
+                //  As a send would have moved them out.
+                zframe_destroy (&msg->body);
+                zframe_destroy (&msg->detail);
+                zframe_destroy (&msg->sessions);
+                zframe_destroy (&msg->bridges);
+            }
+            if (peer->batch.size >= PF_BATCH_MAX_BYTES ||
+                peer->batch.count >= PF_BATCH_MAX_MESSAGES)
+                return peer_send (peer, socket) ? -1 : 0;
+            return 0;
+        }
+        if (errno != EMSGSIZE) return -1;
     }
-    if (peer->batch.size >= PF_BATCH_MAX_BYTES || peer->batch.count >= PF_BATCH_MAX_MESSAGES)
-        return peer_send (peer, socket) ? -1 : 0;
-    return 0;
+    //  Alone, but never ahead of what its peer's batch holds.
+    if (peer) peer_send (peer, socket);
+    return pf_msg_send (msg, socket, routing_id, flags);
 }
 
 size_t pf_outbox_flush (pf_outbox_t *self, void *socket)

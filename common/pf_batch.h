@@ -33,13 +33,10 @@ typedef struct {
     size_t count;  //  messages in it
 } pf_batch_t;
 
-//  True if msg may travel in a batch: packable, opaque fields up to
-//  PF_BATCH_MAX_FIELD.
-bool pf_batch_fits (const pf_msg_t *msg);
-
 //  Appends msg (copied; msg is not changed) to an empty batch or one of its
-//  protocol. Returns 0, or -1 if it does not fit (pf_batch_fits, another
-//  protocol) or memory ran out; the batch is then unchanged.
+//  protocol. Returns 0, or -1 and the batch unchanged: errno EMSGSIZE if
+//  msg may not travel in a batch (not packable, an opaque field above
+//  PF_BATCH_MAX_FIELD), EINVAL if the batch holds another protocol, ENOMEM.
 int pf_batch_add (pf_batch_t *self, const pf_msg_t *msg);
 
 //  Sends the batch as one BATCH message on socket, routing_id first if not

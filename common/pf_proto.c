@@ -215,6 +215,15 @@ static void set_error (char *err, size_t errlen, const char *format, ...)
     va_end (args);
 }
 
+//  "ok" in err: on every message, so without vsnprintf.
+static void set_ok (char *err, size_t errlen)
+{
+    if (err && errlen >= 3)
+        memcpy (err, "ok", 3);
+    else if (err && errlen)
+        err[0] = '\0';
+}
+
 static uint64_t read_be (const byte *data, size_t size)
 {
     uint64_t value = 0;
@@ -627,7 +636,7 @@ int pf_msg_decode (pf_msg_t *self, zmsg_t **msg_p, size_t max_body, char *err, s
 {
     zmsg_t *msg = msg_p ? *msg_p : NULL;
     if (msg_p) *msg_p = NULL;
-    set_error (err, errlen, "ok");
+    set_ok (err, errlen);
     if (!self) {
         zmsg_destroy (&msg);
         set_error (err, errlen, "no message struct");
@@ -655,7 +664,7 @@ int pf_msg_recv (pf_msg_t *self, void *socket, int flags, zframe_t **routing_id_
                  char *err, size_t errlen)
 {
     if (routing_id_p) *routing_id_p = NULL;
-    set_error (err, errlen, "ok");
+    set_ok (err, errlen);
     if (!self || !socket) {
         set_error (err, errlen, "no message struct or socket");
         errno = EINVAL;
@@ -978,7 +987,7 @@ void pf_msg_pack (const pf_msg_t *self, byte *out)
 int pf_msg_unpack (pf_msg_t *self, int proto, const byte *data, size_t size, size_t max_body,
                    char *err, size_t errlen)
 {
-    set_error (err, errlen, "ok");
+    set_ok (err, errlen);
     pf_msg_reset (self);
     if (max_body == 0) max_body = PF_DEFAULT_MAX_BODY;
     self->proto = proto;

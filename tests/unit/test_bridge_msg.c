@@ -346,6 +346,52 @@ static void ok_reply_result_is_found_in_any_position_and_encoding (void **state)
     msgpack_sbuffer_destroy (&value.buffer);
 }
 
+//  Ids of every width, and a key given twice (the first counts), read the
+//  same whichever way the frame is decoded.
+static void ok_reply_ids_of_every_width_and_repeated_keys (void **state)
+{
+    (void)state;
+    const uint64_t ids[] = {1, 127, 128, 255, 256, 65535, 65536, UINT32_MAX,
+                            (uint64_t)UINT32_MAX + 1, UINT64_MAX};
+    for (size_t index = 0; index < sizeof ids / sizeof ids[0]; index++) {
+        builder_t b;
+        s_begin (&b);
+        msgpack_pack_map (&b.packer, 5);
+        s_str (&b, "result");
+        msgpack_pack_int (&b.packer, 1);
+        s_str (&b, "id");
+        msgpack_pack_uint64 (&b.packer, ids[index]);
+        s_str (&b, "ok");
+        msgpack_pack_true (&b.packer);
+        s_str (&b, "id");
+        msgpack_pack_uint64 (&b.packer, 5);
+        s_str (&b, "result");
+        msgpack_pack_int (&b.packer, 2);
+        pf_bridge_msg_t msg;
+        char err[128];
+        assert_int_equal (pf_bridge_msg_decode (&msg, (const uint8_t *)b.buffer.data,
+                                                b.buffer.size, err, sizeof err),
+                          0);
+        assert_true (msg.id == ids[index]);
+        assert_true (msg.ok);
+        assert_int_equal (msg.result_size, 1);
+        assert_int_equal (msg.result[0], 0x01);
+        pf_bridge_msg_reset (&msg);
+        msgpack_sbuffer_destroy (&b.buffer);
+    }
+    //  ok: false first, then true: an error reply (without its error: a fault).
+    builder_t b;
+    s_begin (&b);
+    msgpack_pack_map (&b.packer, 3);
+    s_str (&b, "id");
+    msgpack_pack_uint64 (&b.packer, 3);
+    s_str (&b, "ok");
+    msgpack_pack_false (&b.packer);
+    s_str (&b, "ok");
+    msgpack_pack_true (&b.packer);
+    s_expect_fault (&b, "error reply without 'error'");
+}
+
 static void ok_reply_without_result_has_a_nil_result (void **state)
 {
     (void)state;
@@ -634,6 +680,7 @@ int main (void)
         cmocka_unit_test (args_are_valid_only_as_exactly_one_msgpack_object),
         cmocka_unit_test (ok_reply_carries_id_and_the_result_bytes),
         cmocka_unit_test (ok_reply_result_is_found_in_any_position_and_encoding),
+        cmocka_unit_test (ok_reply_ids_of_every_width_and_repeated_keys),
         cmocka_unit_test (ok_reply_without_result_has_a_nil_result),
         cmocka_unit_test (error_reply_carries_code_type_message_and_detail),
         cmocka_unit_test (error_code_missing_unknown_or_ok_reads_as_python_error),
