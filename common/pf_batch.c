@@ -3,7 +3,6 @@
 #include "pf_batch.h"
 #include "pf_error.h"
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,18 +213,6 @@ size_t pf_outbox_flush (pf_outbox_t *self, void *socket)
 //  --------------------------------------------------------------------------
 //  Reading a batch
 
-static void set_error (char *err, size_t errlen, const char *format, ...)
-    __attribute__ ((format (printf, 3, 4)));
-
-static void set_error (char *err, size_t errlen, const char *format, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list args;
-    va_start (args, format);
-    vsnprintf (err, errlen, format, args);
-    va_end (args);
-}
-
 int pf_batch_next (int proto, zframe_t *messages, size_t *offset, pf_msg_t *msg, size_t max_body,
                    char *err, size_t errlen)
 {
@@ -234,8 +221,9 @@ int pf_batch_next (int proto, zframe_t *messages, size_t *offset, pf_msg_t *msg,
     const byte *data = zframe_data (messages);
     if (size - *offset < 4) {
         pf_msg_reset (msg);
-        set_error (err, errlen, "batch: %zu bytes left, too few for a message's length",
-                   size - *offset);
+        if (err && errlen)
+            snprintf (err, errlen, "batch: %zu bytes left, too few for a message's length",
+                      size - *offset);
         *offset = size;
         return PF_BAD_REQUEST;
     }
@@ -244,7 +232,8 @@ int pf_batch_next (int proto, zframe_t *messages, size_t *offset, pf_msg_t *msg,
     *offset += 4;
     if (length > size - *offset) {
         pf_msg_reset (msg);
-        set_error (err, errlen, "batch: a message of %zu bytes runs past the end", length);
+        if (err && errlen)
+            snprintf (err, errlen, "batch: a message of %zu bytes runs past the end", length);
         *offset = size;
         return PF_BAD_REQUEST;
     }

@@ -845,37 +845,69 @@ static int encode_field (frame_sink_t *sink, pf_msg_t *self, const field_t *fiel
     return -1;
 }
 
-//  Writes fields [index, end) of self as one packed head frame; a head holds
-//  up to 8 + 4 x 4 + 2 x 256 bytes, or a message, which may need the heap.
-static int encode_packed (frame_sink_t *sink, pf_msg_t *self, const command_spec_t *spec,
-                          int index, int end, bool more)
+//  The bytes of a non-integer field of self, opaque ones included.
+static const void *field_bytes (const pf_msg_t *self, const field_t *field, size_t *size)
+{
+    if (field->type != FIELD_OPAQUE) return string_value (self, field, size);
+    zframe_t *frame = *(zframe_t *const *)((const char *)self + field->offset);
+    *size = frame ? zframe_size (frame) : 0;
+    return frame ? zframe_data (frame) : NULL;
+}
+
+bool pf_msg_is_batch (int proto, int command)
+{
+    return command == (proto == PF_PROTO_C ? PF_C_BATCH : PF_W_BATCH);
+}
+
+//  The packed size of fields [index, end) of self (a packed head, or every
+//  field of a batched message): integers in their size, the others after
+//  their length (length_prefix). 0 if an opaque field is beyond a u32.
+static size_t packed_size (const pf_msg_t *self, const command_spec_t *spec, int index, int end)
 {
     size_t total = 0;
     for (int k = index; k < end; k++) {
         const field_t *field = &spec->fields[k];
         size_t size = integer_size (field->type);
-        if (length_prefix (field->type)) string_value (self, field, &size);
+        if (length_prefix (field->type)) field_bytes (self, field, &size);
+        if (size > UINT32_MAX) return 0;
         total += length_prefix (field->type) + size;
     }
-    byte stack[1024];
-    byte *head = total <= sizeof stack ? stack : malloc (total);
-    if (!head) return -1;
-    byte *at = head;
+    return total;
+}
+
+//  Writes fields [index, end) of self packed at out; returns the end.
+static byte *pack_fields (const pf_msg_t *self, const command_spec_t *spec, int index, int end,
+                          byte *out)
+{
     for (int k = index; k < end; k++) {
         const field_t *field = &spec->fields[k];
         size_t prefix = length_prefix (field->type), size;
         if (prefix) {
-            const char *string = string_value (self, field, &size);
-            write_be (at, prefix, size);
-            if (size) memcpy (at + prefix, string, size);
+            const void *bytes = field_bytes (self, field, &size);
+            write_be (out, prefix, size);
+            if (size) memcpy (out + prefix, bytes, size);
         } else {
             size = integer_size (field->type);
-            write_be (at, size, integer_value (self, field));
+            write_be (out, size, integer_value (self, field));
         }
-        at += prefix + size;
+        out += prefix + size;
     }
-    //  (A head always has two fields or more, so something was written.)
-    int rc = at > head ? sink->put (sink, head, total, more) : -1;
+    return out;
+}
+
+//  Writes fields [index, end) of self as one packed head frame; a head holds
+//  up to 8 + 4 x 4 + 2 x 256 bytes, or a message, which may need the heap.
+static int encode_packed (frame_sink_t *sink, pf_msg_t *self, const command_spec_t *spec,
+                          int index, int end, bool more)
+{
+    size_t total = packed_size (self, spec, index, end);
+    byte stack[1024];
+    byte *head = total <= sizeof stack ? stack : malloc (total);
+    if (!head) return -1;
+    //  (A head always has two fields or more, so something is written.)
+    int rc = pack_fields (self, spec, index, end, head) > head
+                 ? sink->put (sink, head, total, more)
+                 : -1;
     if (head != stack) free (head);
     return rc;
 }
@@ -936,52 +968,19 @@ int pf_msg_send (pf_msg_t *self, void *socket, zframe_t *routing_id, int flags)
 //  --------------------------------------------------------------------------
 //  Packed messages (the entries of a PFW2 BATCH)
 
-//  The bytes of a non-integer field of self, opaque ones included.
-static const void *field_bytes (const pf_msg_t *self, const field_t *field, size_t *size)
-{
-    if (field->type != FIELD_OPAQUE) return string_value (self, field, size);
-    zframe_t *frame = *(zframe_t *const *)((const char *)self + field->offset);
-    *size = frame ? zframe_size (frame) : 0;
-    return frame ? zframe_data (frame) : NULL;
-}
-
-bool pf_msg_is_batch (int proto, int command)
-{
-    return command == (proto == PF_PROTO_C ? PF_C_BATCH : PF_W_BATCH);
-}
-
 size_t pf_msg_packed_size (const pf_msg_t *self)
 {
     const command_spec_t *spec = encodable (self);
     if (!spec || pf_msg_is_batch (self->proto, self->command)) return 0;
-    size_t total = 1;
-    for (int index = 0; index < spec->field_count; index++) {
-        const field_t *field = &spec->fields[index];
-        size_t size = integer_size (field->type);
-        if (length_prefix (field->type)) field_bytes (self, field, &size);
-        if (field->type == FIELD_OPAQUE && size > UINT32_MAX) return 0;
-        total += length_prefix (field->type) + size;
-    }
-    return total;
+    size_t size = packed_size (self, spec, 0, spec->field_count);
+    return size || spec->field_count == 0 ? 1 + size : 0;
 }
 
 void pf_msg_pack (const pf_msg_t *self, byte *out)
 {
     const command_spec_t *spec = command_spec (self->proto, self->command);
-    *out++ = (byte)self->command;
-    for (int index = 0; index < spec->field_count; index++) {
-        const field_t *field = &spec->fields[index];
-        size_t prefix = length_prefix (field->type), size;
-        if (prefix) {
-            const void *bytes = field_bytes (self, field, &size);
-            write_be (out, prefix, size);
-            if (size) memcpy (out + prefix, bytes, size);
-        } else {
-            size = integer_size (field->type);
-            write_be (out, size, integer_value (self, field));
-        }
-        out += prefix + size;
-    }
+    *out = (byte)self->command;
+    pack_fields (self, spec, 0, spec->field_count, out + 1);
 }
 
 int pf_msg_unpack (pf_msg_t *self, int proto, const byte *data, size_t size, size_t max_body,

@@ -1466,6 +1466,143 @@ static void encode_then_decode (pf_msg_t *in, pf_msg_t *out)
         fail_msg ("decode failed: %s", err);
 }
 
+//  --------------------------------------------------------------------------
+//  Packed messages (the entries of a BATCH)
+
+//  Packs msg into a malloc'd buffer; *size_p its size.
+static byte *pack (pf_msg_t *msg, size_t *size_p)
+{
+    *size_p = pf_msg_packed_size (msg);
+    assert_true (*size_p > 0);
+    byte *data = malloc (*size_p);
+    pf_msg_pack (msg, data);
+    return data;
+}
+
+static void every_command_packs_and_unpacks_as_encode_and_decode (void **state)
+{
+    (void)state;
+    for (size_t index = 0; index < COUNT (every_command); index++) {
+        int proto = every_command[index].proto, command = every_command[index].command;
+        if (pf_msg_is_batch (proto, command)) continue;
+        for (int full = 0; full < 2; full++) {
+            pf_msg_t in, out, reference;
+            sample_message (&in, proto, command, full);
+            encode_then_decode (&in, &reference);
+            pf_msg_reset (&in);
+            sample_message (&in, proto, command, full);
+            size_t size;
+            byte *data = pack (&in, &size);
+            assert_int_equal (data[0], command);
+            char err[ERRLEN];
+            pf_msg_init (&out);
+            int rc = pf_msg_unpack (&out, proto, data, size, 0, err, sizeof err);
+            if (rc != PF_OK) fail_msg ("%s: %s", pf_msg_command_name (proto, command), err);
+            assert_msg_equal (&reference, &out);
+            free (data);
+            pf_msg_reset (&in);
+            pf_msg_reset (&out);
+            pf_msg_reset (&reference);
+        }
+    }
+}
+
+static void a_reply_packs_to_the_bytes_of_the_table (void **state)
+{
+    (void)state;
+    pf_msg_t in;
+    pf_msg_init (&in);
+    in.proto = PF_PROTO_W;
+    in.command = PF_W_REPLY;
+    in.request_id = 9;
+    in.bridge = 1;
+    in.generation = 2;
+    in.flags = 3;
+    in.body = zframe_new ("\xc3", 1);
+    size_t size;
+    byte *data = pack (&in, &size);
+    const byte expected[] = {0x04, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3,
+                             0,    0, 0, 1, 0xc3};
+    assert_int_equal (size, sizeof expected);
+    assert_memory_equal (data, expected, size);
+    free (data);
+    pf_msg_reset (&in);
+}
+
+static void every_message_but_a_batch_packs (void **state)
+{
+    (void)state;
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_C;
+    msg.command = PF_C_BATCH;
+    assert_int_equal (pf_msg_packed_size (&msg), 0);
+    msg.command = PF_C_CANCEL;
+    assert_int_equal (pf_msg_packed_size (&msg), 1 + 8);
+    msg.proto = PF_PROTO_W;
+    msg.command = PF_W_BATCH;
+    assert_int_equal (pf_msg_packed_size (&msg), 0);
+    msg.command = PF_W_REQUEST;
+    assert_int_equal (pf_msg_packed_size (&msg), 0); //  a REQUEST needs its command name
+    strcpy (msg.command_name, "x");
+    assert_true (pf_msg_packed_size (&msg) > 0);
+    msg.proto = 3;
+    assert_int_equal (pf_msg_packed_size (&msg), 0);
+}
+
+static void unpack_rejects_every_malformed_message_with_a_reason (void **state)
+{
+    (void)state;
+    pf_msg_t in, out;
+    sample_message (&in, PF_PROTO_W, PF_W_ERROR, true);
+    size_t size;
+    byte *data = pack (&in, &size);
+    char err[ERRLEN];
+    //  Cut anywhere: an error, never a crash; once the id is whole, it is kept.
+    for (size_t cut = 0; cut < size; cut++) {
+        pf_msg_init (&out);
+        int rc = pf_msg_unpack (&out, PF_PROTO_W, data, cut, 0, err, sizeof err);
+        assert_int_equal (rc, PF_BAD_REQUEST);
+        assert_true (strlen (err) > 0);
+        assert_int_equal (out.has_request_id, cut >= 9);
+        assert_null (out.detail);
+        assert_null (out.message);
+        pf_msg_reset (&out);
+    }
+    //  A byte too many.
+    byte *longer = calloc (1, size + 1);
+    memcpy (longer, data, size);
+    assert_int_equal (pf_msg_unpack (&out, PF_PROTO_W, longer, size + 1, 0, err, sizeof err),
+                      PF_BAD_REQUEST);
+    assert_string_equal (err, "ERROR: 1 bytes after the last field");
+    free (longer);
+    //  The detail over max_body.
+    assert_int_equal (pf_msg_unpack (&out, PF_PROTO_W, data, size, 8, err, sizeof err),
+                      PF_TOO_LARGE);
+    assert_string_equal (err, "detail: 16 bytes exceeds limit of 8");
+    assert_true (out.has_request_id);
+    //  Read as the other protocol, the command byte is another command.
+    assert_int_equal (pf_msg_unpack (&out, PF_PROTO_C, data, size, 0, err, sizeof err),
+                      PF_BAD_REQUEST);
+    //  A command that is not one, and a batch inside a batch.
+    byte bad[] = {0x0C, 0, 0};
+    assert_int_equal (pf_msg_unpack (&out, PF_PROTO_W, bad, sizeof bad, 0, err, sizeof err),
+                      PF_BAD_REQUEST);
+    assert_string_equal (err, "batched message: unknown command 0x0C");
+    bad[0] = PF_W_BATCH;
+    assert_int_equal (pf_msg_unpack (&out, PF_PROTO_W, bad, sizeof bad, 0, err, sizeof err),
+                      PF_BAD_REQUEST);
+    //  A message with a NUL byte: ERROR's message is after id, bridge,
+    //  generation, code and its two-byte length.
+    data[1 + 8 + 4 + 4 + 2 + 2] = 0;
+    assert_int_equal (pf_msg_unpack (&out, PF_PROTO_W, data, size, 0, err, sizeof err),
+                      PF_BAD_REQUEST);
+    assert_string_equal (err, "message: contains a NUL byte");
+    pf_msg_reset (&out);
+    free (data);
+    pf_msg_reset (&in);
+}
+
 //  pf_msg_send moved out of self the frames pf_msg_encode moved out of
 //  encoded (the command's), and left the others.
 static void assert_same_frames_moved (const pf_msg_t *encoded, const pf_msg_t *sent)
@@ -2094,6 +2231,10 @@ int main (void)
         cmocka_unit_test_setup_teardown (
             send_that_cannot_start_sends_nothing_and_the_body_stays_in_self, sockets_setup,
             sockets_teardown),
+        cmocka_unit_test (every_command_packs_and_unpacks_as_encode_and_decode),
+        cmocka_unit_test (a_reply_packs_to_the_bytes_of_the_table),
+        cmocka_unit_test (every_message_but_a_batch_packs),
+        cmocka_unit_test (unpack_rejects_every_malformed_message_with_a_reason),
         cmocka_unit_test_setup_teardown (send_and_recv_carry_a_megabyte_body, sockets_setup,
                                          sockets_teardown),
     };
