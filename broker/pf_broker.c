@@ -1349,7 +1349,7 @@ void pf_broker_handle_msg (pf_broker_t *self, zframe_t *routing_id, int rc, pf_m
     else if (rc != PF_OK) {
         self->stats.malformed++;
         pf_debug ("malformed message dropped: %s", err);
-        if (msg->proto == PF_PROTO_C && pf_msg_is_request (msg) && msg->has_request_id)
+        if (pf_msg_is_request (msg) && msg->has_request_id)
             send_client_error (self, routing_id, msg->request_id, rc, err, NULL, NULL);
     }
     else if (msg->proto == PF_PROTO_W)

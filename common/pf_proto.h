@@ -19,9 +19,10 @@
       REPLY    B->C  "" PFC1 0x02 request_id:u64 flags:u32 body
       ERROR    B->C  "" PFC1 0x03 request_id:u64 code:u16 message detail
       CANCEL   C->B  "" PFC1 0x04 request_id:u64
-      BATCH    B->C  "" PFC1 0x06 messages   (answers, packed as PFW2 BATCH's; PF_FLAG_BATCH_OK)
       REQUEST_PACKED  C->B  "" PFC1 0x05 [request_id:u64 timeout_ms:u32 flags:u32 service session command] body
                (REQUEST with the PFW2 packed head, below; libpyfleet sends this one)
+      BATCH    both  "" PFC1 0x06 messages   (packed as PFW2 BATCH's: requests from a client
+               that batches; answers to requests flagged PF_FLAG_BATCH_OK)
 
     PFW2 (worker agent <-> broker): the fields in [...] travel packed in one
     frame, the head: integers back to back, names after a length byte, a

@@ -1291,7 +1291,7 @@ static void handle_session_end (agent_t *self, pf_msg_t *msg)
     slot_after_work (self, slot, zclock_mono ());
 }
 
-//  Handles one message from the broker; false if none was waiting.
+//  Acts on one message from the broker (alone or out of a BATCH).
 static void handle_broker_msg (agent_t *self, pf_msg_t *msg, int64_t now)
 {
     switch (msg->command) {
@@ -1323,6 +1323,7 @@ static void handle_broker_msg (agent_t *self, pf_msg_t *msg, int64_t now)
     }
 }
 
+//  Handles one message from the broker; false if none was waiting.
 static bool handle_broker (agent_t *self, int64_t now)
 {
     pf_msg_t msg;
