@@ -8,8 +8,10 @@
     BATCH when the loop is about to wait (pf_outbox_flush): a REQUEST then
     costs its packed bytes in a shared frame instead of a message of six
     frames. The broker batches a client's answers too when the client said
-    it reads BATCH (PF_FLAG_BATCH_OK). Order per peer holds: a message too
-    large to batch goes out at once, after what the peer's batch held.
+    it reads BATCH (PF_FLAG_BATCH_OK), and a client with batching on sends
+    the requests it queued between two waits as one (pf_batch_t directly).
+    Order per peer holds: a message too large to batch goes out at once,
+    after what the peer's batch held.
 
     The receiver walks a BATCH's `messages` (in pf_msg_t.body) with
     pf_batch_next and handles each message as if it had come alone. */
@@ -41,8 +43,10 @@ int pf_batch_add (pf_batch_t *self, const pf_msg_t *msg);
 
 //  Sends the batch as one BATCH message on socket, routing_id first if not
 //  NULL, without waiting. Returns 0 and empties the batch (libzmq takes its
-//  buffer without a copy), or -1 with errno and nothing sent: the batch is
-//  kept, to send again or clear.
+//  buffer without a copy), or -1 with errno: nothing was sent (the socket is
+//  full, the peer is gone) and the batch is kept, to send again or clear;
+//  only if libzmq cannot allocate has a truncated message, which the
+//  receiver drops as malformed, gone out.
 int pf_batch_send (pf_batch_t *self, void *socket, zframe_t *routing_id);
 
 //  Empties the batch (keeps its buffer); pf_batch_free releases the buffer.
