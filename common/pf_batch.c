@@ -7,6 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+//  A batch is sent once it holds PF_BATCH_MAX_BYTES, so at most that plus one
+//  message (an ERROR's 64 KiB message and its detail, the largest) reaches a
+//  receiver, which takes PF_BATCH_MAX_FRAME whatever its max_body.
+_Static_assert (PF_BATCH_MAX_BYTES + 2 * PF_BATCH_MAX_FIELD + 4096 <= PF_BATCH_MAX_FRAME,
+                "a full batch fits the receivers' BATCH frame limit");
+
 //  --------------------------------------------------------------------------
 //  One batch
 

@@ -597,6 +597,9 @@ static int decode_frames (pf_msg_t *self, frame_source_t *source, size_t max_bod
     }
     int rc = PF_OK;
     size_t frames = PF_PROTO_HEAD_FRAMES;
+    //  A BATCH holds many messages, each held to max_body when it is read.
+    if (pf_msg_is_batch (self->proto, self->command) && max_body < PF_BATCH_MAX_FRAME)
+        max_body = PF_BATCH_MAX_FRAME;
     for (int index = 0; index < spec->field_count && source->more (source);) {
         int end = frame_end (spec, index);
         frames++;

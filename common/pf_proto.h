@@ -58,6 +58,9 @@
 #define PF_MAX_MESSAGE     65535
 #define PF_DEFAULT_MAX_BODY (64u * 1024 * 1024)
 #define PF_BRIDGE_ANY      0xFFFFFFFFu
+//  A BATCH's messages frame may be this large even where max_body is less;
+//  each message in it is held to max_body when it is unpacked.
+#define PF_BATCH_MAX_FRAME (1024u * 1024)
 
 //  Which protocol a message belongs to.
 typedef enum { PF_PROTO_C = 1, PF_PROTO_W = 2 } pf_proto_kind_t;

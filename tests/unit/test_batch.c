@@ -113,6 +113,47 @@ static void the_walk_goes_past_a_bad_message_and_stops_at_a_bad_length (void **s
     pf_msg_reset (&out);
 }
 
+//  A receiver with a small max_body takes a BATCH larger than it (up to
+//  PF_BATCH_MAX_FRAME) and holds each message in it to max_body.
+static void a_small_max_body_limits_the_messages_not_the_batch (void **state)
+{
+    (void)state;
+    pf_msg_t small_reply, big_reply;
+    small (&small_reply, PF_W_REPLY, 1);
+    small (&big_reply, PF_W_REPLY, 2);
+    zframe_destroy (&big_reply.body);
+    byte body[200] = {0};
+    big_reply.body = zframe_new (body, sizeof body);
+    pf_batch_t batch = {0};
+    for (int index = 0; index < 20; index++)
+        assert_int_equal (pf_batch_add (&batch, &small_reply), 0);
+    assert_int_equal (pf_batch_add (&batch, &big_reply), 0);
+    assert_true (batch.size > 500);
+    pf_msg_t top;
+    pf_msg_init (&top);
+    top.proto = PF_PROTO_W;
+    top.command = PF_W_BATCH;
+    top.body = zframe_new (batch.data, batch.size);
+    zmsg_t *msg = pf_msg_encode (&top);
+    char err[ERRLEN];
+    assert_int_equal (pf_msg_decode (&top, &msg, 100, err, sizeof err), PF_OK);
+    pf_msg_t one;
+    pf_msg_init (&one);
+    size_t offset = 0;
+    for (int index = 0; index < 20; index++)
+        assert_int_equal (pf_batch_next (PF_PROTO_W, top.body, &offset, &one, 100, err, sizeof err),
+                          PF_OK);
+    assert_int_equal (pf_batch_next (PF_PROTO_W, top.body, &offset, &one, 100, err, sizeof err),
+                      PF_TOO_LARGE);
+    assert_true (one.has_request_id && one.request_id == 2);
+    assert_int_equal (pf_batch_next (PF_PROTO_W, top.body, &offset, &one, 100, err, sizeof err), -1);
+    pf_msg_reset (&one);
+    pf_msg_reset (&top);
+    pf_batch_free (&batch);
+    pf_msg_reset (&small_reply);
+    pf_msg_reset (&big_reply);
+}
+
 //  --------------------------------------------------------------------------
 //  The outbox, over inproc sockets
 
@@ -320,6 +361,7 @@ int main (void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test (the_walk_goes_past_a_bad_message_and_stops_at_a_bad_length),
+        cmocka_unit_test (a_small_max_body_limits_the_messages_not_the_batch),
         cmocka_unit_test_setup_teardown (each_peer_gets_its_messages_in_order_large_ones_alone,
                                          sockets_setup, sockets_teardown),
         cmocka_unit_test_setup_teardown (keep_leaves_the_body_and_a_gone_peer_counts_as_failed,
