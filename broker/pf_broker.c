@@ -695,9 +695,8 @@ static void start_request (pf_broker_t *self, request_t *request, agent_t *agent
     //  unstarted, or idempotent on a lost agent) and for the other broadcast
     //  copies: it goes out shared, not copied.
     msg.body = request->msg.body;
-    if (self->send (self->send_arg, agent->routing_id, &msg, PF_MSG_KEEP) != 0)
-        self->stats.send_failures++;
     agent->last_sent = now;
+    send_to (self, agent->routing_id, &msg, PF_MSG_KEEP);
     msg.body = NULL;
     pf_msg_reset (&msg);
 }

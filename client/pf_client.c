@@ -431,6 +431,16 @@ static void backlog_done (pf_client_t *self, request_t *request, bool sent)
     if (!sent || !retry_enabled (self)) request_drop_msg (request);
 }
 
+//  Writes the time left until the request's deadline into its message;
+//  false if none is left (it is then dropped unsent).
+static bool stamp_remaining (request_t *request, int64_t now)
+{
+    int64_t remaining = request->deadline - now;
+    if (remaining <= 0) return false;
+    request->msg->timeout_ms = (uint32_t)remaining;
+    return true;
+}
+
 //  Sends the first requests of the backlog as one BATCH (PROTOCOL.md 4.6)
 //  if two or more of them fit one. Returns how many went, 0 if none did (the
 //  socket is full, or fewer than two fit: they go one by one).
@@ -440,10 +450,9 @@ static size_t send_batch (pf_client_t *self)
     int64_t now = zclock_mono ();
     for (request_t *request = zlistx_first (self->backlog); request;
          request = zlistx_next (self->backlog)) {
-        int64_t remaining = request->deadline - now;
-        if (remaining <= 0 || self->batch.count == PF_BATCH_MAX_MESSAGES) break;
-        request->msg->timeout_ms = (uint32_t)remaining;
-        if (pf_batch_add (&self->batch, request->msg) != 0) break;
+        if (self->batch.count == PF_BATCH_MAX_MESSAGES || !stamp_remaining (request, now) ||
+            pf_batch_add (&self->batch, request->msg) != 0)
+            break;
     }
     size_t count = self->batch.count;
     if (count < 2 || pf_batch_send (&self->batch, self->dealer, NULL) != 0) return 0;
@@ -457,14 +466,9 @@ static void flush_backlog (pf_client_t *self)
     request_t *request;
     while ((request = zlistx_first (self->backlog))) {
         if (self->batching && zlistx_size (self->backlog) > 1 && send_batch (self)) continue;
-        int64_t remaining = request->deadline - zclock_mono ();
-        bool sent = false;
-        if (remaining > 0) {
-            request->msg->timeout_ms = (uint32_t)remaining;
-            if (send_now (self, request->msg, retry_enabled (self) ? PF_MSG_KEEP : 0) != 0)
-                return;
-            sent = true;
-        }
+        bool sent = stamp_remaining (request, zclock_mono ());
+        if (sent && send_now (self, request->msg, retry_enabled (self) ? PF_MSG_KEEP : 0) != 0)
+            return;
         backlog_done (self, request, sent);
     }
 }

@@ -487,6 +487,54 @@ static size_t length_prefix (field_type_t type)
                                                           : 0;
 }
 
+//  Decodes fields [index, end) packed at *data_p (a head, or the fields of a
+//  batched message; `what` names it in errors), moving *data_p and *size_p
+//  past them: what is left in *size_p the caller judges. Opaque fields (only
+//  in batched messages) are copied into new frames, held to max_body.
+static int unpack_fields (pf_msg_t *self, const command_spec_t *spec, int index, int end,
+                          const byte **data_p, size_t *size_p, size_t max_body, const char *what,
+                          char *err, size_t errlen)
+{
+    const byte *data = *data_p;
+    size_t size = *size_p;
+    int rc = PF_OK;
+    for (; index < end && rc == PF_OK; index++) {
+        const field_t *field = &spec->fields[index];
+        size_t prefix = length_prefix (field->type);
+        if (size < prefix) {
+            set_error (err, errlen, "%s: %s ends before its length", field->name, what);
+            return PF_BAD_REQUEST;
+        }
+        size_t length = prefix ? (size_t)read_be (data, prefix) : integer_size (field->type);
+        data += prefix;
+        size -= prefix;
+        if (size < length) {
+            set_error (err, errlen, "%s: %s ends %zu bytes short", field->name, what,
+                       length - size);
+            return PF_BAD_REQUEST;
+        }
+        if (field->type != FIELD_OPAQUE)
+            rc = decode_value (self, field, data, length, err, errlen);
+        else if (length > max_body) {
+            set_error (err, errlen, "%s: %zu bytes exceeds limit of %zu", field->name, length,
+                       max_body);
+            rc = PF_TOO_LARGE;
+        } else {
+            zframe_t *frame = zframe_new (data, length);
+            if (!frame) {
+                set_error (err, errlen, "%s: out of memory", field->name);
+                rc = PF_INTERNAL;
+            }
+            *(zframe_t **)((char *)self + field->offset) = frame;
+        }
+        data += length;
+        size -= length;
+    }
+    *data_p = data;
+    *size_p = size;
+    return rc;
+}
+
 //  Decodes fields [index, end) from the source's next frame, a packed head.
 static int decode_packed (pf_msg_t *self, const command_spec_t *spec, int index, int end,
                           frame_source_t *source, char *err, size_t errlen)
@@ -497,31 +545,13 @@ static int decode_packed (pf_msg_t *self, const command_spec_t *spec, int index,
         set_error (err, errlen, "%s: missing frame", spec->fields[index].name);
         return PF_BAD_REQUEST;
     }
-    for (; index < end; index++) {
-        const field_t *field = &spec->fields[index];
-        size_t prefix = length_prefix (field->type);
-        if (size < prefix) {
-            set_error (err, errlen, "%s: head ends before its length", field->name);
-            return PF_BAD_REQUEST;
-        }
-        size_t length = prefix ? (size_t)read_be (data, prefix) : integer_size (field->type);
-        data += prefix;
-        size -= prefix;
-        if (size < length) {
-            set_error (err, errlen, "%s: head ends %zu bytes short", field->name, length - size);
-            return PF_BAD_REQUEST;
-        }
-        int rc = decode_value (self, field, data, length, err, errlen);
-        if (rc != PF_OK) return rc;
-        data += length;
-        size -= length;
-    }
-    if (size) {
+    int rc = unpack_fields (self, spec, index, end, &data, &size, SIZE_MAX, "head", err, errlen);
+    if (rc == PF_OK && size) {
         set_error (err, errlen, "%s: %zu bytes after the head's last field",
                    spec->fields[end - 1].name, size);
         return PF_BAD_REQUEST;
     }
-    return PF_OK;
+    return rc;
 }
 
 //  How many frames the command's fields take.
@@ -1005,40 +1035,8 @@ int pf_msg_unpack (pf_msg_t *self, int proto, const byte *data, size_t size, siz
     self->command = data[0];
     data++;
     size--;
-    int rc = PF_OK;
-    for (int index = 0; index < spec->field_count && rc == PF_OK; index++) {
-        const field_t *field = &spec->fields[index];
-        size_t prefix = length_prefix (field->type);
-        if (size < prefix) {
-            set_error (err, errlen, "%s: message ends before its length", field->name);
-            rc = PF_BAD_REQUEST;
-            break;
-        }
-        size_t length = prefix ? (size_t)read_be (data, prefix) : integer_size (field->type);
-        data += prefix;
-        size -= prefix;
-        if (size < length) {
-            set_error (err, errlen, "%s: message ends %zu bytes short", field->name, length - size);
-            rc = PF_BAD_REQUEST;
-            break;
-        }
-        if (field->type != FIELD_OPAQUE)
-            rc = decode_value (self, field, data, length, err, errlen);
-        else if (length > max_body) {
-            set_error (err, errlen, "%s: %zu bytes exceeds limit of %zu", field->name, length,
-                       max_body);
-            rc = PF_TOO_LARGE;
-        } else {
-            zframe_t *frame = zframe_new (data, length);
-            if (!frame) {
-                set_error (err, errlen, "%s: out of memory", field->name);
-                rc = PF_INTERNAL;
-            }
-            *(zframe_t **)((char *)self + field->offset) = frame;
-        }
-        data += length;
-        size -= length;
-    }
+    int rc = unpack_fields (self, spec, 0, spec->field_count, &data, &size, max_body, "message",
+                            err, errlen);
     if (rc == PF_OK && size) {
         set_error (err, errlen, "%s: %zu bytes after the last field", spec->name, size);
         rc = PF_BAD_REQUEST;

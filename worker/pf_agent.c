@@ -128,7 +128,8 @@ typedef struct {
     size_t setup_next;
     uint64_t requests;
     uint64_t service_us; //  moving average of its time per request
-    bool long_requests;  //  see slot_short
+    bool long_requests;  //  its requests average --hold or more (until under half of it):
+                         //  one at a time, else a window and a pipelined pipe
     zhashx_t *sessions;  //  session ids it has served
     zlist_t *ends;       //  session ids to end when idle
     int64_t drain_until;
@@ -220,14 +221,6 @@ static void broker_flush (agent_t *self)
     pf_outbox_flush (self->outbox, self->dealer);
 }
 
-//  Short requests: the bridge gets a window of requests and a pipelined
-//  pipe. Long ones (averaging --hold or more, until they average under
-//  half of it again): one at a time.
-static bool slot_short (slot_t *slot)
-{
-    return !slot->long_requests;
-}
-
 static bool slot_has_sessions (slot_t *slot)
 {
     return slot->sessions && zhashx_size (slot->sessions) > 0;
@@ -293,7 +286,7 @@ static zframe_t *roster_frame (agent_t *self, int *ready_p)
         msgpack_pack_uint64 (&packer, slot->rss_kb);
         //  Requests the broker may send it at once: one while they are long.
         msgpack_pack_str_with_body (&packer, "window", 6);
-        msgpack_pack_uint32 (&packer, slot_short (slot) ? JOBS_MAX : 1);
+        msgpack_pack_uint32 (&packer, slot->long_requests ? 1 : JOBS_MAX);
     }
     zframe_t *frame = zframe_new (buffer.data, buffer.size);
     msgpack_sbuffer_destroy (&buffer);
@@ -569,7 +562,7 @@ static int64_t slot_hold_us (agent_t *self, slot_t *slot)
 //  behind an unexpectedly long request.
 static uint32_t slot_depth (agent_t *self, slot_t *slot)
 {
-    if (!slot_short (slot))
+    if (slot->long_requests)
         return 1;
     uint64_t depth = PIPE_BUDGET_US / (slot->service_us ? slot->service_us : 1);
     return depth < 2 ? (self->config->pipeline < 2 ? self->config->pipeline : 2)
@@ -1633,10 +1626,7 @@ static void poll_once (agent_t *self, int64_t timeout)
             continue;
         if (items[k].fd == pf_bridge_fd_err (slot->handle))
             pf_bridge_drain_stderr (slot->handle, on_stderr_line, self);
-        else if (items[k].fd == pf_bridge_fd_in (slot->handle)) {
-            if (pf_bridge_flush (slot->handle) != 0)
-                slot_kill (self, slot, PF_BRIDGE_CRASHED, "bridge stdin broken", now);
-        }
+        //  (A writable stdin only wakes us: flush_bridges writes, next turn.)
         else if (items[k].fd == pf_bridge_fd_out (slot->handle) && !slot->out_eof)
             slot_read (self, slot, now);
     }

@@ -137,6 +137,16 @@ static void assert_frame_equal (zmsg_t *msg, size_t index, const void *data, siz
     if (size) assert_memory_equal (zframe_data (frame), data, size);
 }
 
+//  msg holds the frames of expected, byte for byte.
+static void assert_same_frames (zmsg_t *msg, zmsg_t *expected)
+{
+    assert_int_equal (zmsg_size (msg), zmsg_size (expected));
+    for (size_t index = 0; index < zmsg_size (expected); index++) {
+        zframe_t *frame = frame_at (expected, index);
+        assert_frame_equal (msg, index, zframe_data (frame), zframe_size (frame));
+    }
+}
+
 static void assert_frame_bytes (zframe_t *frame, const void *data, size_t size)
 {
     assert_non_null (frame);
@@ -586,11 +596,7 @@ static void encode_writes_the_frames_of_the_table_big_endian (void **state)
     zmsg_t *encoded = pf_msg_encode (&in);
     zmsg_t *expected = raw_client_request ();
     assert_non_null (encoded);
-    assert_int_equal (zmsg_size (encoded), zmsg_size (expected));
-    for (size_t index = 0; index < zmsg_size (expected); index++) {
-        zframe_t *frame = frame_at (expected, index);
-        assert_frame_equal (encoded, index, zframe_data (frame), zframe_size (frame));
-    }
+    assert_same_frames (encoded, expected);
     assert_frame_equal (encoded, 3, "\x01\x02\x03\x04\x05\x06\x07\x08", 8);
     assert_frame_equal (encoded, 7, "\x00\x00\x13\x88", 4);
     zmsg_destroy (&encoded);
@@ -679,11 +685,7 @@ static void decode_reads_a_hand_built_worker_request (void **state)
     out.body = zframe_new ("\x81\xa1x\x01", 4);
     zmsg_t *encoded = pf_msg_encode (&out);
     zmsg_t *expected = raw_worker_request ("s1", "ping");
-    assert_int_equal (zmsg_size (encoded), zmsg_size (expected));
-    for (size_t index = 0; index < zmsg_size (expected); index++) {
-        zframe_t *frame = frame_at (expected, index);
-        assert_frame_equal (encoded, index, zframe_data (frame), zframe_size (frame));
-    }
+    assert_same_frames (encoded, expected);
     zmsg_destroy (&encoded);
     zmsg_destroy (&expected);
     pf_msg_reset (&out);
@@ -719,10 +721,7 @@ static void client_packed_request_round_trips_and_matches_hand_built_bytes (void
     add_head (expected, &head);
     zmsg_addmem (expected, "\x81\xa1x\x01", 4);
     assert_int_equal (zmsg_size (encoded), 5);
-    for (size_t index = 0; index < zmsg_size (expected); index++) {
-        zframe_t *frame = frame_at (expected, index);
-        assert_frame_equal (encoded, index, zframe_data (frame), zframe_size (frame));
-    }
+    assert_same_frames (encoded, expected);
     zmsg_destroy (&expected);
 
     pf_msg_init (&out);
