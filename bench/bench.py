@@ -325,9 +325,11 @@ class Pyfleet:
         return comps
 
     def run(self, kind, count, size=100):
+        # CPU by component: (f) under the throughput load, and what (c) loses to it.
+        comps = self.components() if kind in ("throughput", "cpu") else {}
         if kind == "cpu":
-            return self.call(count, CONCURRENCY, "burn", json.dumps({"ms": BURN_MS}).encode())
-        comps = self.components() if kind == "throughput" else {}  # (f): CPU by component
+            return with_cpu_per_request(comps, lambda: self.call(
+                count, CONCURRENCY, "burn", json.dumps({"ms": BURN_MS}).encode()))
         return with_cpu_per_request(comps, lambda: self.call(
             count, 1 if kind == "latency" else CONCURRENCY, "echo", echo_args(size)))
 
@@ -692,9 +694,10 @@ def summarize(raw, extra, cfg):
             e["cpu_efficiency"] = med([r["cpu"]["efficiency"] for r in ok])
             e["sweep_rps"] = {size: med([r["sweep"][size]["req_per_s"] for r in ok]) for size in ok[0]["sweep"]}
             e["counts"] = ok[0]["counts"]
-            if "cpu_us_per_req" in ok[0]["throughput"]:
-                e["cpu_us_per_req"] = {k: med([r["throughput"]["cpu_us_per_req"][k] for r in ok])
-                                       for k in ok[0]["throughput"]["cpu_us_per_req"]}
+            for kind, key in (("throughput", "cpu_us_per_req"), ("cpu", "cpu_bound_cpu_us_per_req")):
+                if "cpu_us_per_req" in ok[0][kind]:
+                    e[key] = {k: med([r[kind]["cpu_us_per_req"][k] for r in ok])
+                              for k in ok[0][kind]["cpu_us_per_req"]}
         s[name] = e
     st = extra["startup"]
     if st:
@@ -742,11 +745,14 @@ def table(s, doc):
         lines.append("\n(e) pyfleet: time to N ready bridges: " + ", ".join(
             "N=%s %s" % (n, fmt(v, " s", digits=2)) for n, v in s["startup_ready_s"].items()))
         lines.append("    crash → replacement ready: %s" % fmt(s["crash_to_ready_ms"], " ms", digits=1))
-    for name in systems:
-        cpu = s[name].get("cpu_us_per_req")
-        if cpu:
-            lines.append("(f) %s CPU µs/request at %d in flight: %s" % (name, CONCURRENCY, ", ".join(
-                "%s %s" % (k, fmt(v, digits=1)) for k, v in cpu.items())))
+    for key, label in (("cpu_us_per_req", "(f) %s CPU µs/request at %d in flight: %s"),
+                       ("cpu_bound_cpu_us_per_req",
+                        "(c) %s CPU µs/request during the CPU-bound load (%d in flight): %s")):
+        for name in systems:
+            cpu = s[name].get(key)
+            if cpu:
+                lines.append(label % (name, CONCURRENCY, ", ".join(
+                    "%s %s" % (k, fmt(v, digits=1)) for k, v in cpu.items())))
     cg = doc["extra"].get("callgrind") or {}
     if cg.get("broker_instr_per_req"):
         lines.append("(f) callgrind, %d requests: broker %.0f instructions/request, agent %.0f"
