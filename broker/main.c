@@ -1,12 +1,20 @@
 /*  pyfleet-broker — binds one ROUTER for clients and worker agents and runs
-    the broker logic (pf_broker) around a single poll loop. */
+    the broker logic (pf_broker) around a single poll loop.
+
+    With --local-worker FILE it also runs an agent (the worker's, configured
+    by the file) in a thread of its own, connected over inproc: on a host
+    that runs both, a request then skips the broker-to-agent TCP hop and its
+    I/O threads (docs/PERFORMANCE.md). Other agents may still connect. */
 #include "pf_batch.h"
 #include "pf_broker.h"
 #include "pf_log.h"
+#include "pf_options.h"
 #include "pf_parse.h"
 #include "pf_proto.h"
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 
 static volatile sig_atomic_t interrupted = 0;
 
@@ -60,6 +68,51 @@ static void publish_event (void *arg, const char *topic, json_t *event)
     zmsg_destroy (&msg);
 }
 
+#define LOCAL_ENDPOINT "inproc://pyfleet-local-worker"
+
+//  The local worker: an agent in a thread of the broker's process.
+typedef struct {
+    pf_worker_options_t options;
+    pthread_t thread;
+    volatile sig_atomic_t stop; //  the agent's "interrupted"
+    atomic_bool done;
+    int rc; //  pf_agent_run's exit status
+} local_worker_t;
+
+static void *local_worker_run (void *arg)
+{
+    local_worker_t *local = arg;
+    pf_log_thread ("worker");
+    local->rc = pf_agent_run (&local->options.config, &local->stop);
+    atomic_store (&local->done, true);
+    return NULL;
+}
+
+//  Reads the file as pyfleet-worker --config reads it; 2 on a bad one.
+static int local_worker_load (local_worker_t *local, const char *path)
+{
+    pf_worker_options_init (&local->options);
+    if (pf_worker_options_load (&local->options, path, "pyfleet-broker") != 0)
+        return 2;
+    pf_worker_options_finish (&local->options);
+    local->options.config.broker = LOCAL_ENDPOINT;
+    return 0;
+}
+
+//  The thread gets every signal blocked: SIGINT and SIGTERM reach the
+//  broker's loop, SIGCHLD's handler wakes the agent through its pipe.
+static int local_worker_start (local_worker_t *local)
+{
+    sigset_t all, old;
+    sigfillset (&all);
+    pthread_sigmask (SIG_BLOCK, &all, &old);
+    int rc = pthread_create (&local->thread, NULL, local_worker_run, local);
+    pthread_sigmask (SIG_SETMASK, &old, NULL);
+    if (rc != 0)
+        pf_error ("cannot start the local worker: %s", strerror (rc));
+    return rc;
+}
+
 static void usage (FILE *out)
 {
     fprintf (out,
@@ -80,6 +133,9 @@ static void usage (FILE *out)
              "  --window N         requests in flight per bridge (default 32; 1 = one at a time)\n"
              "  --window-ms MS     ... more than one only while the bridge's oldest has run less\n"
              "                     than MS, so none waits behind a long request (default 10)\n"
+             "  --local-worker FILE  also run a worker agent in this process, configured by\n"
+             "                     FILE as pyfleet-worker --config reads it (its 'broker' key\n"
+             "                     is not used: it connects in-process)\n"
              "  --log-level LEVEL  debug, info, warn or error (default info)\n");
 }
 
@@ -91,6 +147,7 @@ int main (int argc, char *argv[])
     const char *mgmt_endpoint = "tcp://127.0.0.1:5556";
     const char *events_endpoint = "tcp://127.0.0.1:5557";
     bool mgmt_given = false, events_given = false;
+    const char *local_config = NULL;
     int log_level = PF_LOG_INFO;
 
     static struct option options[] = {
@@ -104,6 +161,7 @@ int main (int argc, char *argv[])
         {"liveness", required_argument, 0, 'l'},  {"max-body", required_argument, 0, 'm'},
         {"window", required_argument, 0, 'w'},    {"window-ms", required_argument, 0, 'W'},
         {"log-level", required_argument, 0, 'L'}, {"help", no_argument, 0, 'H'},
+        {"local-worker", required_argument, 0, 'A'},
         {0, 0, 0, 0}};
     int option, index = 0;
     while ((option = getopt_long (argc, argv, "", options, &index)) != -1) {
@@ -161,6 +219,9 @@ int main (int argc, char *argv[])
             rc = pf_parse_number (optarg, 1024, 1LL << 31, &value);
             config.max_body = (size_t) value;
             break;
+        case 'A':
+            local_config = optarg;
+            break;
         case 'L':
             log_level = pf_log_level_parse (optarg);
             rc = log_level < 0 ? -1 : 0;
@@ -184,6 +245,14 @@ int main (int argc, char *argv[])
         return 2;
     }
     pf_log_init ("broker", log_level);
+    local_worker_t local_storage = {0}, *local = NULL;
+    if (local_config) {
+        if (local_worker_load (&local_storage, local_config) != 0) {
+            pf_worker_options_free (&local_storage.options);
+            return 2;
+        }
+        local = &local_storage;
+    }
 
     //  Our own handlers, without SA_RESTART, so a signal interrupts the poll.
     zsys_handler_set (NULL);
@@ -197,9 +266,11 @@ int main (int argc, char *argv[])
     zsock_set_sndhwm (router, 1000000);
     zsock_set_rcvhwm (router, 1000000);
     zsock_set_linger (router, 0);
-    if (zsock_bind (router, "%s", bind) < 0) {
+    if (zsock_bind (router, "%s", bind) < 0
+        || (local && zsock_bind (router, "%s", LOCAL_ENDPOINT) < 0)) {
         pf_error ("cannot bind %s: %s", bind, zmq_strerror (zmq_errno ()));
         zsock_destroy (&router);
+        pf_worker_options_free (&local_storage.options);
         return 1;
     }
     //  The management and event sockets are optional: one given explicitly
@@ -215,6 +286,7 @@ int main (int argc, char *argv[])
             zsock_destroy (&mgmt);
             if (mgmt_given) {
                 zsock_destroy (&router);
+                pf_worker_options_free (&local_storage.options);
                 return 1;
             }
         }
@@ -230,6 +302,7 @@ int main (int argc, char *argv[])
             if (events_given) {
                 zsock_destroy (&mgmt);
                 zsock_destroy (&router);
+                pf_worker_options_free (&local_storage.options);
                 return 1;
             }
         }
@@ -243,27 +316,55 @@ int main (int argc, char *argv[])
         zsock_destroy (&publisher);
         zsock_destroy (&mgmt);
         zsock_destroy (&router);
+        pf_worker_options_free (&local_storage.options);
         return 1;
     }
     if (publisher)
         pf_broker_set_event_fn (broker, publish_event, publisher);
     pf_info ("listening on %s (pid %d); management %s; events %s", bind, getpid (),
              mgmt ? mgmt_endpoint : "off", publisher ? events_endpoint : "off");
+    int exit_rc = 0;
+    if (local && local_worker_start (local) != 0) {
+        local = NULL;
+        exit_rc = 1;
+        interrupted = 1;
+    }
 
     void *router_socket = zsock_resolve (router);
     pf_msg_t msg;
     pf_msg_init (&msg);
     int64_t next_tick = 0;
-    while (!interrupted) {
+    while (true) {
+        //  On a signal the local worker stops first (its requests in
+        //  flight end), while the broker still carries their replies.
+        if (local && atomic_load (&local->done)) {
+            pthread_join (local->thread, NULL);
+            if (local->rc != 0) {
+                pf_error ("the local worker failed (exit status %d)", local->rc);
+                exit_rc = local->rc;
+                interrupted = 1;
+            }
+            local = NULL;
+        }
+        if (interrupted && !local)
+            break;
+        if (interrupted && !local->stop) {
+            local->stop = 1;
+            pf_agent_wake ();
+        }
         int64_t now = zclock_mono ();
         if (now >= next_tick)
             next_tick = now + pf_broker_tick (broker, now);
         pf_broker_send_failed (broker, pf_outbox_flush (sender.outbox, router));
         zmq_pollitem_t items[2] = {{zsock_resolve (router), 0, ZMQ_POLLIN, 0},
                                    {mgmt ? zsock_resolve (mgmt) : NULL, 0, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll (items, mgmt ? 2 : 1, next_tick - now);
-        if (rc < 0 && zmq_errno () != EINTR)
-            break;
+        int64_t timeout = next_tick - now;
+        int rc = zmq_poll (items, mgmt ? 2 : 1, interrupted && timeout > 10 ? 10 : timeout);
+        if (rc < 0 && zmq_errno () != EINTR) {
+            pf_error ("poll: %s", zmq_strerror (zmq_errno ()));
+            exit_rc = 1;
+            interrupted = 1;
+        }
         if (mgmt && (items[1].revents & ZMQ_POLLIN)) {
             zmsg_t *request = zmsg_recv (mgmt);
             zframe_t *peer = request ? zmsg_pop (request) : NULL;
@@ -301,5 +402,6 @@ int main (int argc, char *argv[])
     zsock_destroy (&publisher);
     zsock_destroy (&mgmt);
     zsock_destroy (&router);
-    return 0;
+    pf_worker_options_free (&local_storage.options);
+    return exit_rc;
 }

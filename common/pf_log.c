@@ -10,6 +10,7 @@
 #include <time.h>
 
 static const char *component = "pyfleet";
+static _Thread_local const char *thread_component; //  overrides it in one thread
 static pf_log_level_t threshold = PF_LOG_INFO;
 static const char *level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
@@ -17,6 +18,11 @@ void pf_log_init (const char *name, pf_log_level_t level)
 {
     component = name;
     threshold = level;
+}
+
+void pf_log_thread (const char *name)
+{
+    thread_component = name;
 }
 
 int pf_log_level_parse (const char *name)
@@ -44,5 +50,5 @@ void pf_log (pf_log_level_t level, const char *format, ...)
     vsnprintf (text, sizeof text, format, args);
     va_end (args);
     fprintf (stderr, "%s.%03dZ %s %s: %s\n", stamp, (int) (now.tv_usec / 1000), level_names[level],
-             component, text);
+             thread_component ? thread_component : component, text);
 }

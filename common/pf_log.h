@@ -9,6 +9,9 @@ typedef enum { PF_LOG_DEBUG = 0, PF_LOG_INFO, PF_LOG_WARN, PF_LOG_ERROR } pf_log
 //  Sets the component name printed on each line and the lowest level printed.
 void pf_log_init (const char *component, pf_log_level_t level);
 
+//  Names the calling thread's lines instead (pyfleet-broker's local worker).
+void pf_log_thread (const char *component);
+
 //  Parses "debug", "info", "warn", "error"; -1 if none of them.
 int pf_log_level_parse (const char *name);
 

@@ -165,6 +165,10 @@ typedef struct {
     bool drained; //  the broker said DISCONNECT "drain": leave
 } agent_t;
 
+//  SIGCHLD (and pf_agent_wake) write here to wake the loop. Made once and
+//  kept for the life of the process: a SIGCHLD after the agent stopped
+//  (pyfleet-broker goes on without its local worker) must not write into a
+//  descriptor number since reused.
 static int sigchld_pipe[2] = {-1, -1};
 
 static void on_sigchld (int sig)
@@ -175,6 +179,12 @@ static void on_sigchld (int sig)
         //  Pipe full: a wake-up is already pending.
     }
     errno = saved;
+}
+
+void pf_agent_wake (void)
+{
+    if (sigchld_pipe[1] >= 0)
+        on_sigchld (SIGCHLD);
 }
 
 void pf_agent_config_defaults (pf_agent_config_t *config)
@@ -1820,7 +1830,7 @@ int pf_agent_run (const pf_agent_config_t *config, volatile sig_atomic_t *interr
     if (pf_watchdog_start (&self->watchdog_pid, &self->watchdog_fd) != 0)
         pf_warn ("no watchdog (%s): a kill -9 of the agent may leave grandchildren",
                  strerror (errno));
-    if (pipe2 (sigchld_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+    if (sigchld_pipe[0] < 0 && pipe2 (sigchld_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
         pf_error ("pipe: %s", strerror (errno));
         agent_teardown (self);
         return 1;
@@ -1849,8 +1859,6 @@ int pf_agent_run (const pf_agent_config_t *config, volatile sig_atomic_t *interr
     pf_info ("stopping");
     stop_gracefully (self);
     agent_teardown (self);
-    close (sigchld_pipe[0]);
-    close (sigchld_pipe[1]);
     pf_info ("stopped");
     return 0;
 }

@@ -59,4 +59,9 @@ void pf_agent_config_defaults (pf_agent_config_t *config);
 //  bad setup call in the configuration).
 int pf_agent_run (const pf_agent_config_t *config, volatile sig_atomic_t *interrupted);
 
+//  Wakes the running agent's loop so it sees *interrupted at once (from
+//  another thread, or a signal handler). One agent per process: it reaps
+//  any child (waitpid -1) and is the process's child subreaper.
+void pf_agent_wake (void);
+
 #endif
