@@ -8,7 +8,7 @@ KILL) when a system is torn down, on exit, on error and on SIGINT/SIGTERM.
 Every wait is bounded.
 
 Systems: floor (C parent + 2 bridges over pipes), pyfleet-tcp, pyfleet-ipc,
-gearman, mp-pool, celery.  Workloads: (a) throughput, (b) latency,
+pyfleet-local (the agent in the broker's process), gearman, mp-pool, celery.  Workloads: (a) throughput, (b) latency,
 (c) cpu-bound, (d) payload sweep on every system; (e) startup and crash
 replacement, (f) CPU per request and callgrind instructions, (g) scale on
 pyfleet only.
@@ -276,20 +276,33 @@ class Floor:
 
 
 class Pyfleet:
+    """transport tcp or ipc: a broker and separate agents on that transport;
+    local: one broker (clients over tcp) running the agent in its own process
+    (--local-worker), so broker and agent talk over inproc."""
+
     def __init__(self, transport):
         self.transport = transport
         self.name = "pyfleet-" + transport
 
     def setup(self, logdir, agents=1, bridges=2):
-        if self.transport == "tcp":
-            self.ep = "tcp://127.0.0.1:%d" % free_port()
-        else:
+        if self.transport == "ipc":
             self.ep = "ipc://%s/broker.sock" % logdir
+        else:
+            self.ep = "tcp://127.0.0.1:%d" % free_port()
         self.logdir = logdir
-        self.broker = PROCS.start([os.path.join(BIN, "pyfleet-broker"), "--bind", self.ep,
-                                   "--queue-max", "200000"], os.path.join(logdir, "broker.log"))
-        self.workers = []
+        argv = [os.path.join(BIN, "pyfleet-broker"), "--bind", self.ep, "--queue-max", "200000"]
+        broker_log = os.path.join(logdir, "broker.log")
         self.worker_logs = []
+        if self.transport == "local":
+            config = os.path.join(logdir, "local-worker.zpl")
+            with open(config, "w") as f:
+                f.write("worker\n    service = %s\n    bridges = %d\n    module = %s\n"
+                        % (SERVICE, bridges, MODULE))
+            argv += ["--local-worker", config]
+            self.worker_logs.append(broker_log)
+            agents -= 1
+        self.broker = PROCS.start(argv, broker_log)
+        self.workers = []
         for i in range(agents):
             wl = os.path.join(logdir, "worker%d.log" % i)
             self.worker_logs.append(wl)
@@ -319,6 +332,9 @@ class Pyfleet:
         return run_driver(argv, timeout=600, stdin_data=args_json)
 
     def components(self):
+        if self.transport == "local":
+            return {"broker+agent": [self.broker.pid],
+                    "bridges": children_of(self.broker.pid, "pyfleet_bridge")}
         comps = {"broker": [self.broker.pid], "agent": [w.pid for w in self.workers], "bridges": []}
         for w in self.workers:
             comps["bridges"] += children_of(w.pid, "pyfleet_bridge")
@@ -553,7 +569,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--systems", default="floor,pyfleet-tcp,pyfleet-ipc,gearman,mp-pool,celery")
+    ap.add_argument("--systems", default="floor,pyfleet-tcp,pyfleet-ipc,pyfleet-local,gearman,mp-pool,celery")
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-extras", action="store_true",
                     help="only workloads (a)-(d): no startup, scale, sessions or callgrind")
@@ -567,7 +583,8 @@ def main():
         return 0
     cfg, ccfg = (SMOKE, SMOKE_CELERY) if o.smoke else (FULL, FULL_CELERY)
     rounds = o.rounds or (1 if o.smoke else 3)
-    all_systems = {s.name: s for s in (Floor(), Pyfleet("tcp"), Pyfleet("ipc"), Gearman(), Pool(), Celery())}
+    all_systems = {s.name: s for s in (Floor(), Pyfleet("tcp"), Pyfleet("ipc"), Pyfleet("local"), Gearman(),
+                                                Pool(), Celery())}
     chosen = [all_systems[n] for n in o.systems.split(",")]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     os.makedirs(os.path.join(BENCH, "results"), exist_ok=True)
@@ -765,22 +782,33 @@ def table(s, doc):
         lines.append("(g) live sessions: " + ", ".join(
             "%s: %s" % (k, ("%.0f req/s" % v["req_per_s"]) if "req_per_s" in v else "unsupported (%s)" % v.get("unsupported", "")[:120])
             for k, v in ss.items()) if "unsupported" not in ss else "(g) live sessions: unsupported (%s)" % ss["unsupported"])
-    # Targets of issue 7, as ratios measured in this run.
-    py, ge = s.get("pyfleet-tcp", {}), s.get("gearman", {})
-    if py.get("throughput_rps") and ge.get("throughput_rps"):
+    # Targets of issue 7, as ratios measured in this run, for each pyfleet setup.
+    ge = s.get("gearman", {})
+    pys = [(name[len("pyfleet-"):], s[name]) for name in systems
+           if name.startswith("pyfleet-") and "throughput_rps" in s[name]]
+    if pys and ge.get("throughput_rps"):
         lines.append("\nTargets (issue 7), this run:")
-        ratio = py["throughput_rps"]["median"] / ge["throughput_rps"]["median"]
-        lines.append("  throughput ≥ 3× Gearman: %.2f× %s" % (ratio, "MET" if ratio >= 3 else "SHORT"))
-        ratio = py["latency_p50_us"]["median"] / ge["latency_p50_us"]["median"]
-        lines.append("  p50 ≤ 0.8× Gearman's: %.2f× %s" % (ratio, "MET" if ratio <= 0.8 else "SHORT"))
-        ratio = py["latency_p99_us"]["median"] / py["latency_p50_us"]["median"]
-        lines.append("  p99 ≤ 2× own p50: %.2f× %s" % (ratio, "MET" if ratio <= 2 else "SHORT"))
-        eff = py["cpu_efficiency"]["median"]
-        lines.append("  CPU-bound efficiency ≥ 0.95: %.3f %s" % (eff, "MET" if eff >= 0.95 else "SHORT"))
-        cpu = py.get("cpu_us_per_req")
-        if cpu:
-            tot = sum(cpu[k]["median"] for k in ("client", "broker", "agent"))
-            lines.append("  client+broker+agent CPU ≤ 20 µs/request: %.1f µs %s" % (tot, "MET" if tot <= 20 else "SHORT"))
+
+        def target(label, value, met, form):
+            lines.append("  %s: %s" % (label, ", ".join(
+                "%s %s %s" % (n, form % value(e), "MET" if met(value(e)) else "SHORT")
+                for n, e in pys)))
+        target("throughput ≥ 3× Gearman",
+               lambda e: e["throughput_rps"]["median"] / ge["throughput_rps"]["median"],
+               lambda r: r >= 3, "%.2f×")
+        target("p50 ≤ 0.8× Gearman's",
+               lambda e: e["latency_p50_us"]["median"] / ge["latency_p50_us"]["median"],
+               lambda r: r <= 0.8, "%.2f×")
+        target("p99 ≤ 2× own p50",
+               lambda e: e["latency_p99_us"]["median"] / e["latency_p50_us"]["median"],
+               lambda r: r <= 2, "%.2f×")
+        target("CPU-bound efficiency ≥ 0.95", lambda e: e["cpu_efficiency"]["median"],
+               lambda r: r >= 0.95, "%.3f")
+        pys = [(n, e) for n, e in pys if e.get("cpu_us_per_req")]
+        if pys:
+            target("client+broker+agent CPU ≤ 20 µs/request",
+                   lambda e: sum(v["median"] for k, v in e["cpu_us_per_req"].items() if k != "bridges"),
+                   lambda t: t <= 20, "%.1f µs")
         r64 = (s.get("startup_ready_s") or {}).get("64")
         if r64:
             lines.append("  64 bridges ready ≤ 3 s: %.2f s %s" % (r64["median"], "MET" if r64["median"] <= 3 else "SHORT"))
