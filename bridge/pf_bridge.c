@@ -38,6 +38,9 @@ extern char **environ;
 //  loop is level-triggered and comes back for the rest.
 #define READ_BUDGET (1024 * 1024)
 
+//  Capacity asked for the request and reply pipes (F_SETPIPE_SZ).
+#define PIPE_BYTES (256 * 1024)
+
 struct _pf_bridge_t {
     pid_t pid;
     int index;
@@ -277,6 +280,11 @@ pf_bridge_t *pf_bridge_spawn (const pf_bridge_options_t *options, char *err, siz
         s_set_err (err, errlen, "fcntl: %s", strerror (errno));
         goto failed;
     }
+    //  Larger pipes: a 100 KiB frame crosses in one write, not two plus a
+    //  wake-up each way. Best effort: over the user's pipe budget
+    //  (fs/pipe-user-pages-soft) the pipe keeps its 64 KiB.
+    fcntl (in[1], F_SETPIPE_SZ, PIPE_BYTES);
+    fcntl (out[0], F_SETPIPE_SZ, PIPE_BYTES);
 
     sigset_t all, saved;
     sigfillset (&all);
