@@ -9,21 +9,37 @@
 
 #include "pyfleet.h"
 
+#include <arpa/inet.h>
 #include <czmq.h>
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 //  The protocol's name limit (pf_proto.h PF_MAX_NAME), which the client enforces.
 #define PF_MAX_NAME_TEST 255
 
-//  An endpoint where nothing listens: bind an ephemeral port, then let it go.
+//  An endpoint where nothing listens: a TCP port bound but never listened
+//  on, held until release_endpoint, so no test running beside this one
+//  (ctest -j) can be given it and answer.
+static int reserved_fd = -1;
+
 static char *unused_endpoint (void)
 {
-    zsock_t *probe = zsock_new (ZMQ_ROUTER);
-    assert_non_null (probe);
-    int port = zsock_bind (probe, "tcp://127.0.0.1:*");
-    assert_true (port > 0);
-    zsock_destroy (&probe);
-    return zsys_sprintf ("tcp://127.0.0.1:%d", port);
+    reserved_fd = socket (AF_INET, SOCK_STREAM, 0);
+    assert_true (reserved_fd >= 0);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK)};
+    socklen_t length = sizeof address;
+    assert_int_equal (bind (reserved_fd, (struct sockaddr *) &address, length), 0);
+    assert_int_equal (getsockname (reserved_fd, (struct sockaddr *) &address, &length), 0);
+    return zsys_sprintf ("tcp://127.0.0.1:%d", ntohs (address.sin_port));
+}
+
+static void release_endpoint (char **endpoint)
+{
+    zstr_free (endpoint);
+    close (reserved_fd);
+    reserved_fd = -1;
 }
 
 static void call_without_broker_times_out_locally_after_deadline_plus_margin (void **state)
@@ -50,7 +66,7 @@ static void call_without_broker_times_out_locally_after_deadline_plus_margin (vo
     assert_int_equal (pf_client_outstanding (client), 0);
     pf_client_destroy (&client);
     pf_client_destroy (&client);
-    zstr_free (&endpoint);
+    release_endpoint (&endpoint);
 }
 
 static void client_timeout_is_the_default_deadline (void **state)
@@ -69,7 +85,7 @@ static void client_timeout_is_the_default_deadline (void **state)
     assert_in_range (elapsed, 200, 200 + PF_CLIENT_TIMEOUT_MARGIN_MS + 400);
     pf_reply_destroy (&reply);
     pf_client_destroy (&client);
-    zstr_free (&endpoint);
+    release_endpoint (&endpoint);
 }
 
 static void thousand_sends_get_exactly_one_timeout_each (void **state)
@@ -108,7 +124,7 @@ static void thousand_sends_get_exactly_one_timeout_each (void **state)
     assert_null (pf_recv (client, -1));
     assert_true (zclock_mono () - start < 100);
     pf_client_destroy (&client);
-    zstr_free (&endpoint);
+    release_endpoint (&endpoint);
 }
 
 static void recv_returns_null_when_its_wait_ends_first (void **state)
@@ -125,7 +141,7 @@ static void recv_returns_null_when_its_wait_ends_first (void **state)
     assert_null (pf_recv (client, 0));
     assert_int_equal (pf_client_outstanding (client), 1);
     pf_client_destroy (&client); //  with a request outstanding: no leak, no hang
-    zstr_free (&endpoint);
+    release_endpoint (&endpoint);
 }
 
 static void cancel_of_an_unsent_request_answers_it_once (void **state)
@@ -147,7 +163,7 @@ static void cancel_of_an_unsent_request_answers_it_once (void **state)
     assert_null (pf_recv (client, 0));
     assert_int_equal (pf_cancel (client, 12345), -1);
     pf_client_destroy (&client);
-    zstr_free (&endpoint);
+    release_endpoint (&endpoint);
 }
 
 static void invalid_arguments_are_refused_before_sending (void **state)
@@ -181,7 +197,7 @@ static void invalid_arguments_are_refused_before_sending (void **state)
     assert_int_equal (pf_reply_code (reply), PF_TOO_LARGE);
     pf_reply_destroy (&reply);
     pf_client_destroy (&client);
-    zstr_free (&endpoint);
+    release_endpoint (&endpoint);
 }
 
 static void invalid_endpoint_gives_no_client (void **state)
