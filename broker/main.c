@@ -5,6 +5,7 @@
     by the file) in a thread of its own, connected over inproc: on a host
     that runs both, a request then skips the broker-to-agent TCP hop and its
     I/O threads (docs/PERFORMANCE.md). Other agents may still connect. */
+#define _GNU_SOURCE //  pthread_setname_np
 #include "pf_batch.h"
 #include "pf_broker.h"
 #include "pf_log.h"
@@ -82,6 +83,7 @@ typedef struct {
 static void *local_worker_run (void *arg)
 {
     local_worker_t *local = arg;
+    pthread_setname_np (pthread_self (), "local-worker"); //  in top -H, perf
     pf_log_thread ("worker");
     local->rc = pf_agent_run (&local->options.config, &local->stop);
     atomic_store (&local->done, true);
@@ -344,6 +346,8 @@ int main (int argc, char *argv[])
                 exit_rc = local->rc;
                 interrupted = 1;
             }
+            else if (!interrupted)
+                pf_info ("the local worker has left (drained); serving other agents only");
             local = NULL;
         }
         if (interrupted && !local)

@@ -80,6 +80,17 @@ class LocalWorker(unittest.TestCase):
         self.broker.wait_for(r"worker: bridge \d+ gen 2: starting -> ready", timeout=15)
         self.assertTrue(self.client.call("test", "echo", {"a": 3})["ok"])
 
+    def test_a_drained_local_worker_leaves_and_the_broker_serves_on(self):
+        pids = self.bridge_pids()
+        agent = re.search(r"agent (\S+) serving", self.broker.wait_for(r"agent \S+ serving")[0])
+        done = subprocess.run([os.path.join(BIN, "pyfleet"), "drain", "--mgmt", self.fleet.mgmt,
+                               agent.group(1)], capture_output=True, timeout=10)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.broker.wait_for(r"broker: the local worker has left \(drained\)", timeout=10)
+        self.assertFalse(any(pid_alive(p) for p in pids))
+        self.fleet.start_worker(service="test", bridges=1, modules=[FAULTS])
+        self.assertTrue(self.client.call("test", "echo", {"a": 4})["ok"])
+
     def test_sigterm_finishes_the_request_in_flight_then_exits_0_with_no_child_left(self):
         pids = self.bridge_pids()
         request = self.client.send_request("test", "sleep", {"seconds": 0.5}, timeout_ms=10000)
