@@ -4,8 +4,9 @@
 # flight) under a system-wide `perf record -e cpu-clock -g` (software clock:
 # hardware counters are not available in this VM), then prints where the
 # time goes by process/thread, by user vs kernel, and the top symbols of the
-# broker, the agent and the client. Usage: ./bench/profile.sh [COUNT] [tcp|ipc]
-# (PYFLEET_BUILD=DIR profiles that build instead of ./build).
+# broker, the agent and the client. Usage: ./bench/profile.sh [COUNT] [tcp|ipc|local]
+# (local: the agent runs in the broker's process, --local-worker; clients on
+# tcp). PYFLEET_BUILD=DIR profiles that build instead of ./build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-50000}
@@ -19,10 +20,16 @@ if [ "$transport" = ipc ]; then
 else
     EP="tcp://127.0.0.1:$(free_port)"
 fi
-$BIN/pyfleet-broker --bind "$EP" --queue-max 200000 2>"$out/broker.log" &
-pids+=($!)
-$BIN/pyfleet-worker --broker "$EP" --service bench --bridges 2 --module bench/commands.py 2>"$out/worker.log" &
-pids+=($!)
+if [ "$transport" = local ]; then
+    printf 'worker\n    service = bench\n    bridges = 2\n    module = bench/commands.py\n' >"$out/local.zpl"
+    $BIN/pyfleet-broker --bind "$EP" --queue-max 200000 --local-worker "$out/local.zpl" 2>"$out/worker.log" &
+    pids+=($!)
+else
+    $BIN/pyfleet-broker --bind "$EP" --queue-max 200000 2>"$out/broker.log" &
+    pids+=($!)
+    $BIN/pyfleet-worker --broker "$EP" --service bench --bridges 2 --module bench/commands.py 2>"$out/worker.log" &
+    pids+=($!)
+fi
 for _ in $(seq 600); do
     [ "$(grep -c -- '-> ready' "$out/worker.log" || true)" -ge 2 ] && break
     sleep 0.05
@@ -38,7 +45,7 @@ cat "$out/call.json"
     perf report -i "$out/perf.data" --stdio --no-children --sort comm 2>/dev/null | grep -E '^ +[0-9]' | head -20
     echo "== user vs kernel by comm"
     perf report -i "$out/perf.data" --stdio --no-children --sort comm,dso 2>/dev/null | grep -E '^ +[0-9]' | head -30
-    for c in pyfleet-broker pyfleet-worker pyfleet ZMQbg/IO/0; do
+    for c in pyfleet-broker local-worker pyfleet-worker pyfleet ZMQbg/IO/0; do
         echo "== top symbols: $c"
         perf report -i "$out/perf.data" --stdio --no-children --comm "$c" --sort sym 2>/dev/null | grep -E '^ +[0-9]' | head -25
     done
