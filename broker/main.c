@@ -137,7 +137,7 @@ static void usage (FILE *out)
              "                     than MS, so none waits behind a long request (default 10)\n"
              "  --local-worker FILE  also run a worker agent in this process, configured by\n"
              "                     FILE as pyfleet-worker --config reads it (its 'broker' key\n"
-             "                     is not used: it connects in-process)\n"
+             "                     is not used: it connects in-process; --log-level applies)\n"
              "  --log-level LEVEL  debug, info, warn or error (default info)\n");
 }
 

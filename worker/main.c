@@ -3,12 +3,9 @@
 #include "pf_log.h"
 #include "pf_options.h"
 #include <czmq.h>
-#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 static volatile sig_atomic_t interrupted = 0;
 
