@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import unittest
 
-from tests.integration.fleet import BIN, FIXTURES, PYTHON, Fleet, pid_alive
+from tests.integration.fleet import BIN, FIXTURES, PYTHON, Fleet, pid_alive, wait_until
 
 FAULTS = os.path.join(FIXTURES, "faults.py")
 SPAWNED = r"worker: bridge \d+ gen \d+: spawned pid (\d+)"
@@ -90,6 +90,17 @@ class LocalWorker(unittest.TestCase):
         self.assertFalse(any(pid_alive(p) for p in pids))
         self.fleet.start_worker(service="test", bridges=1, modules=[FAULTS])
         self.assertTrue(self.client.call("test", "echo", {"a": 4})["ok"])
+
+    def test_kill_9_of_the_broker_leaves_no_bridge_and_no_grandchild(self):
+        grandchild = self.client.call("test", "fork_grandchild")["result"]["child"]
+        pids = self.bridge_pids()
+        self.assertTrue(pid_alive(grandchild))
+        self.broker.signal(signal.SIGKILL)
+        self.broker.proc.wait(5)
+        gone = wait_until(lambda: not any(pid_alive(p) for p in pids + [grandchild]), 2)
+        self.assertTrue(gone, [p for p in pids + [grandchild] if pid_alive(p)])
+        self.assertEqual(self.broker.stop(), -signal.SIGKILL)
+        self.fleet.broker = None  # stopped here: tearDown checks the others
 
     def test_sigterm_finishes_the_request_in_flight_then_exits_0_with_no_child_left(self):
         pids = self.bridge_pids()
