@@ -28,6 +28,7 @@ __all__ = [
     "FrameTooLarge",
     "TruncatedFrame",
     "pack",
+    "packer",
     "unpack",
     "encode_frame",
     "decode_header",
@@ -74,6 +75,12 @@ class TruncatedFrame(ProtocolError):
 def pack(obj):
     """Encode obj as msgpack; str becomes str and bytes becomes bin."""
     return msgpack.packb(obj, use_bin_type=True)
+
+
+def packer():
+    """A pack function of its own (faster than pack: no Packer per call);
+    for one thread only."""
+    return msgpack.Packer(use_bin_type=True).pack
 
 
 def unpack(data):
@@ -212,18 +219,20 @@ class FrameReader:
         self.eof = False
 
     def _split(self):
+        buffer = self.buffer
         offset = 0
-        size = len(self.buffer)
+        size = len(buffer)
         while size - offset >= HEADER_SIZE:
-            length = decode_header(bytes(self.buffer[offset:offset + HEADER_SIZE]),
-                                   self.max_frame)
+            (length,) = _HEADER.unpack_from(buffer, offset)
+            if length > self.max_frame:
+                raise FrameTooLarge(length, self.max_frame)
             if size - offset - HEADER_SIZE < length:
                 break
             start = offset + HEADER_SIZE
-            self.frames.append(self.buffer[start:start + length])
+            self.frames.append(buffer[start:start + length])
             offset = start + length
         if offset:
-            del self.buffer[:offset]
+            del buffer[:offset]
 
     def _read(self):
         data = os.read(self.fd, self.CHUNK)

@@ -333,6 +333,9 @@ class Runtime:
         self._in_handler = False
         self._release_asked = False
         self.sessions = {}
+        # Results are packed in the main thread only (the beat thread and a
+        # release use protocol.pack).
+        self._pack_result = protocol.packer()
         # (request id, monotonic start) while a handler runs, else None.
         # Replaced as a whole so the beat thread reads it without a lock.
         self._current = None
@@ -511,7 +514,7 @@ class Runtime:
             return self._error_reply(request_id, PYTHON_ERROR, type(exc).__name__,
                                      _text(exc) or type(exc).__name__, _format_traceback(exc))
         try:
-            payload = protocol.pack({"id": request_id, "ok": True, "result": result})
+            payload = self._pack_result({"id": request_id, "ok": True, "result": result})
         except Exception as exc:
             return self._error_reply(
                 request_id, PYTHON_ERROR, type(exc).__name__,
@@ -535,11 +538,12 @@ class Runtime:
                                      rejected.error_type, rejected.message)
         # A request may wait in the pipe behind another one; past its
         # deadline (the agent's clock: CLOCK_MONOTONIC, ms) it never starts.
-        if deadline is not None and time.monotonic() * 1000.0 >= deadline:
+        now = time.monotonic()
+        if deadline is not None and now * 1000.0 >= deadline:
             self.skipped += 1
             return self._error_reply(request_id, TIMEOUT, "DeadlinePassed",
                                      "deadline passed before it started; not started")
-        self._current = (request_id, time.monotonic())
+        self._current = (request_id, now)
         self._in_handler = True
         try:
             return self._run_handler(request_id, name, args, session_id)
