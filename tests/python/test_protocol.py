@@ -194,6 +194,44 @@ class FrameReaderTest(unittest.TestCase):
             protocol.FrameReader(cut_read).next()
 
 
+class LargeFrameTest(unittest.TestCase):
+    """Frames above the read chunk and the pipe's capacity, written with
+    writev (no joined copy): the same bytes, in order, cut frames caught."""
+
+    def setUp(self):
+        self.read_fd, self.write_fd = os.pipe()
+        self.addCleanup(os.close, self.read_fd)
+
+    def write_in_thread(self, write):
+        """Runs write(fd) beside the reader (the pipe holds less), then closes fd."""
+        def run():
+            try:
+                write(self.write_fd)
+            finally:
+                os.close(self.write_fd)
+        thread = threading.Thread(target=run)
+        thread.start()
+        self.addCleanup(thread.join, 10)
+
+    def test_large_frames_between_small_ones_arrive_whole_and_in_order(self):
+        large = bytes(range(256)) * 1200           # 300 KiB: above the pipe's capacity too
+        payloads = [b"a", large, b"b" * 20000, large[::-1], b"c"]
+        self.write_in_thread(lambda fd: [protocol.write_frame(fd, p) for p in payloads])
+        reader = protocol.FrameReader(self.read_fd, max_frame=1 << 20)
+        self.assertEqual([bytes(reader.next()) for _ in payloads], payloads)
+        self.assertIsNone(reader.next())
+
+    def test_a_large_frame_cut_by_end_of_file_is_truncated_with_its_counts(self):
+        frame = protocol.encode_frame(b"x" * 200000)
+        self.write_in_thread(lambda fd: protocol.write_frame(fd, b"") or os.write(fd, frame[:150000]))
+        reader = protocol.FrameReader(self.read_fd, max_frame=1 << 20)
+        self.assertEqual(reader.next(), b"")
+        with self.assertRaises(protocol.TruncatedFrame) as caught:
+            reader.next()
+        self.assertEqual((caught.exception.expected, caught.exception.received),
+                         (200004, 150000))
+
+
 class WriteFrameTest(unittest.TestCase):
 
     def test_partial_writes_are_continued_until_the_frame_is_whole(self):

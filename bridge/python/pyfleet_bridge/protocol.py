@@ -196,7 +196,26 @@ def write_frame(dest, payload, max_frame=MAX_LENGTH):
     """
     if len(payload) > max_frame:
         raise FrameTooLarge(len(payload), max_frame)
-    _write_all(dest, encode_frame(payload))
+    if isinstance(dest, int) and len(payload) > _COPY_LIMIT:
+        _writev_all(dest, _HEADER.pack(len(payload)), payload)
+    else:
+        _write_all(dest, encode_frame(payload))
+
+
+# Above this, a frame's header and payload go out with writev instead of
+# being joined into one buffer first (a copy of the payload).
+_COPY_LIMIT = 16 * 1024
+
+
+def _writev_all(fd, header, payload):
+    buffers = [header, memoryview(payload)]
+    while buffers:
+        count = os.writev(fd, buffers)
+        while buffers and count >= len(buffers[0]):
+            count -= len(buffers[0])
+            buffers.pop(0)
+        if buffers and count:
+            buffers[0] = memoryview(buffers[0])[count:]
 
 
 class FrameReader:
