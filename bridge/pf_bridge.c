@@ -38,7 +38,7 @@ extern char **environ;
 //  loop is level-triggered and comes back for the rest.
 #define READ_BUDGET (1024 * 1024)
 
-//  Capacity asked for the request and reply pipes (F_SETPIPE_SZ).
+//  Capacity asked for the request and reply pipes (pf_bridge_pipe_bytes).
 #define PIPE_BYTES (256 * 1024)
 
 struct _pf_bridge_t {
@@ -243,6 +243,19 @@ fail:
     _exit (127);
 }
 
+size_t pf_bridge_pipe_bytes (int bridges)
+{
+    unsigned long long soft_pages = 16384; //  the kernel's default
+    FILE *file = fopen ("/proc/sys/fs/pipe-user-pages-soft", "r");
+    if (file) {
+        if (fscanf (file, "%llu", &soft_pages) != 1)
+            soft_pages = 16384;
+        fclose (file);
+    }
+    unsigned long long wanted = 2ULL * (unsigned long long) bridges * PIPE_BYTES;
+    return soft_pages == 0 || wanted <= soft_pages * 4096 / 4 ? PIPE_BYTES : 0;
+}
+
 pf_bridge_t *pf_bridge_spawn (const pf_bridge_options_t *options, char *err, size_t errlen)
 {
     s_set_err (err, errlen, "%s", "");
@@ -281,10 +294,12 @@ pf_bridge_t *pf_bridge_spawn (const pf_bridge_options_t *options, char *err, siz
         goto failed;
     }
     //  Larger pipes: a 100 KiB frame crosses in one write, not two plus a
-    //  wake-up each way. Best effort: over the user's pipe budget
-    //  (fs/pipe-user-pages-soft) the pipe keeps its 64 KiB.
-    fcntl (in[1], F_SETPIPE_SZ, PIPE_BYTES);
-    fcntl (out[0], F_SETPIPE_SZ, PIPE_BYTES);
+    //  wake-up each way. Best effort: a pipe the kernel refuses to grow
+    //  keeps its 64 KiB.
+    if (options->pipe_bytes) {
+        fcntl (in[1], F_SETPIPE_SZ, (int) options->pipe_bytes);
+        fcntl (out[0], F_SETPIPE_SZ, (int) options->pipe_bytes);
+    }
 
     sigset_t all, saved;
     sigfillset (&all);

@@ -33,7 +33,14 @@ typedef struct {
     const char *const *env;   //  extra "KEY=VALUE" entries set in the child, NULL-terminated (may be NULL)
     size_t max_frame;         //  0 means 64 MiB
     int index;                //  slot number, for log prefixes
+    size_t pipe_bytes;        //  capacity asked for the request and reply pipes; 0: the system's
 } pf_bridge_options_t;
+
+//  The pipe capacity for `bridges` bridges (pipe_bytes above): 256 KiB while
+//  their request and reply pipes take at most a quarter of the user's pipe
+//  budget (fs/pipe-user-pages-soft; past it the kernel gives every new pipe
+//  of the user 2 pages), else 0.
+size_t pf_bridge_pipe_bytes (int bridges);
 
 //  Spawns a bridge. Returns NULL on failure, with the reason (including an
 //  exec failure in the child: "exec /no/such/python: No such file or

@@ -163,6 +163,7 @@ typedef struct {
     int64_t startup_ms; //  spawn to ready: the slowest recent one, decaying; 0 = none yet
     bool stopping;
     bool drained; //  the broker said DISCONNECT "drain": leave
+    size_t pipe_bytes; //  of each bridge's request and reply pipes (pf_bridge_pipe_bytes)
 } agent_t;
 
 //  SIGCHLD (and pf_agent_wake) write here to wake the loop. Made once and
@@ -490,6 +491,7 @@ static void slot_spawn (agent_t *self, slot_t *slot, int64_t now)
         .env = self->bridge_env,
         .max_frame = self->config->max_frame,
         .index = slot->index,
+        .pipe_bytes = self->pipe_bytes,
     };
     char err[512];
     slot->generation++;
@@ -1736,6 +1738,7 @@ static int agent_setup (agent_t *self, const pf_agent_config_t *config)
     //  Each recycle may hold two spare slots: the replacement being
     //  prepared, then the old bridge while it stops.
     self->slot_count = config->bridges + 2 * (int) config->max_recycling;
+    self->pipe_bytes = pf_bridge_pipe_bytes (self->slot_count);
     self->setup = pf_setup_new ();
     for (int i = 0; config->setup && config->setup[i]; i++) {
         char err[256];

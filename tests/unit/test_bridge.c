@@ -270,6 +270,45 @@ static void frames_of_one_byte_to_one_mebibyte_round_trip_through_an_echo_bridge
     s_remove_fake_package ();
 }
 
+static unsigned long long s_pipe_pages_soft (void)
+{
+    unsigned long long pages = 16384;
+    FILE *file = fopen ("/proc/sys/fs/pipe-user-pages-soft", "r");
+    if (file) {
+        assert_int_equal (fscanf (file, "%llu", &pages), 1);
+        fclose (file);
+    }
+    return pages;
+}
+
+static void pipes_grow_to_what_is_asked_within_a_quarter_of_the_pipe_budget (void **state)
+{
+    (void)state;
+    unsigned long long soft = s_pipe_pages_soft ();
+    //  Two 256 KiB pipes per bridge against a quarter of the budget.
+    unsigned long long fits = soft ? soft * 4096 / 4 / (2 * 256 * 1024) : 1000000;
+    assert_int_equal (pf_bridge_pipe_bytes (1), fits >= 1 ? 256 * 1024 : 0);
+    assert_int_equal (pf_bridge_pipe_bytes ((int) (fits < 100000 ? fits : 100000)),
+                      fits >= 1 ? 256 * 1024 : 0);
+    if (soft)
+        assert_int_equal (pf_bridge_pipe_bytes ((int) fits + 1), 0);
+
+    s_fake_package (ECHO_MAIN);
+    pf_bridge_options_t options = {
+        .python = PYTHON, .python_path = s_dir, .pipe_bytes = 256 * 1024};
+    char err[256] = "";
+    pf_bridge_t *bridge = pf_bridge_spawn (&options, err, sizeof err);
+    if (!bridge) fail_msg ("spawn failed: %s", err);
+    assert_int_equal (fcntl (pf_bridge_fd_in (bridge), F_GETPIPE_SZ), 256 * 1024);
+    assert_int_equal (fcntl (pf_bridge_fd_out (bridge), F_GETPIPE_SZ), 256 * 1024);
+    pf_bridge_destroy (&bridge);
+    bridge = s_spawn (); //  pipe_bytes 0: the system's default
+    assert_int_equal (fcntl (pf_bridge_fd_in (bridge), F_GETPIPE_SZ), 65536);
+    pf_bridge_destroy (&bridge);
+    s_assert_no_children ();
+    s_remove_fake_package ();
+}
+
 static void send_above_max_frame_is_refused (void **state)
 {
     (void)state;
@@ -651,6 +690,7 @@ int main (void)
     if (s_sigchld_fd < 0) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test (frames_of_one_byte_to_one_mebibyte_round_trip_through_an_echo_bridge),
+        cmocka_unit_test (pipes_grow_to_what_is_asked_within_a_quarter_of_the_pipe_budget),
         cmocka_unit_test (send_above_max_frame_is_refused),
         cmocka_unit_test (exec_failure_returns_null_with_a_message_naming_the_path),
         cmocka_unit_test (child_runs_in_its_own_process_group),
