@@ -13,6 +13,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -225,6 +226,15 @@ def pid_alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+def write_config(test, text):
+    """A ZPL file holding text, removed when the test ends; returns its path."""
+    handle = tempfile.NamedTemporaryFile("w", suffix=".zpl", delete=False)
+    handle.write(text)
+    handle.close()
+    test.addCleanup(os.unlink, handle.name)
+    return handle.name
 
 
 def wait_until(predicate, timeout, interval=0.02):

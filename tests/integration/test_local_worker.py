@@ -8,21 +8,13 @@ import os
 import re
 import signal
 import subprocess
-import tempfile
 import unittest
 
-from tests.integration.fleet import BIN, FIXTURES, PYTHON, Fleet, pid_alive, wait_until
+from tests.integration.fleet import (BIN, FIXTURES, PYTHON, Fleet, pid_alive, wait_until,
+                                     write_config)
 
 FAULTS = os.path.join(FIXTURES, "faults.py")
 SPAWNED = r"worker: bridge \d+ gen \d+: spawned pid (\d+)"
-
-
-def write_config(test, text):
-    handle = tempfile.NamedTemporaryFile("w", suffix=".zpl", delete=False)
-    handle.write(text)
-    handle.close()
-    test.addCleanup(os.unlink, handle.name)
-    return handle.name
 
 
 class LocalWorker(unittest.TestCase):

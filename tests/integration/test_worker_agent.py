@@ -9,11 +9,11 @@ import os
 import re
 import signal
 import subprocess
-import tempfile
 import time
 import unittest
 
-from tests.integration.fleet import BIN, FIXTURES, PYTHON, Fleet, pid_alive, wait_until
+from tests.integration.fleet import (BIN, FIXTURES, PYTHON, Fleet, pid_alive, wait_until,
+                                     write_config)
 
 FAULTS = os.path.join(FIXTURES, "faults.py")
 SPAWNED = r"bridge (\d+) gen (\d+): spawned pid (\d+)"
@@ -540,21 +540,14 @@ class Config(unittest.TestCase):
         return subprocess.run([os.path.join(BIN, "pyfleet-worker")] + list(args),
                               capture_output=True, timeout=timeout)
 
-    def write(self, text):
-        handle = tempfile.NamedTemporaryFile("w", suffix=".zpl", delete=False)
-        handle.write(text)
-        handle.close()
-        self.addCleanup(os.unlink, handle.name)
-        return handle.name
-
     def test_invalid_value_in_the_file_is_refused_naming_the_key(self):
-        path = self.write("worker\n    bridges = 2\n    max-rss = lots\n")
+        path = write_config(self, "worker\n    bridges = 2\n    max-rss = lots\n")
         done = self.run_worker("--config", path)
         self.assertEqual(done.returncode, 2)
         self.assertIn(b"worker/max-rss", done.stderr)
 
     def test_unknown_key_and_bad_flag_are_refused(self):
-        path = self.write("worker\n    bridgez = 2\n")
+        path = write_config(self, "worker\n    bridgez = 2\n")
         done = self.run_worker("--config", path)
         self.assertEqual(done.returncode, 2)
         self.assertIn(b"unknown key 'worker/bridgez'", done.stderr)
@@ -569,7 +562,7 @@ class Config(unittest.TestCase):
 
     def test_flags_override_the_file(self):
         fleet = Fleet()
-        path = self.write("worker\n    service = fromfile\n    bridges = 3\n"
+        path = write_config(self, "worker\n    service = fromfile\n    bridges = 3\n"
                           "    setup = 'set_value {\"value\": \"file\"}'\n")
         try:
             fleet.start_broker()
