@@ -39,6 +39,7 @@ BUILD = os.path.abspath(os.environ.get("PYFLEET_BUILD", os.path.join(ROOT, "buil
 BIN = os.path.join(BUILD, "bin")
 FLOOR = os.path.join(BENCH, "results", ".bin", "floor")
 SESSIONS = os.path.join(BENCH, "results", ".bin", "sessions")
+ZMQ_RTT = os.path.join(BENCH, "results", ".bin", "zmq_rtt")
 MODULE = os.path.join(BENCH, "commands.py")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVICE = "bench"
@@ -598,7 +599,7 @@ def main():
 
     raw = {s.name: [] for s in chosen}
     failures = []
-    extra = {"startup": [], "scale": [], "sessions": None, "callgrind": None}
+    extra = {"startup": [], "scale": [], "zmq_rtt": [], "sessions": None, "callgrind": None}
     t_start = time.monotonic()
     try:
         for rnd in range(rounds):
@@ -629,7 +630,10 @@ def main():
                 raw[s.name].append(res)
             if any(s.name.startswith("pyfleet") for s in chosen) and not o.no_extras:
                 for label, fn in (("startup", lambda: startup_and_crash(logroot, cfg["startup"], cfg["crashes"])),
-                                  ("scale", lambda: scale(logroot, cfg["scale_agents"], cfg["scale"]))):
+                                  ("scale", lambda: scale(logroot, cfg["scale_agents"], cfg["scale"])),
+                                  ("zmq_rtt", lambda: run_driver(
+                                      [ZMQ_RTT, str(cfg["latency"]), "tcp://127.0.0.1:%d" % free_port()],
+                                      timeout=120))):
                     log("round %d/%d: pyfleet %s" % (rnd + 1, rounds, label))
                     try:
                         extra[label].append(fn())
@@ -722,6 +726,8 @@ def summarize(raw, extra, cfg):
         s["crash_to_ready_ms"] = med([v for x in st for v in x["crash_to_ready_ms"]])
     if extra["scale"]:
         s["scale_rps"] = {k: med([x[k] for x in extra["scale"]]) for k in extra["scale"][0]}
+    if extra.get("zmq_rtt"):
+        s["zmq_rtt_us"] = {k: med([x[k] for x in extra["zmq_rtt"]]) for k in ("p50_us", "p99_us")}
     return s
 
 
@@ -758,6 +764,10 @@ def table(s, doc):
         for name in systems:
             sw = s[name].get("sweep_rps", {})
             lines.append("| %s | " % name + " | ".join(fmt(sw.get(z)) for z in sizes) + " |")
+    if "zmq_rtt_us" in s:
+        lines.append("\n(b) ZeroMQ's own round trip between two processes (tcp, bench/floor/zmq_rtt.c): "
+                     "p50 %s, p99 %s" % (fmt(s["zmq_rtt_us"]["p50_us"], " µs"),
+                                         fmt(s["zmq_rtt_us"]["p99_us"], " µs")))
     if "startup_ready_s" in s:
         lines.append("\n(e) pyfleet: time to N ready bridges: " + ", ".join(
             "N=%s %s" % (n, fmt(v, " s", digits=2)) for n, v in s["startup_ready_s"].items()))

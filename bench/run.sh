@@ -42,6 +42,11 @@ if [ -f bench/floor/sessions.c ]; then
         $(pkg-config --cflags --libs libczmq libzmq msgpack jansson) -o bench/results/.bin/sessions
 fi
 
+# ZeroMQ's own round trip between two processes: the latency floor of any
+# hop over ZeroMQ (bench.py runs it each round).
+cc -std=gnu11 -O2 -g -Wall -Wextra -Werror bench/floor/zmq_rtt.c \
+    $(pkg-config --cflags --libs libczmq libzmq) -o bench/results/.bin/zmq_rtt
+
 # The codec micro-benchmark (old zmsg path vs pf_msg_send/pf_msg_recv);
 # built here so it keeps compiling, run by hand: bench/results/.bin/codec [round_trips]
 cc -std=gnu11 -O2 -g -Wall -Wextra -Werror -Icommon bench/codec/codec.c common/pf_proto.c \

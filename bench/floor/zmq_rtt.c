@@ -1,0 +1,105 @@
+/*  zmq_rtt — ZeroMQ's own latency floor on this machine: one round trip
+    between two processes (DEALER -> ROUTER that echoes -> DEALER), 100-byte
+    messages, one at a time. A pyfleet request crosses at least one of these
+    (client <-> broker) before anything else runs (docs/PERFORMANCE.md (b)).
+
+    Usage: zmq_rtt COUNT ENDPOINT   (e.g. 5000 tcp://127.0.0.1:5999, or
+    ipc:///tmp/rtt.sock; a tcp port below the kernel's ephemeral range)
+    Prints one JSON line: {"endpoint", "count", "p50_us", "p99_us"}.
+    Every wait is bounded: the echo process gives up after 10 s without a
+    message, the measuring one after 5 s without an answer. */
+#include <czmq.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int compare (const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
+    return x < y ? -1 : x > y;
+}
+
+//  The echo side: binds, says so to the parent, echoes count + 1 messages.
+static int echo (int count, const char *endpoint, int report_fd)
+{
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    zsock_set_rcvtimeo (router, 10000);
+    zsock_set_linger (router, 2000); //  the last echo must leave before the socket closes
+    char status = zsock_bind (router, "%s", endpoint) < 0 ? 'F' : 'B';
+    if (write (report_fd, &status, 1) != 1 || status != 'B') {
+        zsock_destroy (&router);
+        return 1;
+    }
+    int rc = 0;
+    for (int i = 0; i < count + 1; i++) {
+        zmsg_t *msg = zmsg_recv (router);
+        if (!msg) {
+            rc = 1;
+            break;
+        }
+        zmsg_send (&msg, router);
+    }
+    zsock_destroy (&router);
+    zsys_shutdown (); //  ends the context, which sends what lingers (_exit runs no atexit)
+    return rc;
+}
+
+int main (int argc, char *argv[])
+{
+    int count = argc == 3 ? atoi (argv[1]) : 0;
+    const char *endpoint = argc == 3 ? argv[2] : "";
+    if (count < 1 || count > 10000000
+        || (strncmp (endpoint, "tcp://", 6) != 0 && strncmp (endpoint, "ipc://", 6) != 0)) {
+        fprintf (stderr, "usage: zmq_rtt COUNT tcp://HOST:PORT|ipc://PATH\n");
+        return 2;
+    }
+    int report[2];
+    if (pipe (report) != 0)
+        return 1;
+    //  Fork before either side makes a ZeroMQ context.
+    pid_t pid = fork ();
+    if (pid < 0)
+        return 1;
+    if (pid == 0) {
+        close (report[0]);
+        _exit (echo (count, endpoint, report[1]));
+    }
+    close (report[1]);
+    char bound = 0;
+    struct pollfd item = {report[0], POLLIN, 0};
+    ssize_t got = poll (&item, 1, 5000) == 1 ? read (report[0], &bound, 1) : -1;
+    close (report[0]);
+    int rc = 1;
+    int64_t *latency = malloc ((size_t) count * sizeof *latency);
+    zsock_t *dealer = got == 1 && bound == 'B' ? zsock_new (ZMQ_DEALER) : NULL;
+    if (dealer && latency && zsock_connect (dealer, "%s", endpoint) == 0) {
+        zsock_set_rcvtimeo (dealer, 5000);
+        void *socket = zsock_resolve (dealer);
+        char body[100], answer[200];
+        memset (body, 'x', sizeof body);
+        rc = 0;
+        //  One warm-up round trip (connection set up), then the measured ones.
+        for (int i = -1; i < count && rc == 0; i++) {
+            int64_t start = zclock_usecs ();
+            if (zmq_send (socket, body, sizeof body, 0) < 0
+                || zmq_recv (socket, answer, sizeof answer, 0) < 0)
+                rc = 1;
+            else if (i >= 0)
+                latency[i] = zclock_usecs () - start;
+        }
+    }
+    zsock_destroy (&dealer);
+    if (rc == 0) {
+        qsort (latency, (size_t) count, sizeof *latency, compare);
+        printf ("{\"endpoint\":\"%s\",\"count\":%d,\"p50_us\":%lld,\"p99_us\":%lld}\n", endpoint,
+                count, (long long) latency[count / 2], (long long) latency[count * 99 / 100]);
+    }
+    else
+        fprintf (stderr, "zmq_rtt: no echo from the other process on %s\n", endpoint);
+    free (latency);
+    if (rc != 0)
+        kill (pid, SIGKILL);
+    int status = 0;
+    waitpid (pid, &status, 0);
+    return rc != 0 || !WIFEXITED (status) || WEXITSTATUS (status) != 0;
+}
