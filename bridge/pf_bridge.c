@@ -253,7 +253,8 @@ size_t pf_bridge_pipe_bytes (int bridges)
         fclose (file);
     }
     unsigned long long wanted = 2ULL * (unsigned long long) bridges * PIPE_BYTES;
-    return soft_pages == 0 || wanted <= soft_pages * 4096 / 4 ? PIPE_BYTES : 0;
+    unsigned long long budget = soft_pages * (unsigned long long) sysconf (_SC_PAGESIZE);
+    return soft_pages == 0 || wanted <= budget / 4 ? PIPE_BYTES : 0;
 }
 
 pf_bridge_t *pf_bridge_spawn (const pf_bridge_options_t *options, char *err, size_t errlen)

@@ -286,7 +286,7 @@ static void pipes_grow_to_what_is_asked_within_a_quarter_of_the_pipe_budget (voi
     (void)state;
     unsigned long long soft = s_pipe_pages_soft ();
     //  Two 256 KiB pipes per bridge against a quarter of the budget.
-    unsigned long long fits = soft ? soft * 4096 / 4 / (2 * 256 * 1024) : 1000000;
+    unsigned long long fits = soft ? soft * (unsigned long long) sysconf (_SC_PAGESIZE) / 4 / (2 * 256 * 1024) : 1000000;
     assert_int_equal (pf_bridge_pipe_bytes (1), fits >= 1 ? 256 * 1024 : 0);
     assert_int_equal (pf_bridge_pipe_bytes ((int) (fits < 100000 ? fits : 100000)),
                       fits >= 1 ? 256 * 1024 : 0);
