@@ -248,12 +248,11 @@ size_t pf_bridge_pipe_bytes (int bridges)
     unsigned long long soft_pages = 16384; //  the kernel's default
     FILE *file = fopen ("/proc/sys/fs/pipe-user-pages-soft", "r");
     if (file) {
-        if (fscanf (file, "%llu", &soft_pages) != 1)
-            soft_pages = 16384;
+        if (fscanf (file, "%llu", &soft_pages) != 1) soft_pages = 16384;
         fclose (file);
     }
-    unsigned long long wanted = 2ULL * (unsigned long long) bridges * PIPE_BYTES;
-    unsigned long long budget = soft_pages * (unsigned long long) sysconf (_SC_PAGESIZE);
+    unsigned long long wanted = 2ULL * (unsigned long long)bridges * PIPE_BYTES;
+    unsigned long long budget = soft_pages * (unsigned long long)sysconf (_SC_PAGESIZE);
     return soft_pages == 0 || wanted <= budget / 4 ? PIPE_BYTES : 0;
 }
 
@@ -298,8 +297,8 @@ pf_bridge_t *pf_bridge_spawn (const pf_bridge_options_t *options, char *err, siz
     //  wake-up each way. Best effort: a pipe the kernel refuses to grow
     //  keeps its 64 KiB.
     if (options->pipe_bytes) {
-        fcntl (in[1], F_SETPIPE_SZ, (int) options->pipe_bytes);
-        fcntl (out[0], F_SETPIPE_SZ, (int) options->pipe_bytes);
+        fcntl (in[1], F_SETPIPE_SZ, (int)options->pipe_bytes);
+        fcntl (out[0], F_SETPIPE_SZ, (int)options->pipe_bytes);
     }
 
     sigset_t all, saved;
