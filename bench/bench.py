@@ -8,10 +8,10 @@ KILL) when a system is torn down, on exit, on error and on SIGINT/SIGTERM.
 Every wait is bounded.
 
 Systems: floor (C parent + 2 bridges over pipes), pyfleet-tcp, pyfleet-ipc,
-pyfleet-local (the agent in the broker's process), gearman, mp-pool, celery.  Workloads: (a) throughput, (b) latency,
-(c) cpu-bound, (d) payload sweep on every system; (e) startup and crash
-replacement, (f) CPU per request and callgrind instructions, (g) scale on
-pyfleet only.
+pyfleet-local (the agent in the broker's process), gearman, mp-pool, celery.
+Workloads: (a) throughput, (b) latency, (c) cpu-bound, (d) payload sweep on
+every system; (e) startup and crash replacement, (f) CPU per request and
+callgrind instructions, (g) scale, and ZeroMQ's own round trip, with pyfleet.
 """
 
 import argparse
@@ -584,8 +584,8 @@ def main():
         return 0
     cfg, ccfg = (SMOKE, SMOKE_CELERY) if o.smoke else (FULL, FULL_CELERY)
     rounds = o.rounds or (1 if o.smoke else 3)
-    all_systems = {s.name: s for s in (Floor(), Pyfleet("tcp"), Pyfleet("ipc"), Pyfleet("local"), Gearman(),
-                                                Pool(), Celery())}
+    all_systems = {s.name: s for s in (Floor(), Pyfleet("tcp"), Pyfleet("ipc"), Pyfleet("local"),
+                                       Gearman(), Pool(), Celery())}
     chosen = [all_systems[n] for n in o.systems.split(",")]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     os.makedirs(os.path.join(BENCH, "results"), exist_ok=True)
