@@ -1,5 +1,6 @@
 #   pyfleet-worker example configuration (ZPL, CZMQ zconfig).
-#   Run: pyfleet-worker --config deploy/worker.zpl   (flags override these keys)
+#   Run: pyfleet-worker --config deploy/worker.zpl   (flags override these keys), or
+#   pyfleet-broker --local-worker deploy/worker.zpl  (the agent inside the broker; broker key unused)
 worker
     broker = tcp://127.0.0.1:5555
     service = demo
