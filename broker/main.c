@@ -141,7 +141,8 @@ static void usage (FILE *out)
              "  --log-level LEVEL  debug, info, warn or error (default info)\n");
 }
 
-int main (int argc, char *argv[])
+//  Everything but freeing the local worker's options, which main does.
+static int run (int argc, char *argv[], local_worker_t *local_storage)
 {
     pf_broker_config_t config;
     pf_broker_config_defaults (&config);
@@ -247,13 +248,11 @@ int main (int argc, char *argv[])
         return 2;
     }
     pf_log_init ("broker", log_level);
-    local_worker_t local_storage = {0}, *local = NULL;
+    local_worker_t *local = NULL;
     if (local_config) {
-        if (local_worker_load (&local_storage, local_config) != 0) {
-            pf_worker_options_free (&local_storage.options);
+        if (local_worker_load (local_storage, local_config) != 0)
             return 2;
-        }
-        local = &local_storage;
+        local = local_storage;
     }
 
     //  Our own handlers, without SA_RESTART, so a signal interrupts the poll.
@@ -272,7 +271,6 @@ int main (int argc, char *argv[])
         || (local && zsock_bind (router, "%s", LOCAL_ENDPOINT) < 0)) {
         pf_error ("cannot bind %s: %s", bind, zmq_strerror (zmq_errno ()));
         zsock_destroy (&router);
-        pf_worker_options_free (&local_storage.options);
         return 1;
     }
     //  The management and event sockets are optional: one given explicitly
@@ -288,7 +286,6 @@ int main (int argc, char *argv[])
             zsock_destroy (&mgmt);
             if (mgmt_given) {
                 zsock_destroy (&router);
-                pf_worker_options_free (&local_storage.options);
                 return 1;
             }
         }
@@ -304,7 +301,6 @@ int main (int argc, char *argv[])
             if (events_given) {
                 zsock_destroy (&mgmt);
                 zsock_destroy (&router);
-                pf_worker_options_free (&local_storage.options);
                 return 1;
             }
         }
@@ -318,7 +314,6 @@ int main (int argc, char *argv[])
         zsock_destroy (&publisher);
         zsock_destroy (&mgmt);
         zsock_destroy (&router);
-        pf_worker_options_free (&local_storage.options);
         return 1;
     }
     if (publisher)
@@ -406,6 +401,13 @@ int main (int argc, char *argv[])
     zsock_destroy (&publisher);
     zsock_destroy (&mgmt);
     zsock_destroy (&router);
-    pf_worker_options_free (&local_storage.options);
     return exit_rc;
+}
+
+int main (int argc, char *argv[])
+{
+    local_worker_t local = {0};
+    int rc = run (argc, argv, &local);
+    pf_worker_options_free (&local.options);
+    return rc;
 }

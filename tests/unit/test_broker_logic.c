@@ -178,16 +178,29 @@ static void client_request (fixture_t *fx, uint64_t id, const char *session, uin
 }
 
 //  The agent answers one of the requests the broker sent it.
+//  An agent's answer to a request the broker sent it: a REPLY whose result
+//  is nil, or an ERROR with code and message.
+static void answer_init (pf_msg_t *msg, pf_msg_t *request, int command, int code,
+                         const char *message)
+{
+    pf_msg_init (msg);
+    msg->proto = PF_PROTO_W;
+    msg->command = command;
+    msg->request_id = request->request_id;
+    msg->bridge = request->bridge;
+    msg->generation = request->generation;
+    if (command == PF_W_REPLY)
+        msg->body = zframe_new ("\xc3", 1);
+    else {
+        msg->code = (uint16_t) code;
+        msg->message = strdup (message);
+    }
+}
+
 static void agent_reply (fixture_t *fx, zframe_t *agent, pf_msg_t *request)
 {
     pf_msg_t msg;
-    pf_msg_init (&msg);
-    msg.proto = PF_PROTO_W;
-    msg.command = PF_W_REPLY;
-    msg.request_id = request->request_id;
-    msg.bridge = request->bridge;
-    msg.generation = request->generation;
-    msg.body = zframe_new ("\xc3", 1);
+    answer_init (&msg, request, PF_W_REPLY, 0, NULL);
     feed (fx, agent, &msg);
 }
 
@@ -196,14 +209,7 @@ static void agent_error (fixture_t *fx, zframe_t *agent, pf_msg_t *request, int 
                          const char *message)
 {
     pf_msg_t msg;
-    pf_msg_init (&msg);
-    msg.proto = PF_PROTO_W;
-    msg.command = PF_W_ERROR;
-    msg.request_id = request->request_id;
-    msg.bridge = request->bridge;
-    msg.generation = request->generation;
-    msg.code = (uint16_t) code;
-    msg.message = strdup (message);
+    answer_init (&msg, request, PF_W_ERROR, code, message);
     feed (fx, agent, &msg);
 }
 
@@ -624,20 +630,8 @@ static void a_batch_from_an_agent_is_handled_message_by_message (void **state)
     assert_non_null (second);
     //  REPLY to the first, garbage, ERROR to the second.
     pf_msg_t reply, error;
-    pf_msg_init (&reply);
-    reply.proto = PF_PROTO_W;
-    reply.command = PF_W_REPLY;
-    reply.request_id = first->msg.request_id;
-    reply.bridge = first->msg.bridge;
-    reply.generation = first->msg.generation;
-    reply.body = zframe_new ("\xc3", 1);
-    pf_msg_init (&error);
-    error.proto = PF_PROTO_W;
-    error.command = PF_W_ERROR;
-    error.request_id = second->msg.request_id;
-    error.bridge = second->msg.bridge;
-    error.generation = second->msg.generation;
-    error.code = PF_PYTHON_ERROR;
+    answer_init (&reply, &first->msg, PF_W_REPLY, 0, NULL);
+    answer_init (&error, &second->msg, PF_W_ERROR, PF_PYTHON_ERROR, "boom");
     size_t reply_size = pf_msg_packed_size (&reply), error_size = pf_msg_packed_size (&error);
     size_t size = 4 + reply_size + 4 + 1 + 4 + error_size;
     byte *data = calloc (1, size), *at = data;
