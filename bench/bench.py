@@ -8,7 +8,8 @@ KILL) when a system is torn down, on exit, on error and on SIGINT/SIGTERM.
 Every wait is bounded.
 
 Systems: floor (C parent + 2 bridges over pipes), pyfleet-tcp, pyfleet-ipc,
-pyfleet-local (the agent in the broker's process), gearman, mp-pool, celery.
+pyfleet-local (the agent in the broker's process), pyfleet-unix (the same, clients
+on the broker's Unix stream socket), gearman, mp-pool, celery.
 Workloads: (a) throughput, (b) latency, (c) cpu-bound, (d) payload sweep on
 every system; (e) startup and crash replacement, (f) CPU per request and
 callgrind instructions, (g) scale, and ZeroMQ's own round trip, with pyfleet.
@@ -279,7 +280,8 @@ class Floor:
 class Pyfleet:
     """transport tcp or ipc: a broker and separate agents on that transport;
     local: one broker (clients over tcp) running the agent in its own process
-    (--local-worker), so broker and agent talk over inproc."""
+    (--local-worker), so broker and agent talk over inproc; unix: the same,
+    clients over the broker's Unix stream socket (--unix) instead of tcp."""
 
     def __init__(self, transport):
         self.transport = transport
@@ -292,9 +294,12 @@ class Pyfleet:
             self.ep = "tcp://127.0.0.1:%d" % free_port()
         self.logdir = logdir
         argv = [os.path.join(BIN, "pyfleet-broker"), "--bind", self.ep, "--queue-max", "200000"]
+        if self.transport == "unix":
+            self.ep = "unix://%s/broker.stream" % logdir
+            argv += ["--unix", self.ep[len("unix://"):]]
         broker_log = os.path.join(logdir, "broker.log")
         self.worker_logs = []
-        if self.transport == "local":
+        if self.transport in ("local", "unix"):
             config = os.path.join(logdir, "local-worker.zpl")
             with open(config, "w") as f:
                 f.write("worker\n    service = %s\n    bridges = %d\n    module = %s\n"
@@ -333,7 +338,7 @@ class Pyfleet:
         return run_driver(argv, timeout=600, stdin_data=args_json)
 
     def components(self):
-        if self.transport == "local":
+        if self.transport in ("local", "unix"):
             return {"broker+agent": [self.broker.pid],
                     "bridges": children_of(self.broker.pid, "pyfleet_bridge")}
         comps = {"broker": [self.broker.pid], "agent": [w.pid for w in self.workers], "bridges": []}
@@ -570,7 +575,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--systems", default="floor,pyfleet-tcp,pyfleet-ipc,pyfleet-local,gearman,mp-pool,celery")
+    ap.add_argument("--systems", default="floor,pyfleet-tcp,pyfleet-ipc,pyfleet-local,pyfleet-unix,gearman,mp-pool,celery")
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-extras", action="store_true",
                     help="only workloads (a)-(d): no startup, scale, sessions or callgrind")
@@ -584,7 +589,7 @@ def main():
         return 0
     cfg, ccfg = (SMOKE, SMOKE_CELERY) if o.smoke else (FULL, FULL_CELERY)
     rounds = o.rounds or (1 if o.smoke else 3)
-    all_systems = {s.name: s for s in (Floor(), Pyfleet("tcp"), Pyfleet("ipc"), Pyfleet("local"),
+    all_systems = {s.name: s for s in (Floor(), Pyfleet("tcp"), Pyfleet("ipc"), Pyfleet("local"), Pyfleet("unix"),
                                        Gearman(), Pool(), Celery())}
     chosen = [all_systems[n] for n in o.systems.split(",")]
     stamp = time.strftime("%Y%m%d-%H%M%S")

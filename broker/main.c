@@ -12,6 +12,7 @@
 #include "pf_options.h"
 #include "pf_parse.h"
 #include "pf_proto.h"
+#include "pf_stream_server.h"
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -28,6 +29,7 @@ static void on_signal (int sig)
 typedef struct {
     zsock_t *router;
     pf_outbox_t *outbox; //  agents' messages this loop turn, a BATCH per agent
+    pf_stream_server_t *streams; //  clients on unix:// (--unix), or NULL
 } sender_t;
 
 //  Never blocks: a slow or gone peer costs a counted failure, not a stall.
@@ -37,6 +39,8 @@ typedef struct {
 static int router_send (void *arg, zframe_t *routing_id, pf_msg_t *msg, int flags)
 {
     sender_t *sender = arg;
+    if (sender->streams && pf_stream_server_owns (routing_id))
+        return pf_stream_server_send (sender->streams, routing_id, msg);
     if (msg->proto == PF_PROTO_W || (flags & PF_MSG_BATCHABLE))
         return pf_outbox_send (sender->outbox, sender->router, routing_id, msg,
                                flags | ZMQ_DONTWAIT);
@@ -120,6 +124,9 @@ static void usage (FILE *out)
     fprintf (out,
              "usage: pyfleet-broker [options]\n"
              "  --bind EP          endpoint for clients and agents (default tcp://127.0.0.1:5555)\n"
+             "  --unix PATH        also serve clients on a Unix stream socket at PATH, read by\n"
+             "                     this process's own loop: clients on this host connect to\n"
+             "                     unix://PATH, with fewer thread hand-offs than over ZeroMQ\n"
              "  --mgmt EP          management endpoint, keep it local (default tcp://127.0.0.1:5556;\n"
              "                     'none' to turn it off)\n"
              "  --events EP        PUB endpoint for events (default tcp://127.0.0.1:5557; 'none')\n"
@@ -151,6 +158,7 @@ static int run (int argc, char *argv[], local_worker_t *local_storage)
     const char *events_endpoint = "tcp://127.0.0.1:5557";
     bool mgmt_given = false, events_given = false;
     const char *local_config = NULL;
+    const char *unix_path = NULL;
     int log_level = PF_LOG_INFO;
 
     static struct option options[] = {
@@ -165,6 +173,7 @@ static int run (int argc, char *argv[], local_worker_t *local_storage)
         {"window", required_argument, 0, 'w'},    {"window-ms", required_argument, 0, 'W'},
         {"log-level", required_argument, 0, 'L'}, {"help", no_argument, 0, 'H'},
         {"local-worker", required_argument, 0, 'A'},
+        {"unix", required_argument, 0, 'U'},
         {0, 0, 0, 0}};
     int option, index = 0;
     while ((option = getopt_long (argc, argv, "", options, &index)) != -1) {
@@ -224,6 +233,9 @@ static int run (int argc, char *argv[], local_worker_t *local_storage)
             break;
         case 'A':
             local_config = optarg;
+            break;
+        case 'U':
+            unix_path = optarg;
             break;
         case 'L':
             log_level = pf_log_level_parse (optarg);
@@ -305,11 +317,20 @@ static int run (int argc, char *argv[], local_worker_t *local_storage)
             }
         }
     }
-    sender_t sender = {router, pf_outbox_new ()};
+    sender_t sender = {router, pf_outbox_new (), NULL};
+    if (unix_path && !(sender.streams = pf_stream_server_new (unix_path, config.max_body))) {
+        pf_error ("cannot listen on %s: %s", unix_path, strerror (errno));
+        pf_outbox_destroy (&sender.outbox);
+        zsock_destroy (&publisher);
+        zsock_destroy (&mgmt);
+        zsock_destroy (&router);
+        return 1;
+    }
     pf_broker_t *broker =
         sender.outbox ? pf_broker_new (&config, router_send, &sender, zclock_mono ()) : NULL;
     if (!broker) {
         pf_error ("out of memory");
+        pf_stream_server_destroy (&sender.streams);
         pf_outbox_destroy (&sender.outbox);
         zsock_destroy (&publisher);
         zsock_destroy (&mgmt);
@@ -318,7 +339,8 @@ static int run (int argc, char *argv[], local_worker_t *local_storage)
     }
     if (publisher)
         pf_broker_set_event_fn (broker, publish_event, publisher);
-    pf_info ("listening on %s (pid %d); management %s; events %s", bind, getpid (),
+    pf_info ("listening on %s%s%s (pid %d); management %s; events %s", bind,
+             unix_path ? " and unix://" : "", unix_path ? unix_path : "", getpid (),
              mgmt ? mgmt_endpoint : "off", publisher ? events_endpoint : "off");
     int exit_rc = 0;
     if (local && local_worker_start (local) != 0) {
@@ -355,10 +377,19 @@ static int run (int argc, char *argv[], local_worker_t *local_storage)
         if (now >= next_tick)
             next_tick = now + pf_broker_tick (broker, now);
         pf_broker_send_failed (broker, pf_outbox_flush (sender.outbox, router));
-        zmq_pollitem_t items[2] = {{zsock_resolve (router), 0, ZMQ_POLLIN, 0},
-                                   {mgmt ? zsock_resolve (mgmt) : NULL, 0, ZMQ_POLLIN, 0}};
+        //  The router, the management socket, then the unix:// listener
+        //  and clients.
+        static zmq_pollitem_t items[3 + PF_STREAM_MAX_CLIENTS];
+        size_t polled = 0;
+        items[polled++] = (zmq_pollitem_t){router_socket, 0, ZMQ_POLLIN, 0};
+        if (mgmt) items[polled++] = (zmq_pollitem_t){zsock_resolve (mgmt), 0, ZMQ_POLLIN, 0};
+        zmq_pollitem_t *stream_items = items + polled;
+        size_t streamed = sender.streams ? pf_stream_server_prepare (sender.streams, stream_items,
+                                                                     1 + PF_STREAM_MAX_CLIENTS)
+                                         : 0;
         int64_t timeout = next_tick - now;
-        int rc = zmq_poll (items, mgmt ? 2 : 1, interrupted && timeout > 10 ? 10 : timeout);
+        int rc = zmq_poll (items, (int)(polled + streamed),
+                           interrupted && timeout > 10 ? 10 : timeout);
         if (rc < 0 && zmq_errno () != EINTR) {
             pf_error ("poll: %s", zmq_strerror (zmq_errno ()));
             exit_rc = 1;
@@ -387,16 +418,20 @@ static int run (int argc, char *argv[], local_worker_t *local_storage)
             pf_broker_handle_msg (broker, routing_id, rc, &msg, err, zclock_mono ());
             zframe_destroy (&routing_id);
         }
+        if (sender.streams && rc > 0)
+            pf_stream_server_handle (sender.streams, stream_items, streamed, broker);
     }
     pf_info ("shutting down");
     pf_broker_shutdown (broker);
     pf_broker_send_failed (broker, pf_outbox_flush (sender.outbox, router));
+    if (sender.streams) pf_stream_server_flush (sender.streams);
     pf_broker_stats_t stats;
     pf_broker_stats (broker, &stats);
     pf_info ("served %llu requests, %llu malformed messages, %llu send failures",
              (unsigned long long) stats.requests, (unsigned long long) stats.malformed,
              (unsigned long long) stats.send_failures);
     pf_broker_destroy (&broker);
+    pf_stream_server_destroy (&sender.streams);
     pf_outbox_destroy (&sender.outbox);
     zsock_destroy (&publisher);
     zsock_destroy (&mgmt);

@@ -22,6 +22,7 @@
 #include "pf_json.h"
 #include "pf_batch.h"
 #include "pf_proto.h"
+#include "pf_stream.h"
 
 #include <czmq.h>
 #include <errno.h>
@@ -40,6 +41,10 @@ _Static_assert(PF_CALL_BROADCAST == PF_FLAG_BROADCAST, "public flag matches wire
 //  High-water marks: large enough for 10 000+ requests in flight per client
 //  with room to spare, still bounded so a stuck peer cannot eat all memory.
 #define CLIENT_HWM 100000
+
+//  Over unix://, how often a client without a connection tries to connect
+//  while it has requests to send.
+#define STREAM_RETRY_MS 100
 
 typedef struct {
     uint64_t id;
@@ -66,6 +71,9 @@ typedef struct {
 struct _pf_client_t {
     zsock_t *dealer;
     zsock_t *monitor;   //  PAIR receiving the dealer's disconnect events
+    char *stream_path;  //  a unix:// endpoint's path (then no dealer), else NULL
+    pf_stream_t stream; //  its connection; fd -1 while there is none
+    int64_t connect_at; //  zclock_mono () ms of the next attempt to connect
     uint32_t timeout_ms;
     pf_retry_t retry;
     uint64_t next_id;
@@ -403,12 +411,49 @@ static void request_forget (pf_client_t *self, request_t *request)
 //  ---------------------------------------------------------------------------
 //  Socket I/O
 
+static void connection_lost (pf_client_t *self);
+
+//  Over unix://: true if there is a connection, making one if it is time to
+//  try. Like a DEALER with ZMQ_IMMEDIATE, the client queues nothing towards
+//  a broker it has not reached: requests wait in the backlog meanwhile.
+static bool stream_ready (pf_client_t *self)
+{
+    if (self->stream.fd >= 0) return true;
+    int64_t now = zclock_mono ();
+    if (now < self->connect_at) return false;
+    int fd = pf_stream_connect (self->stream_path);
+    if (fd < 0) {
+        self->connect_at = now + STREAM_RETRY_MS;
+        return false;
+    }
+    pf_stream_init (&self->stream, fd, 0);
+    return true;
+}
+
+//  The unix:// connection broke or the broker closed it.
+static void stream_lost (pf_client_t *self)
+{
+    pf_stream_close (&self->stream);
+    self->connect_at = 0;
+    connection_lost (self);
+}
+
+//  Writes what the unix:// connection has queued, as far as it takes it.
+static void stream_flush (pf_client_t *self)
+{
+    if (self->stream.fd >= 0 && pf_stream_flush (&self->stream) < 0) stream_lost (self);
+}
+
 //  Sends one message without blocking (PF_MSG_KEEP in flags keeps its body
 //  in msg). Returns 0 if it went out whole, -1 if the socket cannot take it
 //  now (no live connection, or queue full): libzmq takes a multipart message
-//  whole once its first frame is in, so nothing went out then.
+//  whole once its first frame is in, so nothing went out then. Over unix://
+//  the message is queued on the connection (msg unchanged) and goes out at
+//  the next stream_flush.
 static int send_now (pf_client_t *self, pf_msg_t *msg, int flags)
 {
+    if (self->stream_path)
+        return stream_ready (self) ? pf_stream_put (&self->stream, msg) : -1;
     return pf_msg_send (msg, zsock_resolve (self->dealer), NULL, flags | ZMQ_DONTWAIT);
 }
 
@@ -455,7 +500,10 @@ static size_t send_batch (pf_client_t *self)
             break;
     }
     size_t count = self->batch.count;
-    if (count < 2 || pf_batch_send (&self->batch, self->dealer, NULL) != 0) return 0;
+    if (count < 2) return 0;
+    if (self->stream_path ? !stream_ready (self) || pf_stream_put_batch (&self->stream, &self->batch)
+                          : pf_batch_send (&self->batch, self->dealer, NULL) != 0)
+        return 0;
     for (size_t index = 0; index < count; index++)
         backlog_done (self, zlistx_first (self->backlog), true);
     return count;
@@ -468,9 +516,10 @@ static void flush_backlog (pf_client_t *self)
         if (self->batching && zlistx_size (self->backlog) > 1 && send_batch (self)) continue;
         bool sent = stamp_remaining (request, zclock_mono ());
         if (sent && send_now (self, request->msg, retry_enabled (self) ? PF_MSG_KEEP : 0) != 0)
-            return;
+            break;
         backlog_done (self, request, sent);
     }
+    stream_flush (self);
 }
 
 //  Next pseudo-random number (xorshift64): jitter only, not security.
@@ -578,18 +627,27 @@ static int64_t next_event_at (pf_client_t *self)
 static int wait_socket (pf_client_t *self, int64_t timeout_ms)
 {
     zmq_pollitem_t items[2] = {
-        {zsock_resolve (self->dealer), 0, ZMQ_POLLIN, 0},
-        {zsock_resolve (self->monitor), 0, ZMQ_POLLIN, 0},
+        {self->dealer ? zsock_resolve (self->dealer) : NULL, self->stream.fd, ZMQ_POLLIN, 0},
+        {self->monitor ? zsock_resolve (self->monitor) : NULL, 0, ZMQ_POLLIN, 0},
     };
-    if (zlistx_size (self->backlog)) items[0].events |= ZMQ_POLLOUT;
+    int count = self->dealer ? 2 : self->stream.fd >= 0;
+    if (zlistx_size (self->backlog) || pf_stream_pending (&self->stream))
+        items[0].events |= ZMQ_POLLOUT;
+    //  Not connected over unix://: try again when it is time.
+    if (self->stream_path && self->stream.fd < 0 && zlistx_size (self->backlog) &&
+        self->connect_at - zclock_mono () < timeout_ms)
+        timeout_ms = self->connect_at - zclock_mono ();
     if (timeout_ms < 0) timeout_ms = 0;
-    int rc = zmq_poll (items, 2, (long)timeout_ms);
+    int rc = zmq_poll (items, count, (long)timeout_ms);
     //  Any signal interrupts the poll (SIGCHLD in a program that embeds us);
     //  only SIGINT/SIGTERM, which CZMQ's handler records, stop the wait.
     if (rc < 0 && errno == EINTR && !zsys_interrupted) return 0;
     if (rc < 0) return -1;
-    if (items[1].revents & ZMQ_POLLIN) read_monitor (self);
-    return items[0].revents;
+    if (self->monitor && items[1].revents & ZMQ_POLLIN) read_monitor (self);
+    //  A closed or broken connection shows as input: reading finds it out.
+    if (count && self->stream_path && items[0].revents & ZMQ_POLLERR)
+        items[0].revents |= ZMQ_POLLIN;
+    return count ? items[0].revents & (ZMQ_POLLIN | ZMQ_POLLOUT) : 0;
 }
 
 //  The reply a decoded REPLY or ERROR carries if it answers an outstanding
@@ -613,10 +671,42 @@ static pf_reply_t *answer (pf_client_t *self, pf_msg_t *decoded)
     return reply;
 }
 
+//  Over unix://: decodes the messages read so far, reading once more if none
+//  is whole. Returns the first reply (see answer); the others wait in
+//  self->ready. Malformed messages are dropped.
+static pf_reply_t *receive_stream (pf_client_t *self)
+{
+    if (self->stream.fd < 0) return NULL;
+    pf_msg_t decoded;
+    pf_msg_init (&decoded);
+    char err[128];
+    pf_reply_t *reply = NULL;
+    for (bool filled = false;;) {
+        int rc = pf_stream_next (&self->stream, &decoded, err, sizeof err);
+        if (rc == -1 && errno == EAGAIN && !filled && !reply) {
+            filled = true;
+            ssize_t got = pf_stream_fill (&self->stream);
+            if (got > 0) continue;
+            if (got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) stream_lost (self);
+        }
+        else if (rc == -1 && errno == EPROTO)
+            stream_lost (self);
+        if (rc == -1) break;
+        pf_reply_t *next = rc == PF_OK ? answer (self, &decoded) : NULL;
+        if (next && !reply)
+            reply = next;
+        else if (next)
+            zlistx_add_end (self->ready, next);
+    }
+    pf_msg_reset (&decoded);
+    return reply;
+}
+
 //  Reads one message. Returns the first reply it carries (see answer); the
 //  others of a BATCH wait in self->ready. Malformed messages are dropped.
 static pf_reply_t *receive_reply (pf_client_t *self)
 {
+    if (self->stream_path) return receive_stream (self);
     pf_msg_t decoded;
     pf_msg_init (&decoded);
     char err[128];
@@ -688,6 +778,7 @@ static void send_cancel (pf_client_t *self, uint64_t id)
     msg.command = PF_C_CANCEL;
     msg.request_id = id;
     send_now (self, &msg, 0);
+    stream_flush (self);
     pf_msg_reset (&msg);
 }
 
@@ -714,13 +805,22 @@ pf_client_t *pf_client_new_with (const char *endpoint, const pf_client_options_t
     self->requests = zhashx_new ();
     self->backlog = zlistx_new ();
     self->ready = zlistx_new ();
-    self->dealer = zsock_new (ZMQ_DEALER);
-    if (!self->requests || !self->backlog || !self->ready || !self->dealer) goto failed;
+    pf_stream_init (&self->stream, -1, 0);
+    if (!self->requests || !self->backlog || !self->ready) goto failed;
     zhashx_set_key_hasher (self->requests, id_hash);
     zhashx_set_key_comparator (self->requests, id_compare);
     zhashx_set_key_duplicator (self->requests, NULL);
     zhashx_set_key_destructor (self->requests, NULL);
     zlistx_set_destructor (self->ready, (zlistx_destructor_fn *)pf_reply_destroy);
+    const char *path = pf_stream_path (endpoint);
+    if (path) {
+        //  Connecting waits for the first request, as a DEALER's would.
+        self->stream_path = *path ? strdup (path) : NULL;
+        if (!self->stream_path) goto failed;
+        return self;
+    }
+    self->dealer = zsock_new (ZMQ_DEALER);
+    if (!self->dealer) goto failed;
 
     //  Linger 0: destroy must not block on requests no one will wait for.
     zsock_set_linger (self->dealer, 0);
@@ -763,6 +863,8 @@ void pf_client_destroy (pf_client_t **self_p)
     if (self->dealer && self->monitor) zmq_socket_monitor (zsock_resolve (self->dealer), NULL, 0);
     zsock_destroy (&self->monitor);
     zsock_destroy (&self->dealer);
+    pf_stream_close (&self->stream);
+    free (self->stream_path);
     free (self->expiry.items);
     free (self->retries.items);
     free (self);
