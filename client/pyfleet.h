@@ -1,7 +1,9 @@
 /*  pyfleet.h — libpyfleet, the client library of pyfleet.
 
     A client talks the native client protocol (PFC1, docs/PROTOCOL.md) to one
-    broker over a ZeroMQ DEALER socket. It sends requests — service, command,
+    broker over a ZeroMQ DEALER socket, or over the broker's Unix stream
+    socket on the same host (unix://PATH, pyfleet-broker --unix: the same
+    guarantees, fewer thread hand-offs per request). It sends requests — service, command,
     msgpack arguments, optional session — and gets exactly one reply per
     request: a result (msgpack bytes) or a typed error (pf_error.h codes).
 
@@ -100,8 +102,10 @@ typedef struct {
 //  Client
 
 //  Creates a client connected to a broker endpoint ("tcp://host:port",
-//  "ipc:///path"). Connecting is asynchronous: this succeeds even if no broker
-//  is up yet. Returns NULL if the endpoint is invalid or the socket cannot be
+//  "ipc:///path", or "unix:///path" for a broker's --unix socket). Connecting
+//  is asynchronous: this succeeds even if no broker is up yet (over unix://
+//  the client connects when it first sends, and tries again every 100 ms
+//  while requests wait). Returns NULL if the endpoint is invalid or the socket cannot be
 //  made.
 pf_client_t *pf_client_new (const char *endpoint);
 

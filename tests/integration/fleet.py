@@ -9,6 +9,8 @@ import json
 import os
 import re
 import shlex
+import shutil
+import socket
 import signal
 import struct
 import subprocess
@@ -101,19 +103,28 @@ class Process:
 
 
 class Fleet:
-    def __init__(self):
+    """unix=True: the broker also serves clients on a Unix stream socket
+    (--unix), and clients (client_endpoint, cli, client) use it."""
+
+    def __init__(self, unix=False):
         self.endpoint = "tcp://127.0.0.1:%d" % free_port()
         self.mgmt = "tcp://127.0.0.1:%d" % free_port()
         self.events = "tcp://127.0.0.1:%d" % free_port()
+        self.unix_path = None
+        if unix:
+            self.unix_dir = tempfile.mkdtemp(prefix="pyfleet-test-")
+            self.unix_path = os.path.join(self.unix_dir, "broker.sock")
+        self.client_endpoint = "unix://" + self.unix_path if unix else self.endpoint
         self.broker = None
         self.workers = []
 
     def start_broker(self, *args):
         # Own management and event ports, so brokers of parallel tests never
         # contend for the defaults (arguments given later win).
+        unix = ["--unix", self.unix_path] if self.unix_path else []
         self.broker = Process("broker", [os.path.join(BIN, "pyfleet-broker"),
                                          "--bind", self.endpoint, "--mgmt", self.mgmt,
-                                         "--events", self.events] + list(args))
+                                         "--events", self.events] + unix + list(args))
         self.broker.wait_for("listening on")
         return self.broker
 
@@ -134,13 +145,13 @@ class Fleet:
 
     def cli(self, *args, stdin=None, timeout=60):
         """Runs `pyfleet` with --broker; returns (exit status, stdout, stderr)."""
-        argv = [os.path.join(BIN, "pyfleet")] + list(args[:1]) + ["--broker", self.endpoint] \
-            + list(args[1:])
+        argv = [os.path.join(BIN, "pyfleet")] + list(args[:1]) \
+            + ["--broker", self.client_endpoint] + list(args[1:])
         done = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout)
         return done.returncode, done.stdout.decode(), done.stderr.decode()
 
     def client(self):
-        return RawClient(self.endpoint)
+        return StreamClient(self.unix_path) if self.unix_path else RawClient(self.endpoint)
 
     def manage(self, command, args=None, timeout=5.0):
         """One PFM1 request to the broker's management endpoint: (status, body)."""
@@ -162,6 +173,8 @@ class Fleet:
         statuses = [w.stop() for w in self.workers]
         if self.broker:
             statuses.append(self.broker.stop())
+        if self.unix_path:
+            shutil.rmtree(self.unix_dir, ignore_errors=True)
         return statuses
 
 
@@ -217,6 +230,70 @@ class RawClient:
         reply = self.recv(timeout=kw.get("timeout_ms", 0) / 1000.0 + 10)
         assert reply["id"] == request_id, (reply, request_id)
         return reply
+
+
+class StreamClient(RawClient):
+    """The same PFC1 client over the broker's Unix stream socket
+    (docs/PROTOCOL.md 2.1): entries of a u32 length and a packed message."""
+
+    def __init__(self, path):
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.socket.settimeout(10)
+        self.socket.connect(path)
+        self.buffer = b""
+        self.next_id = 1
+
+    def close(self):
+        self.socket.close()
+
+    def send_request(self, service, command, args=None, session="", timeout_ms=0, flags=0,
+                     request_id=None, raw_body=None):
+        if request_id is None:
+            request_id = self.next_id
+            self.next_id += 1
+        body = raw_body if raw_body is not None else msgpack.packb(
+            {} if args is None else args, use_bin_type=True)
+        names = b"".join(bytes([len(name)]) + name
+                         for name in (service.encode(), session.encode(), command.encode()))
+        entry = (b"\x05" + struct.pack(">QII", request_id, timeout_ms, flags) + names
+                 + struct.pack(">I", len(body)) + body)
+        self.send_raw(struct.pack(">I", len(entry)) + entry)
+        return request_id
+
+    def send_raw(self, data):
+        self.socket.sendall(data)
+
+    def _take(self, size, deadline):
+        while len(self.buffer) < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no answer in time (%d of %d bytes)"
+                                     % (len(self.buffer), size))
+            self.socket.settimeout(left)
+            try:
+                chunk = self.socket.recv(1 << 20)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise ConnectionError("the broker closed the connection")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def recv(self, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        entry = self._take(struct.unpack(">I", self._take(4, deadline))[0], deadline)
+        request_id = struct.unpack(">Q", entry[1:9])[0]
+        if entry[0] == 0x02:
+            flags, size = struct.unpack(">II", entry[9:17])
+            return {"id": request_id, "ok": True, "flags": flags,
+                    "result": msgpack.unpackb(entry[17:17 + size], raw=False) if size else None}
+        assert entry[0] == 0x03, entry[:1]
+        code, size = struct.unpack(">HH", entry[9:13])
+        message = entry[13:13 + size].decode()
+        detail = entry[13 + size + 4:]
+        return {"id": request_id, "ok": False, "code": ERROR_CODES[code], "message": message,
+                "detail": msgpack.unpackb(detail, raw=False) if detail else None}
 
 
 def pid_alive(pid):

@@ -72,15 +72,16 @@ class Driver:
 
 class ClientAgainstFleet(unittest.TestCase):
     """One broker and one worker (2 bridges, the faults fixture) for the class."""
+    unix = False  # the client on the broker's Unix stream socket, not ZeroMQ
 
     @classmethod
     def setUpClass(cls):
-        cls.fleet = Fleet()
+        cls.fleet = Fleet(unix=cls.unix)
         cls.broker_started = time.monotonic()
         cls.fleet.start_broker()
         cls.fleet.start_worker(service="test", bridges=2,
                                modules=[os.path.join(FIXTURES, "faults.py")])
-        cls.driver = Driver(cls.fleet.endpoint)
+        cls.driver = Driver(cls.fleet.client_endpoint)
 
     @classmethod
     def tearDownClass(cls):
@@ -168,9 +169,10 @@ class ClientAgainstFleet(unittest.TestCase):
 
 class BrokerOutages(unittest.TestCase):
     """A fleet per test: these stop and restart the broker."""
+    unix = False
 
     def setUp(self):
-        self.fleet = Fleet()
+        self.fleet = Fleet(unix=self.unix)
         self.fleet.start_broker()
         self.worker = self.fleet.start_worker(service="test", bridges=1,
                                               args=["--log-level", "debug"])
@@ -182,7 +184,7 @@ class BrokerOutages(unittest.TestCase):
         self.fleet.stop()
 
     def driver(self, retry=None):
-        driver = Driver(self.fleet.endpoint, retry)
+        driver = Driver(self.fleet.client_endpoint, retry)
         self.drivers.append(driver)
         return driver
 
@@ -248,6 +250,18 @@ class BrokerOutages(unittest.TestCase):
         retrying = self.driver(retry=(20, 50, 200))
         burst = retrying.request('burst test sleep 5 8000 {"seconds": 0.1}', timeout=15)
         self.assertEqual(burst["codes"], {"OK": 5}, burst)
+
+
+class ClientOverUnixSocket(ClientAgainstFleet):
+    """All of the above with the client on the broker's Unix stream socket."""
+    unix = True
+
+
+class BrokerOutagesOverUnixSocket(BrokerOutages):
+    """All of the above over unix://: a broker killed with -9 leaves its
+    socket file, which the restarted one replaces."""
+    unix = True
+
 
 if __name__ == "__main__":
     unittest.main()
