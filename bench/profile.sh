@@ -4,9 +4,9 @@
 # flight) under a system-wide `perf record -e cpu-clock -g` (software clock:
 # hardware counters are not available in this VM), then prints where the
 # time goes by process/thread, by user vs kernel, and the top symbols of the
-# broker, the agent and the client. Usage: ./bench/profile.sh [COUNT] [tcp|ipc|local]
+# broker, the agent and the client. Usage: ./bench/profile.sh [COUNT] [tcp|ipc|local|unix]
 # (local: the agent runs in the broker's process, --local-worker; clients on
-# tcp). PYFLEET_BUILD=DIR profiles that build instead of ./build.
+# tcp; unix: the same, clients on the broker's Unix stream socket, --unix). PYFLEET_BUILD=DIR profiles that build instead of ./build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-50000}
@@ -20,10 +20,13 @@ if [ "$transport" = ipc ]; then
 else
     EP="tcp://127.0.0.1:$(free_port)"
 fi
-if [ "$transport" = local ]; then
+if [ "$transport" = local ] || [ "$transport" = unix ]; then
     printf 'worker\n    service = bench\n    bridges = 2\n    module = bench/commands.py\n' >"$out/local.zpl"
-    $BIN/pyfleet-broker --bind "$EP" --queue-max 200000 --local-worker "$out/local.zpl" 2>"$out/worker.log" &
+    unix=()
+    [ "$transport" = unix ] && unix=(--unix "$PWD/$out/broker.stream")
+    $BIN/pyfleet-broker --bind "$EP" --queue-max 200000 "${unix[@]}" --local-worker "$out/local.zpl" 2>"$out/worker.log" &
     pids+=($!)
+    [ "$transport" = unix ] && EP="unix://$PWD/$out/broker.stream"
 else
     $BIN/pyfleet-broker --bind "$EP" --queue-max 200000 2>"$out/broker.log" &
     pids+=($!)
