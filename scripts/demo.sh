@@ -17,7 +17,8 @@ LOGS=$(mktemp -d)
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 
 say "Starting pyfleet-broker on $EP and pyfleet-worker with 2 bridges (logs in $LOGS)"
-$BIN/pyfleet-broker --bind "$EP" --mgmt "$MGMT" --events "$EVENTS" 2>"$LOGS/broker.log" &
+$BIN/pyfleet-broker --bind "$EP" --mgmt "$MGMT" --events "$EVENTS" --unix "$LOGS/broker.sock" \
+    2>"$LOGS/broker.log" &
 pids+=($!)
 $BIN/pyfleet-worker --broker "$EP" --service demo --bridges 2 --module examples/commands.py \
     2>"$LOGS/worker.log" &
@@ -69,7 +70,13 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 
-say "8. status, as the broker's management endpoint sees the fleet"
+say "8. 2 000 calls one after the other, over tcp and over the broker's Unix socket (--unix)"
+for endpoint in "$EP" "unix://$LOGS/broker.sock"; do
+    echo "\$ pyfleet call --broker $endpoint --count 2000 demo echo '{}'"
+    $BIN/pyfleet call --broker "$endpoint" --count 2000 demo echo '{}' | grep -E 'answered|latency'
+done
+
+say "9. status, as the broker's management endpoint sees the fleet"
 for what in status workers services sessions; do
     echo "\$ pyfleet $what"
     $BIN/pyfleet $what --mgmt "$MGMT"
