@@ -671,6 +671,17 @@ static pf_reply_t *answer (pf_client_t *self, pf_msg_t *decoded)
     return reply;
 }
 
+//  Answers one of several messages read at once (see answer): the first
+//  reply goes to *first_p, the later ones wait in self->ready.
+static void collect (pf_client_t *self, pf_msg_t *decoded, pf_reply_t **first_p)
+{
+    pf_reply_t *reply = answer (self, decoded);
+    if (reply && !*first_p)
+        *first_p = reply;
+    else if (reply)
+        zlistx_add_end (self->ready, reply);
+}
+
 //  Over unix://: decodes the messages read so far, reading once more if none
 //  is whole. Returns the first reply (see answer); the others wait in
 //  self->ready. Malformed messages are dropped.
@@ -692,11 +703,7 @@ static pf_reply_t *receive_stream (pf_client_t *self)
         else if (rc == -1 && errno == EPROTO)
             stream_lost (self);
         if (rc == -1) break;
-        pf_reply_t *next = rc == PF_OK ? answer (self, &decoded) : NULL;
-        if (next && !reply)
-            reply = next;
-        else if (next)
-            zlistx_add_end (self->ready, next);
+        if (rc == PF_OK) collect (self, &decoded, &reply);
     }
     pf_msg_reset (&decoded);
     return reply;
@@ -720,11 +727,7 @@ static pf_reply_t *receive_reply (pf_client_t *self)
         size_t offset = 0;
         while ((rc = pf_batch_next (PF_PROTO_C, decoded.body, &offset, &one, 0, err,
                                     sizeof err)) != -1) {
-            pf_reply_t *next = rc == PF_OK ? answer (self, &one) : NULL;
-            if (next && !reply)
-                reply = next;
-            else if (next)
-                zlistx_add_end (self->ready, next);
+            if (rc == PF_OK) collect (self, &one, &reply);
             pf_msg_reset (&one);
         }
     }

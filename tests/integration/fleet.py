@@ -199,11 +199,15 @@ class RawClient:
             self.next_id += 1
         body = raw_body if raw_body is not None else msgpack.packb(
             {} if args is None else args, use_bin_type=True)
-        self.socket.send_multipart([
-            b"", b"PFC1", b"\x01", struct.pack(">Q", request_id), service.encode(),
-            session.encode(), command.encode(), struct.pack(">I", timeout_ms),
-            struct.pack(">I", flags), body])
+        self.send_one(request_id, service.encode(), session.encode(), command.encode(),
+                      timeout_ms, flags, body)
         return request_id
+
+    def send_one(self, request_id, service, session, command, timeout_ms, flags, body):
+        """A REQUEST (PROTOCOL.md 4.1) of these fields."""
+        self.socket.send_multipart([
+            b"", b"PFC1", b"\x01", struct.pack(">Q", request_id), service, session, command,
+            struct.pack(">I", timeout_ms), struct.pack(">I", flags), body])
 
     def send_raw(self, frames):
         self.socket.send_multipart(frames)
@@ -246,19 +250,12 @@ class StreamClient(RawClient):
     def close(self):
         self.socket.close()
 
-    def send_request(self, service, command, args=None, session="", timeout_ms=0, flags=0,
-                     request_id=None, raw_body=None):
-        if request_id is None:
-            request_id = self.next_id
-            self.next_id += 1
-        body = raw_body if raw_body is not None else msgpack.packb(
-            {} if args is None else args, use_bin_type=True)
-        names = b"".join(bytes([len(name)]) + name
-                         for name in (service.encode(), session.encode(), command.encode()))
+    def send_one(self, request_id, service, session, command, timeout_ms, flags, body):
+        """A REQUEST_PACKED (PROTOCOL.md 4.5) entry of these fields."""
+        names = b"".join(bytes([len(name)]) + name for name in (service, session, command))
         entry = (b"\x05" + struct.pack(">QII", request_id, timeout_ms, flags) + names
                  + struct.pack(">I", len(body)) + body)
         self.send_raw(struct.pack(">I", len(entry)) + entry)
-        return request_id
 
     def send_raw(self, data):
         self.socket.sendall(data)
