@@ -100,11 +100,6 @@ int pf_stream_server_send (pf_stream_server_t *self, zframe_t *routing_id, pf_ms
     return -1;
 }
 
-size_t pf_stream_server_clients (pf_stream_server_t *self)
-{
-    return self->live;
-}
-
 void pf_stream_server_flush (pf_stream_server_t *self)
 {
     for (size_t slot = 0; slot < self->slots; slot++) {

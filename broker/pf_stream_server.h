@@ -53,7 +53,4 @@ size_t pf_stream_server_prepare (pf_stream_server_t *self, zmq_pollitem_t *items
 void pf_stream_server_handle (pf_stream_server_t *self, zmq_pollitem_t *items, size_t count,
                               pf_broker_t *broker);
 
-//  Live connections.
-size_t pf_stream_server_clients (pf_stream_server_t *self);
-
 #endif

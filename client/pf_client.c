@@ -818,7 +818,7 @@ pf_client_t *pf_client_new_with (const char *endpoint, const pf_client_options_t
     const char *path = pf_stream_path (endpoint);
     if (path) {
         //  Connecting waits for the first request, as a DEALER's would.
-        self->stream_path = *path ? strdup (path) : NULL;
+        self->stream_path = pf_stream_path_valid (path) ? strdup (path) : NULL;
         if (!self->stream_path) goto failed;
         return self;
     }

@@ -21,11 +21,16 @@ const char *pf_stream_path (const char *endpoint)
     return endpoint + prefix;
 }
 
+bool pf_stream_path_valid (const char *path)
+{
+    return path && *path && strlen (path) < sizeof ((struct sockaddr_un *)0)->sun_path;
+}
+
 static int address_of (const char *path, struct sockaddr_un *address)
 {
     memset (address, 0, sizeof *address);
     address->sun_family = AF_UNIX;
-    if (!path || !*path || strlen (path) >= sizeof address->sun_path) {
+    if (!pf_stream_path_valid (path)) {
         errno = ENAMETOOLONG;
         return -1;
     }

@@ -42,6 +42,9 @@ typedef struct {
 //  The path of a unix:// endpoint, or NULL if endpoint is not one.
 const char *pf_stream_path (const char *endpoint);
 
+//  True if path can name a socket (1..107 bytes on Linux).
+bool pf_stream_path_valid (const char *path);
+
 //  Binds and listens on path (non-blocking, close-on-exec). A socket file
 //  left there by a process that is gone is replaced; one that a live
 //  process listens on is not (EADDRINUSE). Returns the descriptor, or -1
