@@ -23,7 +23,6 @@ struct pf_stream_server_s {
     client_t *clients; //  slots; a routing id names slot and generation
     size_t slots, alloc;
     size_t polled[PF_STREAM_MAX_CLIENTS]; //  the slot of each poll item after the listener's
-    size_t live;
 };
 
 static size_t read_u32 (const byte *at)
@@ -53,7 +52,6 @@ static void client_close (pf_stream_server_t *self, client_t *client)
     if (client->stream.fd < 0) return;
     pf_stream_close (&client->stream);
     client->generation++;
-    self->live--;
 }
 
 void pf_stream_server_destroy (pf_stream_server_t **self_p)
@@ -161,7 +159,6 @@ static void accept_clients (pf_stream_server_t *self)
         uint32_t generation = client->generation;
         pf_stream_init (&client->stream, fd, self->max_body);
         client->generation = generation;
-        self->live++;
     }
 }
 
