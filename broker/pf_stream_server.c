@@ -47,7 +47,7 @@ pf_stream_server_t *pf_stream_server_new (const char *path, size_t max_body)
     return self;
 }
 
-static void client_close (pf_stream_server_t *self, client_t *client)
+static void client_close (client_t *client)
 {
     if (client->stream.fd < 0) return;
     pf_stream_close (&client->stream);
@@ -59,7 +59,7 @@ void pf_stream_server_destroy (pf_stream_server_t **self_p)
     pf_stream_server_t *self = *self_p;
     if (!self) return;
     for (size_t slot = 0; slot < self->slots; slot++)
-        client_close (self, &self->clients[slot]);
+        client_close (&self->clients[slot]);
     free (self->clients);
     close (self->listener);
     unlink (self->path);
@@ -93,7 +93,7 @@ int pf_stream_server_send (pf_stream_server_t *self, zframe_t *routing_id, pf_ms
     if (errno == ENOBUFS) {
         pf_warn ("a unix:// client has %zu bytes unread: connection closed",
                  pf_stream_pending (&client->stream));
-        client_close (self, client);
+        client_close (client);
     }
     return -1;
 }
@@ -103,7 +103,7 @@ void pf_stream_server_flush (pf_stream_server_t *self)
     for (size_t slot = 0; slot < self->slots; slot++) {
         client_t *client = &self->clients[slot];
         if (client->stream.fd >= 0 && pf_stream_flush (&client->stream) < 0)
-            client_close (self, client);
+            client_close (client);
     }
 }
 
@@ -189,7 +189,7 @@ static void read_client (pf_stream_server_t *self, client_t *client, pf_broker_t
     }
     zframe_destroy (&routing_id);
     pf_msg_reset (&msg);
-    if (broken && client->generation == generation) client_close (self, client);
+    if (broken && client->generation == generation) client_close (client);
 }
 
 void pf_stream_server_handle (pf_stream_server_t *self, zmq_pollitem_t *items, size_t count,
@@ -201,7 +201,7 @@ void pf_stream_server_handle (pf_stream_server_t *self, zmq_pollitem_t *items, s
         //  (Closed since the poll, while the broker answered another one.)
         if (client->stream.fd != items[item].fd) continue;
         if (revents & ZMQ_POLLOUT && pf_stream_flush (&client->stream) < 0)
-            client_close (self, client);
+            client_close (client);
         if (client->stream.fd >= 0 && revents & (ZMQ_POLLIN | ZMQ_POLLERR))
             read_client (self, client, broker);
     }
