@@ -10,6 +10,11 @@
 #define ROUTING_ID_SIZE 10
 //  Connections accepted per loop turn, so a flood of them cannot starve it.
 #define ACCEPT_BATCH 64
+//  Out of descriptors (or memory), the listener is not polled for this long:
+//  its waiting connection would wake every poll at once. At most one warning
+//  per WARN_EVERY_MS says so.
+#define ACCEPT_PAUSE_MS 100
+#define WARN_EVERY_MS   10000
 
 typedef struct {
     pf_stream_t stream; //  fd -1 while the slot is free
@@ -23,6 +28,8 @@ struct pf_stream_server_s {
     client_t *clients; //  slots; a routing id names slot and generation
     size_t slots, alloc;
     size_t polled[PF_STREAM_MAX_CLIENTS]; //  the slot of each poll item after the listener's
+    int64_t accept_at;  //  zclock_mono () ms: accepting paused until then
+    int64_t warned_at;  //  last warning about accepting, 0 if none
 };
 
 static size_t read_u32 (const byte *at)
@@ -111,7 +118,8 @@ size_t pf_stream_server_prepare (pf_stream_server_t *self, zmq_pollitem_t *items
 {
     pf_stream_server_flush (self);
     size_t count = 0;
-    if (max) items[count++] = (zmq_pollitem_t){NULL, self->listener, ZMQ_POLLIN, 0};
+    short accepting = zclock_mono () >= self->accept_at ? ZMQ_POLLIN : 0;
+    if (max) items[count++] = (zmq_pollitem_t){NULL, self->listener, accepting, 0};
     for (size_t slot = 0; slot < self->slots && count < max; slot++) {
         client_t *client = &self->clients[slot];
         if (client->stream.fd < 0) continue;
@@ -145,9 +153,16 @@ static void accept_clients (pf_stream_server_t *self)
 {
     for (int count = 0; count < ACCEPT_BATCH; count++) {
         int fd = accept4 (self->listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+                       errno == ECONNABORTED))
+            return;
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                pf_warn ("unix:// accept: %s", strerror (errno));
+            int64_t now = zclock_mono ();
+            self->accept_at = now + ACCEPT_PAUSE_MS;
+            if (!self->warned_at || now - self->warned_at >= WARN_EVERY_MS) {
+                pf_warn ("unix:// accept: %s; new connections wait", strerror (errno));
+                self->warned_at = now;
+            }
             return;
         }
         client_t *client = free_slot (self);

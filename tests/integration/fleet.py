@@ -8,6 +8,7 @@ is taken from $PYFLEET_BUILD (default: build/ at the repository root).
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import socket
@@ -38,12 +39,14 @@ ERROR_CODES = ["OK", "BAD_REQUEST", "UNKNOWN_SERVICE", "UNKNOWN_COMMAND", "BUSY"
 class Process:
     """A daemon whose stderr is collected line by line, so tests can wait on log events."""
 
-    def __init__(self, name, argv, env=None):
+    def __init__(self, name, argv, env=None, nofile=None):
         self.name = name
         wrap = shlex.split(os.environ.get("PYFLEET_WRAP", ""))
+        limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) \
+            if nofile else None
         self.proc = subprocess.Popen(wrap + argv, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env=env)
+                                     env=env, preexec_fn=limit)
         self.pid = self.proc.pid
         self.lines = []
         self.cond = threading.Condition()

@@ -106,6 +106,52 @@ class UnixClients(unittest.TestCase):
         self.assertTrue(self.client().call("test", "ping")["ok"])
 
 
+class OutOfDescriptors(unittest.TestCase):
+    def test_the_broker_waits_to_accept_instead_of_spinning_and_accepts_again_later(self):
+        fleet = Fleet(unix=True)
+        # Descriptors for the broker's own sockets and a few clients only.
+        broker = Process("broker", [os.path.join(BIN, "pyfleet-broker"), "--bind",
+                                    fleet.endpoint, "--mgmt", "none", "--events", "none",
+                                    "--unix", fleet.unix_path], nofile=64)
+        fleet.broker = broker
+        clients = []
+        try:
+            broker.wait_for("listening on")
+            for _ in range(100):
+                client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                client.connect(fleet.unix_path)  # the listen backlog takes them
+                clients.append(client)
+            broker.wait_for(r"unix:// accept: Too many open files; new connections wait")
+            before = cpu_seconds(broker.pid)
+            # A broker polling a listener it cannot accept from would spin.
+            wait_until(lambda: False, timeout=1.0, interval=0.1)
+            self.assertLess(cpu_seconds(broker.pid) - before, 0.5)
+            self.assertEqual(broker.count("Too many open files"), 1)
+            for client in clients:
+                client.close()
+            clients = []
+            # The descriptors come back: a new client is served (no agent,
+            # so its request is answered UNKNOWN_SERVICE after the grace).
+            late = StreamClient(fleet.unix_path)
+            try:
+                reply = late.call("nothing", "ping", timeout_ms=200)
+                self.assertIn(reply["code"], ("UNKNOWN_SERVICE", "TIMEOUT"), reply)
+            finally:
+                late.close()
+        finally:
+            for client in clients:
+                client.close()
+            statuses = fleet.stop()
+        self.assertEqual(statuses, [0])
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class UnixClientsOfALocalWorker(unittest.TestCase):
     """The configuration the bench measures as pyfleet-unix: the agent in
     the broker's process, clients on its Unix socket."""
