@@ -418,7 +418,7 @@ static int run (int argc, char *argv[], local_worker_t *local_storage)
             pf_broker_handle_msg (broker, routing_id, rc, &msg, err, zclock_mono ());
             zframe_destroy (&routing_id);
         }
-        if (sender.streams && rc > 0)
+        if (sender.streams && rc >= 0)
             pf_stream_server_handle (sender.streams, stream_items, streamed, broker);
     }
     pf_info ("shutting down");

@@ -1309,6 +1309,39 @@ static void handle_client_cancel (pf_broker_t *self, zframe_t *routing_id, pf_ms
     }
 }
 
+size_t pf_broker_client_gone (pf_broker_t *self, zframe_t *routing_id, int64_t now)
+{
+    char prefix[CANCEL_KEY_SIZE];
+    routing_key (routing_id, prefix);
+    size_t length = strlen (prefix);
+    prefix[length++] = '/';
+    //  The ids first: each cancel changes the index.
+    size_t count = 0, alloc = 0;
+    uint64_t *ids = NULL;
+    for (request_t *request = zhashx_first (self->cancels); request;
+         request = zhashx_next (self->cancels)) {
+        //  (One answered already waits only for its agent's late answer.)
+        if (request->answered || request->results ||
+            strncmp (zhashx_cursor (self->cancels), prefix, length) != 0)
+            continue;
+        if (count == alloc) {
+            alloc = alloc ? 2 * alloc : 64;
+            uint64_t *more = realloc (ids, alloc * sizeof *ids);
+            if (!more) break;
+            ids = more;
+        }
+        ids[count++] = request->msg.request_id;
+    }
+    pf_msg_t cancel;
+    pf_msg_init (&cancel);
+    for (size_t index = 0; index < count; index++) {
+        cancel.request_id = ids[index];
+        handle_client_cancel (self, routing_id, &cancel, now);
+    }
+    free (ids);
+    return count;
+}
+
 void pf_broker_handle (pf_broker_t *self, zmsg_t **msg_p, int64_t now)
 {
     zmsg_t *in = *msg_p;

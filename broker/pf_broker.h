@@ -68,6 +68,12 @@ int64_t pf_broker_tick (pf_broker_t *self, int64_t now);
 //  Says DISCONNECT to every agent (broker shutting down).
 void pf_broker_shutdown (pf_broker_t *self);
 
+//  The client with this routing id is gone for good (a unix:// connection
+//  closed): no answer can reach it any more, so each of its requests is
+//  cancelled as a CANCEL from it would (queued ones never run, agents drop
+//  the ones they have not started). Returns how many.
+size_t pf_broker_client_gone (pf_broker_t *self, zframe_t *routing_id, int64_t now);
+
 //  Counters, for logs, tests and (later) the management endpoint.
 typedef struct {
     uint64_t requests;        //  accepted client requests

@@ -30,6 +30,10 @@ struct pf_stream_server_s {
     size_t polled[PF_STREAM_MAX_CLIENTS]; //  the slot of each poll item after the listener's
     int64_t accept_at;  //  zclock_mono () ms: accepting paused until then
     int64_t warned_at;  //  last warning about accepting, 0 if none
+    //  Connections closed since the broker last heard of it: (slot,
+    //  generation) pairs. A slot closes at most once between two accepts.
+    uint32_t gone[PF_STREAM_MAX_CLIENTS][2];
+    size_t gone_count;
 };
 
 static size_t read_u32 (const byte *at)
@@ -54,11 +58,23 @@ pf_stream_server_t *pf_stream_server_new (const char *path, size_t max_body)
     return self;
 }
 
-static void client_close (client_t *client)
+//  The routing id of (slot, generation): 0x00 'U', then both as u32.
+static zframe_t *routing_id_of (size_t slot, uint32_t generation)
+{
+    byte id[ROUTING_ID_SIZE] = {0, 'U'};
+    for (int index = 0; index < 4; index++) {
+        id[2 + index] = (byte)(slot >> (24 - 8 * index));
+        id[6 + index] = (byte)(generation >> (24 - 8 * index));
+    }
+    return zframe_new (id, sizeof id);
+}
+
+static void client_close (pf_stream_server_t *self, client_t *client)
 {
     if (client->stream.fd < 0) return;
     pf_stream_close (&client->stream);
-    client->generation++;
+    self->gone[self->gone_count][0] = (uint32_t)(client - self->clients);
+    self->gone[self->gone_count++][1] = client->generation++;
 }
 
 void pf_stream_server_destroy (pf_stream_server_t **self_p)
@@ -66,7 +82,7 @@ void pf_stream_server_destroy (pf_stream_server_t **self_p)
     pf_stream_server_t *self = *self_p;
     if (!self) return;
     for (size_t slot = 0; slot < self->slots; slot++)
-        client_close (&self->clients[slot]);
+        pf_stream_close (&self->clients[slot].stream);
     free (self->clients);
     close (self->listener);
     unlink (self->path);
@@ -100,7 +116,7 @@ int pf_stream_server_send (pf_stream_server_t *self, zframe_t *routing_id, pf_ms
     if (errno == ENOBUFS) {
         pf_warn ("a unix:// client has %zu bytes unread: connection closed",
                  pf_stream_pending (&client->stream));
-        client_close (client);
+        client_close (self, client);
     }
     return -1;
 }
@@ -110,7 +126,7 @@ void pf_stream_server_flush (pf_stream_server_t *self)
     for (size_t slot = 0; slot < self->slots; slot++) {
         client_t *client = &self->clients[slot];
         if (client->stream.fd >= 0 && pf_stream_flush (&client->stream) < 0)
-            client_close (client);
+            client_close (self, client);
     }
 }
 
@@ -171,24 +187,17 @@ static void accept_clients (pf_stream_server_t *self)
             close (fd);
             continue;
         }
-        uint32_t generation = client->generation;
         pf_stream_init (&client->stream, fd, self->max_body);
-        client->generation = generation;
     }
 }
 
 //  Reads once from a connection and hands every whole message to the broker.
 static void read_client (pf_stream_server_t *self, client_t *client, pf_broker_t *broker)
 {
-    size_t slot = (size_t)(client - self->clients);
     ssize_t got = pf_stream_fill (&client->stream);
     bool broken = got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
-    byte id[ROUTING_ID_SIZE] = {0, 'U', (byte)(slot >> 24), (byte)(slot >> 16), (byte)(slot >> 8),
-                                (byte)slot};
     uint32_t generation = client->generation;
-    for (int index = 0; index < 4; index++)
-        id[6 + index] = (byte)(generation >> (24 - 8 * index));
-    zframe_t *routing_id = zframe_new (id, sizeof id);
+    zframe_t *routing_id = routing_id_of ((size_t)(client - self->clients), generation);
     pf_msg_t msg;
     pf_msg_init (&msg);
     char err[256];
@@ -204,7 +213,7 @@ static void read_client (pf_stream_server_t *self, client_t *client, pf_broker_t
     }
     zframe_destroy (&routing_id);
     pf_msg_reset (&msg);
-    if (broken && client->generation == generation) client_close (client);
+    if (broken && client->generation == generation) client_close (self, client);
 }
 
 void pf_stream_server_handle (pf_stream_server_t *self, zmq_pollitem_t *items, size_t count,
@@ -216,10 +225,19 @@ void pf_stream_server_handle (pf_stream_server_t *self, zmq_pollitem_t *items, s
         //  (Closed since the poll, while the broker answered another one.)
         if (client->stream.fd != items[item].fd) continue;
         if (revents & ZMQ_POLLOUT && pf_stream_flush (&client->stream) < 0)
-            client_close (client);
+            client_close (self, client);
         if (client->stream.fd >= 0 && revents & (ZMQ_POLLIN | ZMQ_POLLERR))
             read_client (self, client, broker);
     }
-    if (count == 0) return;
-    if (items[0].revents & ZMQ_POLLIN) accept_clients (self);
+    //  No answer can reach a closed connection: its requests are cancelled.
+    int64_t now = zclock_mono ();
+    for (size_t index = 0; index < self->gone_count; index++) {
+        zframe_t *routing_id = routing_id_of (self->gone[index][0], self->gone[index][1]);
+        size_t cancelled = pf_broker_client_gone (broker, routing_id, now);
+        if (cancelled)
+            pf_info ("a unix:// client left with %zu requests unanswered: cancelled", cancelled);
+        zframe_destroy (&routing_id);
+    }
+    self->gone_count = 0;
+    if (count && items[0].revents & ZMQ_POLLIN) accept_clients (self);
 }

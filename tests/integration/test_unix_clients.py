@@ -13,6 +13,7 @@ import os
 import socket
 import struct
 import subprocess
+import time
 import unittest
 
 import msgpack
@@ -94,6 +95,19 @@ class UnixClients(unittest.TestCase):
                              timeout=60)
         other = self.client()
         self.assertTrue(other.call("test", "echo", {"ok": 1})["ok"])
+
+    def test_requests_of_a_client_that_left_are_cancelled_not_run(self):
+        leaving = self.client()
+        for _ in range(40):  # 40 x 0.25 s on 2 bridges: 5 s of work
+            leaving.send_request("test", "sleep", {"seconds": 0.25}, timeout_ms=30000)
+        leaving.close()
+        self.clients.remove(leaving)
+        self.broker.wait_for(r"a unix:// client left with \d+ requests unanswered: cancelled")
+        # At most the two sleeps already running are in the way.
+        other = self.client()
+        start = time.monotonic()
+        self.assertTrue(other.call("test", "ping")["ok"])
+        self.assertLess(time.monotonic() - start, 2.0)
 
     def test_a_second_broker_on_the_same_path_is_refused(self):
         second = Process("broker2", [os.path.join(BIN, "pyfleet-broker"), "--bind",

@@ -523,6 +523,46 @@ static void a_cancel_answers_the_client_and_tells_the_agent_that_has_the_request
     sent_free (&told);
 }
 
+static void a_client_gone_for_good_has_its_requests_cancelled_and_no_one_elses (void **state)
+{
+    fixture_t *fx = *state;
+    agent_ready (fx, fx->agent_a, 1);
+    for (uint64_t id = 1; id <= 3; id++) //  one runs, two wait
+        client_request (fx, id, "", 0, 0);
+    zframe_t *gone = fx->client;
+    fx->client = zframe_new ("D", 1);
+    client_request (fx, 1, "", 0, 0); //  the same id from another client
+    sent_t *running = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    assert_non_null (running);
+
+    assert_int_equal (pf_broker_client_gone (fx->broker, gone, fx->now), 3);
+    assert_int_equal (count (fx, PF_PROTO_C, PF_C_ERROR), 3);
+    for (int index = 0; index < 3; index++) {
+        sent_t *cancelled = take (fx, PF_PROTO_C, PF_C_ERROR);
+        assert_true (zframe_eq (cancelled->to, gone));
+        assert_int_equal (cancelled->msg.code, PF_CANCELLED);
+        sent_free (&cancelled);
+    }
+    sent_t *told = take (fx, PF_PROTO_W, PF_W_CANCEL);
+    assert_non_null (told);
+    assert_true (told->msg.request_id == running->msg.request_id);
+    assert_int_equal (pf_broker_client_gone (fx->broker, gone, fx->now), 0);
+    //  Once the bridge is free, the other client's request runs.
+    agent_error (fx, fx->agent_a, &running->msg, PF_CANCELLED, "cancelled; not started");
+    sent_t *next = take (fx, PF_PROTO_W, PF_W_REQUEST);
+    assert_non_null (next);
+    agent_reply (fx, fx->agent_a, &next->msg);
+    sent_t *answer = take (fx, PF_PROTO_C, PF_C_REPLY);
+    assert_non_null (answer);
+    assert_true (zframe_streq (answer->to, "D"));
+    assert_int_equal (answer->msg.request_id, 1);
+    zframe_destroy (&gone);
+    sent_free (&running);
+    sent_free (&told);
+    sent_free (&next);
+    sent_free (&answer);
+}
+
 static void late_reply_after_a_broker_timeout_is_dropped (void **state)
 {
     fixture_t *fx = *state;
@@ -731,6 +771,8 @@ int main (void)
                                          setup_windowed, teardown),
         cmocka_unit_test_setup_teardown (
             a_cancel_answers_the_client_and_tells_the_agent_that_has_the_request, setup, teardown),
+        cmocka_unit_test_setup_teardown (
+            a_client_gone_for_good_has_its_requests_cancelled_and_no_one_elses, setup, teardown),
         cmocka_unit_test_setup_teardown (late_reply_after_a_broker_timeout_is_dropped, setup,
                                          teardown),
         cmocka_unit_test_setup_teardown (idle_sessions_expire_and_their_agent_is_told, setup,
