@@ -12,7 +12,8 @@ pyfleet-local (the agent in the broker's process), pyfleet-unix (the same, clien
 on the broker's Unix stream socket), gearman, mp-pool, celery.
 Workloads: (a) throughput, (b) latency, (c) cpu-bound, (d) payload sweep on
 every system; (e) startup and crash replacement, (f) CPU per request and
-callgrind instructions, (g) scale, and ZeroMQ's own round trip, with pyfleet.
+callgrind instructions, (g) scale, and the bare round trips over ZeroMQ and a Unix
+socket, with pyfleet.
 """
 
 import argparse
@@ -604,7 +605,8 @@ def main():
 
     raw = {s.name: [] for s in chosen}
     failures = []
-    extra = {"startup": [], "scale": [], "zmq_rtt": [], "sessions": None, "callgrind": None}
+    extra = {"startup": [], "scale": [], "zmq_rtt": [], "unix_rtt": [], "sessions": None,
+             "callgrind": None}
     t_start = time.monotonic()
     try:
         for rnd in range(rounds):
@@ -638,6 +640,9 @@ def main():
                                   ("scale", lambda: scale(logroot, cfg["scale_agents"], cfg["scale"])),
                                   ("zmq_rtt", lambda: run_driver(
                                       [ZMQ_RTT, str(cfg["latency"]), "tcp://127.0.0.1:%d" % free_port()],
+                                      timeout=120)),
+                                  ("unix_rtt", lambda: run_driver(
+                                      [ZMQ_RTT, str(cfg["latency"]), "unix://%s/rtt.stream" % logroot],
                                       timeout=120))):
                     log("round %d/%d: pyfleet %s" % (rnd + 1, rounds, label))
                     try:
@@ -731,8 +736,9 @@ def summarize(raw, extra, cfg):
         s["crash_to_ready_ms"] = med([v for x in st for v in x["crash_to_ready_ms"]])
     if extra["scale"]:
         s["scale_rps"] = {k: med([x[k] for x in extra["scale"]]) for k in extra["scale"][0]}
-    if extra.get("zmq_rtt"):
-        s["zmq_rtt_us"] = {k: med([x[k] for x in extra["zmq_rtt"]]) for k in ("p50_us", "p99_us")}
+    for key in ("zmq_rtt", "unix_rtt"):
+        if extra.get(key):
+            s[key + "_us"] = {k: med([x[k] for x in extra[key]]) for k in ("p50_us", "p99_us")}
     return s
 
 
@@ -773,6 +779,9 @@ def table(s, doc):
         lines.append("\n(b) ZeroMQ's own round trip between two processes (tcp, bench/floor/zmq_rtt.c): "
                      "p50 %s, p99 %s" % (fmt(s["zmq_rtt_us"]["p50_us"], " µs"),
                                          fmt(s["zmq_rtt_us"]["p99_us"], " µs")))
+    if "unix_rtt_us" in s:
+        lines.append("(b) the same round trip over a Unix stream socket (unix://): p50 %s, p99 %s"
+                     % (fmt(s["unix_rtt_us"]["p50_us"], " µs"), fmt(s["unix_rtt_us"]["p99_us"], " µs")))
     if "startup_ready_s" in s:
         lines.append("\n(e) pyfleet: time to N ready bridges: " + ", ".join(
             "N=%s %s" % (n, fmt(v, " s", digits=2)) for n, v in s["startup_ready_s"].items()))

@@ -2,21 +2,95 @@
     between two processes (DEALER -> ROUTER that echoes -> DEALER), 100-byte
     messages, one at a time. A pyfleet request crosses at least one of these
     (client <-> broker) before anything else runs (docs/PERFORMANCE.md (b)).
+    With a unix:// endpoint, the same round trip over a Unix stream socket
+    with blocking reads and writes, what a unix:// client's request crosses.
 
-    Usage: zmq_rtt COUNT ENDPOINT   (e.g. 5000 tcp://127.0.0.1:5999, or
-    ipc:///tmp/rtt.sock; a tcp port below the kernel's ephemeral range)
+    Usage: zmq_rtt COUNT ENDPOINT   (e.g. 5000 tcp://127.0.0.1:5999,
+    ipc:///tmp/rtt.sock or unix:///tmp/rtt.stream; a tcp port below the
+    kernel's ephemeral range)
     Prints one JSON line: {"endpoint", "count", "p50_us", "p99_us"}.
     Every wait is bounded: the echo process gives up after 10 s without a
     message, the measuring one after 5 s without an answer. */
 #include <czmq.h>
 #include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#define SIZE 100
 
 static int compare (const void *a, const void *b)
 {
     int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
     return x < y ? -1 : x > y;
+}
+
+//  Reads exactly size bytes, waiting at most timeout_ms for each part.
+static int read_all (int fd, char *data, size_t size, int timeout_ms)
+{
+    for (size_t got = 0; got < size;) {
+        struct pollfd item = {fd, POLLIN, 0};
+        ssize_t part = poll (&item, 1, timeout_ms) == 1 ? read (fd, data + got, size - got) : -1;
+        if (part <= 0) return -1;
+        got += (size_t) part;
+    }
+    return 0;
+}
+
+static int unix_address (const char *endpoint, struct sockaddr_un *address)
+{
+    *address = (struct sockaddr_un){.sun_family = AF_UNIX};
+    const char *path = endpoint + strlen ("unix://");
+    if (strlen (path) >= sizeof address->sun_path) return -1;
+    strcpy (address->sun_path, path);
+    return 0;
+}
+
+//  The echo side over a Unix stream socket.
+static int echo_unix (int count, const char *endpoint, int report_fd)
+{
+    struct sockaddr_un address;
+    int listener = socket (AF_UNIX, SOCK_STREAM, 0);
+    if (unix_address (endpoint, &address) == 0) unlink (address.sun_path);
+    char status = listener >= 0 && unix_address (endpoint, &address) == 0
+                          && bind (listener, (struct sockaddr *) &address, sizeof address) == 0
+                          && listen (listener, 1) == 0
+                      ? 'B'
+                      : 'F';
+    if (write (report_fd, &status, 1) != 1 || status != 'B') return 1;
+    struct pollfd item = {listener, POLLIN, 0};
+    int fd = poll (&item, 1, 10000) == 1 ? accept (listener, NULL, NULL) : -1;
+    int rc = fd < 0;
+    char body[SIZE];
+    for (int i = 0; i < count + 1 && rc == 0; i++)
+        rc = read_all (fd, body, SIZE, 10000) != 0 || write (fd, body, SIZE) != SIZE;
+    close (fd);
+    close (listener);
+    unlink (address.sun_path);
+    return rc;
+}
+
+//  The measuring side over a Unix stream socket; 0 if every round trip ran.
+static int measure_unix (int count, const char *endpoint, int64_t *latency)
+{
+    struct sockaddr_un address;
+    int fd = socket (AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0 || unix_address (endpoint, &address) != 0
+        || connect (fd, (struct sockaddr *) &address, sizeof address) != 0) {
+        if (fd >= 0) close (fd);
+        return 1;
+    }
+    char body[SIZE];
+    memset (body, 'x', sizeof body);
+    int rc = 0;
+    for (int i = -1; i < count && rc == 0; i++) {
+        int64_t start = zclock_usecs ();
+        rc = write (fd, body, SIZE) != SIZE || read_all (fd, body, SIZE, 5000) != 0;
+        if (rc == 0 && i >= 0) latency[i] = zclock_usecs () - start;
+    }
+    close (fd);
+    return rc;
 }
 
 //  The echo side: binds, says so to the parent, echoes count + 1 messages.
@@ -48,9 +122,11 @@ int main (int argc, char *argv[])
 {
     int count = argc == 3 ? atoi (argv[1]) : 0;
     const char *endpoint = argc == 3 ? argv[2] : "";
+    bool unix_stream = strncmp (endpoint, "unix://", 7) == 0;
     if (count < 1 || count > 10000000
-        || (strncmp (endpoint, "tcp://", 6) != 0 && strncmp (endpoint, "ipc://", 6) != 0)) {
-        fprintf (stderr, "usage: zmq_rtt COUNT tcp://HOST:PORT|ipc://PATH\n");
+        || (strncmp (endpoint, "tcp://", 6) != 0 && strncmp (endpoint, "ipc://", 6) != 0
+            && !unix_stream)) {
+        fprintf (stderr, "usage: zmq_rtt COUNT tcp://HOST:PORT|ipc://PATH|unix://PATH\n");
         return 2;
     }
     int report[2];
@@ -62,7 +138,8 @@ int main (int argc, char *argv[])
         return 1;
     if (pid == 0) {
         close (report[0]);
-        _exit (echo (count, endpoint, report[1]));
+        _exit (unix_stream ? echo_unix (count, endpoint, report[1])
+                           : echo (count, endpoint, report[1]));
     }
     close (report[1]);
     char bound = 0;
@@ -71,11 +148,13 @@ int main (int argc, char *argv[])
     close (report[0]);
     int rc = 1;
     int64_t *latency = malloc ((size_t) count * sizeof *latency);
-    zsock_t *dealer = got == 1 && bound == 'B' ? zsock_new (ZMQ_DEALER) : NULL;
+    if (unix_stream && got == 1 && bound == 'B' && latency)
+        rc = measure_unix (count, endpoint, latency);
+    zsock_t *dealer = !unix_stream && got == 1 && bound == 'B' ? zsock_new (ZMQ_DEALER) : NULL;
     if (dealer && latency && zsock_connect (dealer, "%s", endpoint) == 0) {
         zsock_set_rcvtimeo (dealer, 5000);
         void *socket = zsock_resolve (dealer);
-        char body[100], answer[200];
+        char body[SIZE], answer[2 * SIZE];
         memset (body, 'x', sizeof body);
         rc = 0;
         //  One warm-up round trip (connection set up), then the measured ones.
