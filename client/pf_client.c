@@ -74,6 +74,7 @@ struct _pf_client_t {
     char *stream_path;  //  a unix:// endpoint's path (then no dealer), else NULL
     pf_stream_t stream; //  its connection; fd -1 while there is none
     int64_t connect_at; //  zclock_mono () ms of the next attempt to connect
+    int connect_errno;  //  why the last attempt failed, 0 once connected
     uint32_t timeout_ms;
     pf_retry_t retry;
     uint64_t next_id;
@@ -423,9 +424,11 @@ static bool stream_ready (pf_client_t *self)
     if (now < self->connect_at) return false;
     int fd = pf_stream_connect (self->stream_path);
     if (fd < 0) {
+        self->connect_errno = errno;
         self->connect_at = now + STREAM_RETRY_MS;
         return false;
     }
+    self->connect_errno = 0;
     pf_stream_init (&self->stream, fd, 0);
     return true;
 }
@@ -752,9 +755,15 @@ static pf_reply_t *take_ready (pf_client_t *self, uint64_t id)
 //  memory, and then the request stays).
 static pf_reply_t *timeout_reply (pf_client_t *self, request_t *request)
 {
-    const char *message = request->attempts == 0
-                              ? "deadline passed before the broker could be reached"
-                              : "deadline passed with no reply from the broker";
+    char message[PF_MAX_NAME + 128] = "deadline passed with no reply from the broker";
+    if (request->attempts == 0) {
+        //  Over unix:// the client knows why: say it (no such file, no permission).
+        int length = snprintf (message, sizeof message,
+                               "deadline passed before the broker could be reached");
+        if (self->connect_errno)
+            snprintf (message + length, sizeof message - (size_t)length, " (%s: %s)",
+                      self->stream_path, strerror (self->connect_errno));
+    }
     pf_reply_t *reply = reply_new_local (request->id, PF_TIMEOUT, message);
     if (reply) {
         reply->attempts = request->attempts;

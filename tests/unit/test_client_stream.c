@@ -188,6 +188,20 @@ static void a_request_lost_with_its_connection_times_out_locally_by_its_deadline
     pf_reply_destroy (&reply);
 }
 
+static void a_broker_that_cannot_be_reached_is_a_timeout_that_says_why (void **state)
+{
+    fixture_t *self = *state;
+    pf_call_options_t options = {NULL, 150, 0};
+    pf_reply_t *reply = pf_call (self->client, "svc", "echo", "\xc0", 1, &options);
+    assert_int_equal (pf_reply_code (reply), PF_TIMEOUT);
+    assert_true (pf_reply_local (reply));
+    assert_int_equal (pf_reply_attempts (reply), 0);
+    assert_non_null (strstr (pf_reply_message (reply), "before the broker could be reached"));
+    assert_non_null (strstr (pf_reply_message (reply), self->path));
+    assert_non_null (strstr (pf_reply_message (reply), "No such file or directory"));
+    pf_reply_destroy (&reply);
+}
+
 static void an_endpoint_that_cannot_name_a_socket_is_refused (void **state)
 {
     (void)state;
@@ -208,6 +222,8 @@ int main (void)
         cmocka_unit_test_setup_teardown (
             a_request_lost_with_its_connection_times_out_locally_by_its_deadline, fixture_setup,
             fixture_teardown),
+        cmocka_unit_test_setup_teardown (a_broker_that_cannot_be_reached_is_a_timeout_that_says_why,
+                                         fixture_setup, fixture_teardown),
         cmocka_unit_test (an_endpoint_that_cannot_name_a_socket_is_refused),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
