@@ -1542,6 +1542,11 @@ void pf_broker_stats (pf_broker_t *self, pf_broker_stats_t *stats)
         stats->inflight += request->agent != NULL;
 }
 
+void pf_broker_set_unix_clients (pf_broker_t *self, size_t count)
+{
+    self->stats.unix_clients = count;
+}
+
 void pf_broker_set_event_fn (pf_broker_t *self, pf_broker_event_fn *fn, void *arg)
 {
     self->event_fn = fn;

@@ -88,9 +88,13 @@ typedef struct {
     size_t sessions;
     size_t queued;
     size_t inflight;
+    size_t unix_clients;      //  connections on the broker's unix:// socket (pf_broker_set_unix_clients)
 } pf_broker_stats_t;
 
 void pf_broker_stats (pf_broker_t *self, pf_broker_stats_t *stats);
+
+//  How many clients the broker's loop has on its unix:// socket, for STATUS.
+void pf_broker_set_unix_clients (pf_broker_t *self, size_t count);
 
 //  Counts messages the send function accepted but could not send later (a
 //  batch flushed to an agent that is gone).

@@ -71,7 +71,7 @@ static json_t *status (pf_broker_t *self, int64_t now)
         json_array_append_new (actions, json_loads (action, 0, NULL));
     return json_pack (
         "{s:f, s:I, s:{s:I, s:I, s:I, s:I}, s:I, s:I, s:I, s:I, s:I, s:f, s:o, s:I, s:I, s:I, "
-        "s:I, s:I, s:o}",
+        "s:I, s:I, s:I, s:o}",
         "uptime_s", (double) (now - self->started) / 1000.0, "agents", (json_int_t) stats.agents,
         "bridges", "ready", (json_int_t) ready, "busy", (json_int_t) busy, "draining",
         (json_int_t) draining, "total", (json_int_t) (ready + busy + draining), "sessions",
@@ -82,7 +82,7 @@ static json_t *status (pf_broker_t *self, int64_t now)
         (json_int_t) stats.malformed, "send_failures", (json_int_t) stats.send_failures,
         "late_replies", (json_int_t) stats.late_replies, "sessions_lost",
         (json_int_t) stats.sessions_lost, "sessions_expired", (json_int_t) stats.sessions_expired,
-        "actions", actions);
+        "unix_clients", (json_int_t) stats.unix_clients, "actions", actions);
 }
 
 static json_t *nullable_int (uint64_t value)

@@ -34,6 +34,7 @@ struct pf_stream_server_s {
     //  generation) pairs. A slot closes at most once between two accepts.
     uint32_t gone[PF_STREAM_MAX_CLIENTS][2];
     size_t gone_count;
+    size_t live; //  connections open
 };
 
 static size_t read_u32 (const byte *at)
@@ -73,6 +74,7 @@ static void client_close (pf_stream_server_t *self, client_t *client)
 {
     if (client->stream.fd < 0) return;
     pf_stream_close (&client->stream);
+    self->live--;
     self->gone[self->gone_count][0] = (uint32_t)(client - self->clients);
     self->gone[self->gone_count++][1] = client->generation++;
 }
@@ -188,6 +190,7 @@ static void accept_clients (pf_stream_server_t *self)
             continue;
         }
         pf_stream_init (&client->stream, fd, self->max_body);
+        self->live++;
     }
 }
 
@@ -240,4 +243,5 @@ void pf_stream_server_handle (pf_stream_server_t *self, zmq_pollitem_t *items, s
     }
     self->gone_count = 0;
     if (count && items[0].revents & ZMQ_POLLIN) accept_clients (self);
+    pf_broker_set_unix_clients (broker, self->live);
 }

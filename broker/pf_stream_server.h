@@ -49,7 +49,9 @@ size_t pf_stream_server_prepare (pf_stream_server_t *self, zmq_pollitem_t *items
 //  After the poll, with the items prepare filled: accepts new connections,
 //  hands every whole message read to the broker (pf_broker_handle_msg),
 //  writes where room appeared, closes connections at end of stream or that
-//  broke the framing.
+//  broke the framing, has the broker cancel the requests of connections
+//  closed since (pf_broker_client_gone) and tells it how many are open
+//  (pf_broker_set_unix_clients).
 void pf_stream_server_handle (pf_stream_server_t *self, zmq_pollitem_t *items, size_t count,
                               pf_broker_t *broker);
 

@@ -614,6 +614,8 @@ static void print_status (json_t *body)
     printf ("sessions     %s\n", cli_format_value (member (body, "sessions"), a, sizeof a));
     printf ("queued       %s\n", cli_format_value (member (body, "queued"), a, sizeof a));
     printf ("in flight    %s\n", cli_format_value (member (body, "in_flight"), a, sizeof a));
+    if (member (body, "unix_clients"))
+        printf ("unix clients %s\n", cli_format_value (member (body, "unix_clients"), a, sizeof a));
     printf ("requests     %s accepted, %s answered, %s req/s\n",
             cli_format_value (member (body, "requests_total"), a, sizeof a),
             cli_format_value (member (body, "replies_total"), b, sizeof b),

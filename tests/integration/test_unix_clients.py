@@ -109,6 +109,21 @@ class UnixClients(unittest.TestCase):
         self.assertTrue(other.call("test", "ping")["ok"])
         self.assertLess(time.monotonic() - start, 2.0)
 
+    def test_status_counts_the_connections_open_on_the_socket(self):
+        def unix_clients():
+            return self.fleet.manage("STATUS")[1]["unix_clients"]
+        first, second = self.client(), self.client()
+        for client in (first, second):  # connected once the broker has read from them
+            self.assertTrue(client.call("test", "ping")["ok"])
+        self.assertEqual(unix_clients(), 2)
+        first.close()
+        self.clients.remove(first)
+        self.assertTrue(wait_until(lambda: unix_clients() == 1, timeout=5))
+        done = subprocess.run([os.path.join(BIN, "pyfleet"), "status", "--mgmt", self.fleet.mgmt],
+                              capture_output=True, timeout=10)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertIn(b"unix clients 1", done.stdout)
+
     def test_a_second_broker_on_the_same_path_is_refused(self):
         second = Process("broker2", [os.path.join(BIN, "pyfleet-broker"), "--bind",
                                      "tcp://127.0.0.1:0", "--mgmt", "none", "--events", "none",
