@@ -318,18 +318,13 @@ static int run (int argc, char *argv[], local_worker_t *local_storage)
         }
     }
     sender_t sender = {router, pf_outbox_new (), NULL};
-    if (unix_path && !(sender.streams = pf_stream_server_new (unix_path, config.max_body))) {
+    pf_broker_t *broker = NULL;
+    if (unix_path && !(sender.streams = pf_stream_server_new (unix_path, config.max_body)))
         pf_error ("cannot listen on %s: %s", unix_path, strerror (errno));
-        pf_outbox_destroy (&sender.outbox);
-        zsock_destroy (&publisher);
-        zsock_destroy (&mgmt);
-        zsock_destroy (&router);
-        return 1;
-    }
-    pf_broker_t *broker =
-        sender.outbox ? pf_broker_new (&config, router_send, &sender, zclock_mono ()) : NULL;
-    if (!broker) {
+    else if (!sender.outbox
+             || !(broker = pf_broker_new (&config, router_send, &sender, zclock_mono ())))
         pf_error ("out of memory");
+    if (!broker) {
         pf_stream_server_destroy (&sender.streams);
         pf_outbox_destroy (&sender.outbox);
         zsock_destroy (&publisher);

@@ -37,11 +37,6 @@ struct pf_stream_server_s {
     size_t live; //  connections open
 };
 
-static size_t read_u32 (const byte *at)
-{
-    return (size_t)at[0] << 24 | (size_t)at[1] << 16 | (size_t)at[2] << 8 | at[3];
-}
-
 pf_stream_server_t *pf_stream_server_new (const char *path, size_t max_body)
 {
     pf_stream_server_t *self = calloc (1, sizeof *self);
@@ -63,10 +58,8 @@ pf_stream_server_t *pf_stream_server_new (const char *path, size_t max_body)
 static zframe_t *routing_id_of (size_t slot, uint32_t generation)
 {
     byte id[ROUTING_ID_SIZE] = {0, 'U'};
-    for (int index = 0; index < 4; index++) {
-        id[2 + index] = (byte)(slot >> (24 - 8 * index));
-        id[6 + index] = (byte)(generation >> (24 - 8 * index));
-    }
+    pf_write_be (id + 2, 4, slot);
+    pf_write_be (id + 6, 4, generation);
     return zframe_new (id, sizeof id);
 }
 
@@ -103,10 +96,10 @@ static client_t *client_of (pf_stream_server_t *self, zframe_t *routing_id)
 {
     if (!pf_stream_server_owns (routing_id)) return NULL;
     const byte *data = zframe_data (routing_id);
-    size_t slot = read_u32 (data + 2);
+    size_t slot = (size_t)pf_read_be (data + 2, 4);
     if (slot >= self->slots) return NULL;
     client_t *client = &self->clients[slot];
-    bool live = client->stream.fd >= 0 && client->generation == read_u32 (data + 6);
+    bool live = client->stream.fd >= 0 && client->generation == pf_read_be (data + 6, 4);
     return live ? client : NULL;
 }
 
@@ -136,7 +129,12 @@ size_t pf_stream_server_prepare (pf_stream_server_t *self, zmq_pollitem_t *items
 {
     pf_stream_server_flush (self);
     size_t count = 0;
-    short accepting = zclock_mono () >= self->accept_at ? ZMQ_POLLIN : 0;
+    //  (The clock is read only while accepting is paused.)
+    short accepting = ZMQ_POLLIN;
+    if (self->accept_at && zclock_mono () < self->accept_at)
+        accepting = 0;
+    else
+        self->accept_at = 0;
     if (max) items[count++] = (zmq_pollitem_t){NULL, self->listener, accepting, 0};
     for (size_t slot = 0; slot < self->slots && count < max; slot++) {
         client_t *client = &self->clients[slot];
@@ -233,10 +231,9 @@ void pf_stream_server_handle (pf_stream_server_t *self, zmq_pollitem_t *items, s
             read_client (self, client, broker);
     }
     //  No answer can reach a closed connection: its requests are cancelled.
-    int64_t now = zclock_mono ();
     for (size_t index = 0; index < self->gone_count; index++) {
         zframe_t *routing_id = routing_id_of (self->gone[index][0], self->gone[index][1]);
-        size_t cancelled = pf_broker_client_gone (broker, routing_id, now);
+        size_t cancelled = pf_broker_client_gone (broker, routing_id, zclock_mono ());
         if (cancelled)
             pf_info ("a unix:// client left with %zu requests unanswered: cancelled", cancelled);
         zframe_destroy (&routing_id);

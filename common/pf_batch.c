@@ -45,10 +45,7 @@ int pf_batch_add (pf_batch_t *self, const pf_msg_t *msg)
         self->alloc = alloc;
     }
     byte *at = self->data + self->size;
-    at[0] = (byte)(size >> 24);
-    at[1] = (byte)(size >> 16);
-    at[2] = (byte)(size >> 8);
-    at[3] = (byte)size;
+    pf_write_be (at, 4, size);
     pf_msg_pack (msg, at + 4);
     self->size += 4 + size;
     self->proto = msg->proto;
@@ -234,7 +231,7 @@ int pf_batch_next (int proto, zframe_t *messages, size_t *offset, pf_msg_t *msg,
         return PF_BAD_REQUEST;
     }
     const byte *at = data + *offset;
-    size_t length = (size_t)at[0] << 24 | (size_t)at[1] << 16 | (size_t)at[2] << 8 | at[3];
+    size_t length = (size_t)pf_read_be (at, 4);
     *offset += 4;
     if (length > size - *offset) {
         pf_msg_reset (msg);

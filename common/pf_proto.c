@@ -224,7 +224,7 @@ static void set_ok (char *err, size_t errlen)
         err[0] = '\0';
 }
 
-static uint64_t read_be (const byte *data, size_t size)
+uint64_t pf_read_be (const byte *data, size_t size)
 {
     uint64_t value = 0;
     for (size_t index = 0; index < size; index++)
@@ -232,7 +232,7 @@ static uint64_t read_be (const byte *data, size_t size)
     return value;
 }
 
-static void write_be (byte *data, size_t size, uint64_t value)
+void pf_write_be (byte *data, size_t size, uint64_t value)
 {
     for (size_t index = size; index > 0; index--) {
         data[index - 1] = (byte)(value & 0xFF);
@@ -387,7 +387,7 @@ static int decode_value (pf_msg_t *self, const field_t *field, const byte *data,
             set_error (err, errlen, "%s: expected %zu bytes, got %zu", field->name, expected, size);
             return PF_BAD_REQUEST;
         }
-        uint64_t value = read_be (data, size);
+        uint64_t value = pf_read_be (data, size);
         if (field->type == FIELD_U16)
             *(uint16_t *)target = (uint16_t)value;
         else if (field->type == FIELD_U32)
@@ -505,7 +505,7 @@ static int unpack_fields (pf_msg_t *self, const command_spec_t *spec, int index,
             set_error (err, errlen, "%s: %s ends before its length", field->name, what);
             return PF_BAD_REQUEST;
         }
-        size_t length = prefix ? (size_t)read_be (data, prefix) : integer_size (field->type);
+        size_t length = prefix ? (size_t)pf_read_be (data, prefix) : integer_size (field->type);
         data += prefix;
         size -= prefix;
         if (size < length) {
@@ -860,7 +860,7 @@ static int encode_field (frame_sink_t *sink, pf_msg_t *self, const field_t *fiel
     case FIELD_U64: {
         byte data[8];
         size = integer_size (field->type);
-        write_be (data, size, integer_value (self, field));
+        pf_write_be (data, size, integer_value (self, field));
         return sink->put (sink, data, size, more);
     }
     case FIELD_NAME:
@@ -917,11 +917,11 @@ static byte *pack_fields (const pf_msg_t *self, const command_spec_t *spec, int 
         size_t prefix = length_prefix (field->type), size;
         if (prefix) {
             const void *bytes = field_bytes (self, field, &size);
-            write_be (out, prefix, size);
+            pf_write_be (out, prefix, size);
             if (size) memcpy (out + prefix, bytes, size);
         } else {
             size = integer_size (field->type);
-            write_be (out, size, integer_value (self, field));
+            pf_write_be (out, size, integer_value (self, field));
         }
         out += prefix + size;
     }

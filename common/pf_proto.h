@@ -207,6 +207,10 @@ void pf_msg_pack (const pf_msg_t *self, byte *out);
 int pf_msg_unpack (pf_msg_t *self, int proto, const byte *data, size_t size, size_t max_body,
                    char *err, size_t errlen);
 
+//  A big-endian integer of size bytes (1..8) at data: read, or written.
+uint64_t pf_read_be (const byte *data, size_t size);
+void pf_write_be (byte *data, size_t size, uint64_t value);
+
 //  Whether command is a BATCH of proto (PF_C_BATCH, PF_W_BATCH).
 bool pf_msg_is_batch (int proto, int command);
 

@@ -137,14 +137,6 @@ static byte *out_reserve (pf_stream_t *self, size_t size)
     return at;
 }
 
-static void write_u32 (byte *at, size_t value)
-{
-    at[0] = (byte)(value >> 24);
-    at[1] = (byte)(value >> 16);
-    at[2] = (byte)(value >> 8);
-    at[3] = (byte)value;
-}
-
 int pf_stream_put (pf_stream_t *self, const pf_msg_t *msg)
 {
     size_t size = msg && msg->proto == PF_PROTO_C ? pf_msg_packed_size (msg) : 0;
@@ -154,7 +146,7 @@ int pf_stream_put (pf_stream_t *self, const pf_msg_t *msg)
     }
     byte *at = out_reserve (self, 4 + size);
     if (!at) return -1;
-    write_u32 (at, size);
+    pf_write_be (at, 4, size);
     pf_msg_pack (msg, at + 4);
     return 0;
 }
@@ -188,11 +180,6 @@ int pf_stream_flush (pf_stream_t *self)
 //  --------------------------------------------------------------------------
 //  Reading
 
-static size_t read_u32 (const byte *at)
-{
-    return (size_t)at[0] << 24 | (size_t)at[1] << 16 | (size_t)at[2] << 8 | at[3];
-}
-
 //  The largest entry a reader takes into memory.
 static size_t entry_limit (const pf_stream_t *self)
 {
@@ -206,7 +193,7 @@ ssize_t pf_stream_fill (pf_stream_t *self)
     //  allowed) or a chunk, whichever is more.
     size_t want = READ_CHUNK;
     if (!self->skip && held >= 4) {
-        size_t entry = 4 + read_u32 (self->in + self->in_start);
+        size_t entry = 4 + (size_t)pf_read_be (self->in + self->in_start, 4);
         if (entry - 4 <= entry_limit (self) && entry > want) want = entry;
     }
     if (self->in_start && self->in_alloc - self->in_end < want) {
@@ -252,7 +239,7 @@ int pf_stream_next (pf_stream_t *self, pf_msg_t *msg, char *err, size_t errlen)
         return -1;
     }
     const byte *at = self->in + self->in_start;
-    size_t length = read_u32 (at);
+    size_t length = (size_t)pf_read_be (at, 4);
     if (length == 0 || (held >= 5 && !known_command (at[4]))) {
         snprintf (err, errlen, "stream: an entry of %zu bytes starting with 0x%02X: not PFC1",
                   length, held >= 5 ? at[4] : 0);
@@ -267,9 +254,7 @@ int pf_stream_next (pf_stream_t *self, pf_msg_t *msg, char *err, size_t errlen)
         }
         msg->proto = PF_PROTO_C;
         msg->command = at[4];
-        msg->request_id = 0;
-        for (int index = 0; index < 8; index++)
-            msg->request_id = msg->request_id << 8 | at[5 + index];
+        msg->request_id = pf_read_be (at + 5, 8);
         msg->has_request_id = true;
         snprintf (err, errlen, "stream: an entry of %zu bytes, over the limit of %zu", length,
                   entry_limit (self));
