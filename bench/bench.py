@@ -7,7 +7,9 @@ it starts is recorded by pid and stopped (its process group: TERM, then
 KILL) when a system is torn down, on exit, on error and on SIGINT/SIGTERM.
 Every wait is bounded.
 
-Systems: floor (C parent + 2 bridges over pipes), pyfleet-tcp, pyfleet-ipc,
+Systems: floor (C parent + 2 bridges over pipes), floor-relay (the same bridges
+behind one relaying C thread, the load from a separate C client process over a
+Unix stream socket: the floor of any broker), pyfleet-tcp, pyfleet-ipc,
 pyfleet-local (the agent in the broker's process), pyfleet-unix (the same, clients
 on the broker's Unix stream socket), gearman, mp-pool, celery.
 Workloads: (a) throughput, (b) latency, (c) cpu-bound, (d) payload sweep on
@@ -263,7 +265,12 @@ def echo_args(size):
 # Systems. Each: setup(), run(kind, count, size) -> result dict, teardown().
 
 class Floor:
-    name = "floor"
+    """relay: the load comes from a separate client process and the parent
+    only relays (floor.c --relay), the floor of any broker."""
+
+    def __init__(self, relay=False):
+        self.relay = relay
+        self.name = "floor-relay" if relay else "floor"
 
     def setup(self, logdir):
         self.env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "bridge", "python"))
@@ -272,7 +279,11 @@ class Floor:
         argv = [FLOOR, "--children", "2", "--count", str(count), "--module", MODULE]
         argv += ["--concurrency", "1" if kind == "latency" else str(CONCURRENCY)]
         argv += ["--cmd", "burn", "--ms", str(BURN_MS)] if kind == "cpu" else ["--size", str(size)]
-        return run_driver(argv, timeout=300, env=self.env)
+        if not self.relay:
+            return run_driver(argv, timeout=300, env=self.env)
+        r = run_driver(argv + ["--relay"], timeout=300, env=self.env)
+        r["cpu_us_per_req"] = {"client": r["client_cpu_us_per_req"], "relay": r["relay_cpu_us_per_req"]}
+        return r
 
     def teardown(self):
         pass
@@ -437,7 +448,11 @@ class Celery:
         argv = [PY, os.path.join(BENCH, "peers", "celery_client.py"), "--count", str(count),
                 "--concurrency", "1" if kind == "latency" else str(CONCURRENCY)]
         argv += ["--cmd", "burn", "--ms", str(BURN_MS)] if kind == "cpu" else ["--size", str(size)]
-        return run_driver(argv, timeout=300, env=self.env)
+        if not self.relay:
+            return run_driver(argv, timeout=300, env=self.env)
+        r = run_driver(argv + ["--relay"], timeout=300, env=self.env)
+        r["cpu_us_per_req"] = {"client": r["client_cpu_us_per_req"], "relay": r["relay_cpu_us_per_req"]}
+        return r
 
     def teardown(self):
         PROCS.stop(self.worker, grace=10)
@@ -576,7 +591,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--systems", default="floor,pyfleet-tcp,pyfleet-ipc,pyfleet-local,pyfleet-unix,gearman,mp-pool,celery")
+    ap.add_argument("--systems", default="floor,floor-relay,pyfleet-tcp,pyfleet-ipc,pyfleet-local,pyfleet-unix,gearman,mp-pool,celery")
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-extras", action="store_true",
                     help="only workloads (a)-(d): no startup, scale, sessions or callgrind")
@@ -590,7 +605,7 @@ def main():
         return 0
     cfg, ccfg = (SMOKE, SMOKE_CELERY) if o.smoke else (FULL, FULL_CELERY)
     rounds = o.rounds or (1 if o.smoke else 3)
-    all_systems = {s.name: s for s in (Floor(), Pyfleet("tcp"), Pyfleet("ipc"), Pyfleet("local"), Pyfleet("unix"),
+    all_systems = {s.name: s for s in (Floor(), Floor(relay=True), Pyfleet("tcp"), Pyfleet("ipc"), Pyfleet("local"), Pyfleet("unix"),
                                        Gearman(), Pool(), Celery())}
     chosen = [all_systems[n] for n in o.systems.split(",")]
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -828,6 +843,10 @@ def table(s, doc):
                lambda r: r <= 2, "%.2f×")
         target("CPU-bound efficiency ≥ 0.95", lambda e: e["cpu_efficiency"]["median"],
                lambda r: r >= 0.95, "%.3f")
+        bounds = [(n, s[n]["cpu_efficiency"]["median"]) for n in ("floor", "floor-relay")
+                  if s.get(n, {}).get("cpu_efficiency")]
+        if bounds:
+            lines.append("    (reached in this run by %s)" % ", ".join("%s %.3f" % b for b in bounds))
         pys = [(n, e) for n, e in pys if e.get("cpu_us_per_req")]
         if pys:
             target("client+broker+agent CPU ≤ 20 µs/request",

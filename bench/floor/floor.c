@@ -10,6 +10,14 @@
     fields as `pyfleet call --json`: requests, errors, req_per_s, p50_us,
     p99_us, max_us. Anything pyfleet adds on top of this is overhead.
 
+    --relay: the floor of any broker. The load comes from a separate client
+    process over a Unix stream socket (a socketpair), and this process only
+    relays: each request frame to the least loaded child, each answer back,
+    in one thread, reading the client whenever it has written. No ZeroMQ,
+    sessions, deadlines or bounds: what a client process plus one relaying
+    thread cost on this machine. The JSON adds client_cpu_us_per_req and
+    relay_cpu_us_per_req.
+
     Built by bench/run.sh: cc -O2 floor.c $(pkg-config --cflags --libs msgpack)
     =========================================================================
 */
@@ -26,6 +34,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -135,77 +145,120 @@ static msgpack_object *map_get (msgpack_object *map, const char *key)
 static uint64_t *sent_at;   //  by request id (1..count)
 static uint32_t *latency_us;
 static size_t answered, errors;
+static bool relaying;      //  --relay: answers go back to the client
+static buf_t to_client;
 
-//  Handles one frame from a child: ready, beat (skipped) or a reply.
-static void on_frame (child_t *c, const char *data, size_t size)
+static void append_frame (buf_t *b, const void *data, size_t size)
 {
-    msgpack_unpacked msg;
-    msgpack_unpacked_init (&msg);
-    size_t off = 0;
-    if (msgpack_unpack_next (&msg, data, size, &off) != MSGPACK_UNPACK_SUCCESS || off != size)
-        die ("child sent a frame that is not one msgpack object");
-    msgpack_object *event = map_get (&msg.data, "event");
-    msgpack_object *id = map_get (&msg.data, "id");
-    if (event && event->type == MSGPACK_OBJECT_STR) {
-        if (event->via.str.size == 5 && memcmp (event->via.str.ptr, "ready", 5) == 0)
-            c->ready = true;
-        msgpack_unpacked_destroy (&msg);
-        return;  //  beats carry no reply
-    }
+    unsigned char h [4] = {(unsigned char) (size >> 24), (unsigned char) (size >> 16),
+                           (unsigned char) (size >> 8), (unsigned char) size};
+    buf_append (b, h, 4);
+    buf_append (b, data, size);
+}
+
+//  Counts one answer and its latency (the parent, or the relay's client).
+static void account (msgpack_object *reply)
+{
+    msgpack_object *id = map_get (reply, "id");
     if (!id || id->type != MSGPACK_OBJECT_POSITIVE_INTEGER || id->via.u64 == 0)
-        die ("child sent a reply without an id");
-    msgpack_object *ok = map_get (&msg.data, "ok");
+        die ("a reply without an id");
+    msgpack_object *ok = map_get (reply, "ok");
     if (!ok || ok->type != MSGPACK_OBJECT_BOOLEAN || !ok->via.boolean)
         errors++;
     else
         latency_us [answered - errors] = (uint32_t) ((now_ns () - sent_at [id->via.u64]) / 1000);
     answered++;
-    c->inflight--;
+}
+
+//  Unpacks one frame (a single msgpack object) into msg.
+static void unpack (msgpack_unpacked *msg, const char *data, size_t size)
+{
+    msgpack_unpacked_init (msg);
+    size_t off = 0;
+    if (msgpack_unpack_next (msg, data, size, &off) != MSGPACK_UNPACK_SUCCESS || off != size)
+        die ("a frame that is not one msgpack object");
+}
+
+//  Handles one frame from a child: ready, beat (skipped) or a reply.
+static void on_frame (child_t *c, const char *data, size_t size)
+{
+    msgpack_unpacked msg;
+    unpack (&msg, data, size);
+    msgpack_object *event = map_get (&msg.data, "event");
+    if (event && event->type == MSGPACK_OBJECT_STR) {
+        if (event->via.str.size == 5 && memcmp (event->via.str.ptr, "ready", 5) == 0)
+            c->ready = true;
+    }
+    else {
+        if (relaying)
+            append_frame (&to_client, data, size);
+        else
+            account (&msg.data);
+        c->inflight--;
+    }
     msgpack_unpacked_destroy (&msg);
+}
+
+//  Takes every complete frame off the front of b, handing each to fn.
+static void split_frames (buf_t *b, void (*fn) (void *arg, const char *data, size_t size), void *arg)
+{
+    while (b->size - b->start >= 4) {
+        const unsigned char *h = (const unsigned char *) b->data + b->start;
+        uint32_t len = (uint32_t) h [0] << 24 | (uint32_t) h [1] << 16 | (uint32_t) h [2] << 8 | h [3];
+        if (len > MAX_FRAME)
+            die ("a frame above the limit");
+        if (b->size - b->start - 4 < len)
+            break;
+        fn (arg, b->data + b->start + 4, len);
+        b->start += 4 + len;
+    }
+}
+
+static void child_frame (void *arg, const char *data, size_t size)
+{
+    on_frame (arg, data, size);
+}
+
+//  Reads what fd has for b; false at end of file.
+static bool read_into (int fd, buf_t *b)
+{
+    char chunk [262144];
+    for (;;) {
+        ssize_t n = read (fd, chunk, sizeof chunk);
+        if (n == 0)
+            return false;
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                return true;
+            die ("read");
+        }
+        buf_append (b, chunk, (size_t) n);
+        if ((size_t) n < sizeof chunk)
+            return true;
+    }
+}
+
+//  Writes what b holds, as far as fd takes it.
+static void write_from (int fd, buf_t *b)
+{
+    while (b->start < b->size) {
+        ssize_t n = write (fd, b->data + b->start, b->size - b->start);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                return;
+            die ("write");
+        }
+        b->start += (size_t) n;
+    }
 }
 
 //  Reads what the child has written and handles every complete frame.
 //  Returns false at end of file.
 static bool on_readable (child_t *c)
 {
-    char chunk [262144];
-    for (;;) {
-        ssize_t n = read (c->reply_fd, chunk, sizeof chunk);
-        if (n == 0)
-            return false;
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR)
-                break;
-            die ("read");
-        }
-        buf_append (&c->in, chunk, (size_t) n);
-        if ((size_t) n < sizeof chunk)
-            break;
-    }
-    while (c->in.size - c->in.start >= 4) {
-        const unsigned char *h = (const unsigned char *) c->in.data + c->in.start;
-        uint32_t len = (uint32_t) h [0] << 24 | (uint32_t) h [1] << 16 | (uint32_t) h [2] << 8 | h [3];
-        if (len > MAX_FRAME)
-            die ("child announced a frame above the limit");
-        if (c->in.size - c->in.start - 4 < len)
-            break;
-        on_frame (c, c->in.data + c->in.start + 4, len);
-        c->in.start += 4 + len;
-    }
-    return true;
-}
-
-static void on_writable (child_t *c)
-{
-    while (c->out.start < c->out.size) {
-        ssize_t n = write (c->req_fd, c->out.data + c->out.start, c->out.size - c->out.start);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR)
-                return;
-            die ("write");
-        }
-        c->out.start += (size_t) n;
-    }
+    bool open = read_into (c->reply_fd, &c->in);
+    split_frames (&c->in, child_frame, c);
+    return open;
 }
 
 static int cmp_u32 (const void *a, const void *b)
@@ -214,16 +267,39 @@ static int cmp_u32 (const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-//  One poll round over every child; dies if nothing happens for IO_TIMEOUT_MS.
-static void pump (void)
+//  The least loaded child.
+static child_t *least_loaded (void)
 {
-    struct pollfd fds [MAX_CHILDREN * 2];
+    child_t *c = &children [0];
+    for (int i = 1; i < nchildren; i++)
+        if (children [i].inflight < c->inflight)
+            c = &children [i];
+    return c;
+}
+
+//  Relay: a request frame from the client goes to the least loaded child.
+static void client_frame (void *arg, const char *data, size_t size)
+{
+    (void) arg;
+    child_t *c = least_loaded ();
+    append_frame (&c->out, data, size);
+    c->inflight++;
+}
+
+//  One poll round over every child and, relaying, the client's socket
+//  (client_fd >= 0; returns false once the client has closed it). Dies if
+//  nothing happens for IO_TIMEOUT_MS.
+static bool pump (int client_fd, buf_t *from_client)
+{
+    struct pollfd fds [MAX_CHILDREN * 2 + 1];
     for (int i = 0; i < nchildren; i++) {
         fds [2 * i] = (struct pollfd) {.fd = children [i].reply_fd, .events = POLLIN};
         bool pending = children [i].out.start < children [i].out.size;
         fds [2 * i + 1] = (struct pollfd) {.fd = pending ? children [i].req_fd : -1, .events = POLLOUT};
     }
-    int rc = poll (fds, (nfds_t) nchildren * 2, IO_TIMEOUT_MS);
+    short to_write = to_client.start < to_client.size ? POLLOUT : 0;
+    fds [2 * nchildren] = (struct pollfd) {.fd = client_fd, .events = (short) (POLLIN | to_write)};
+    int rc = poll (fds, (nfds_t) nchildren * 2 + 1, IO_TIMEOUT_MS);
     if (rc < 0 && errno != EINTR)
         die ("poll");
     if (rc == 0) {
@@ -232,7 +308,7 @@ static void pump (void)
     }
     for (int i = 0; i < nchildren; i++) {
         if (fds [2 * i + 1].revents & (POLLOUT | POLLERR))
-            on_writable (&children [i]);
+            write_from (children [i].req_fd, &children [i].out);
         if (fds [2 * i].revents & (POLLIN | POLLHUP)) {
             if (!on_readable (&children [i])) {
                 errno = 0;
@@ -240,17 +316,116 @@ static void pump (void)
             }
         }
     }
+    if (client_fd < 0)
+        return true;
+    bool open = true;
+    if (fds [2 * nchildren].revents & (POLLIN | POLLHUP | POLLERR)) {
+        open = read_into (client_fd, from_client);
+        split_frames (from_client, client_frame, NULL);
+        for (int i = 0; i < nchildren; i++)
+            write_from (children [i].req_fd, &children [i].out);
+    }
+    write_from (client_fd, &to_client);
+    return open;
+}
+
+//  Appends request id as one frame: {"id", "cmd", "args" (packed once), "session": nil}.
+static void pack_request (buf_t *out, msgpack_sbuffer *frame, uint64_t id, const char *cmd,
+                          const msgpack_sbuffer *args)
+{
+    msgpack_sbuffer_clear (frame);
+    msgpack_packer fp;
+    msgpack_packer_init (&fp, frame, msgpack_sbuffer_write);
+    msgpack_pack_map (&fp, 4);
+    msgpack_pack_str_with_body (&fp, "id", 2);
+    msgpack_pack_uint64 (&fp, id);
+    msgpack_pack_str_with_body (&fp, "cmd", 3);
+    msgpack_pack_str_with_body (&fp, cmd, strlen (cmd));
+    msgpack_pack_str_with_body (&fp, "args", 4);
+    msgpack_sbuffer_write (frame, args->data, args->size);
+    msgpack_pack_str_with_body (&fp, "session", 7);
+    msgpack_pack_nil (&fp);
+    append_frame (out, frame->data, frame->size);
+}
+
+//  The relay's client: its answers are counted like the parent's own.
+static void client_answer (void *arg, const char *data, size_t size)
+{
+    (void) arg;
+    msgpack_unpacked msg;
+    unpack (&msg, data, size);
+    account (&msg.data);
+    msgpack_unpacked_destroy (&msg);
+}
+
+//  The relay's client process: count requests, concurrency in flight, over
+//  the blocking socket fd. Its results go to the parent through results_fd.
+static int run_client (int fd, int results_fd, long count, long concurrency, const char *cmd,
+                       const msgpack_sbuffer *args)
+{
+    msgpack_sbuffer frame;
+    msgpack_sbuffer_init (&frame);
+    buf_t out = {0}, in = {0};
+    long sent = 0;
+    uint64_t start = now_ns ();
+    while (answered < (size_t) count) {
+        while (sent < count && (size_t) sent - answered < (size_t) concurrency) {
+            pack_request (&out, &frame, (uint64_t) ++sent, cmd, args);
+            sent_at [sent] = now_ns ();
+        }
+        write_from (fd, &out);
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll (&pfd, 1, IO_TIMEOUT_MS) != 1) {
+            errno = 0;
+            die ("client: no answer for 30 s");
+        }
+        if (!read_into (fd, &in)) {
+            errno = 0;
+            die ("client: the relay closed the socket");
+        }
+        split_frames (&in, client_answer, NULL);
+    }
+    double elapsed = (double) (now_ns () - start) / 1e9;
+    close (fd);  //  the relay's end of file: it reads the results next
+    if (write (results_fd, &elapsed, sizeof elapsed) != sizeof elapsed
+        || write (results_fd, &answered, sizeof answered) != sizeof answered
+        || write (results_fd, &errors, sizeof errors) != sizeof errors
+        || write (results_fd, latency_us, (answered - errors) * sizeof *latency_us)
+               != (ssize_t) ((answered - errors) * sizeof *latency_us))
+        die ("client: results");
+    return 0;
+}
+
+//  Reads exactly size bytes (the relay's client results); dies on a short read.
+static void read_all (int fd, void *data, size_t size)
+{
+    for (size_t got = 0; got < size;) {
+        ssize_t n = read (fd, (char *) data + got, size - got);
+        if (n <= 0) {
+            errno = 0;
+            die ("the client's results were cut short");
+        }
+        got += (size_t) n;
+    }
+}
+
+static double cpu_us (const struct rusage *r)
+{
+    return (double) (r->ru_utime.tv_sec + r->ru_stime.tv_sec) * 1e6
+         + (double) (r->ru_utime.tv_usec + r->ru_stime.tv_usec);
 }
 
 int main (int argc, char **argv)
 {
     long count = 1000, concurrency = 64, size = 100;
     double burn_ms = 1;
+    bool relay = false;
     const char *cmd = "echo", *python = "/usr/bin/python3", *module = NULL;
     static struct option options [] = {
         {"children", 1, 0, 'n'}, {"count", 1, 0, 'c'}, {"concurrency", 1, 0, 'C'},
         {"size", 1, 0, 's'},     {"cmd", 1, 0, 'x'},   {"ms", 1, 0, 'm'},
-        {"python", 1, 0, 'p'},   {"module", 1, 0, 'M'}, {0, 0, 0, 0}};
+        {"python", 1, 0, 'p'},   {"module", 1, 0, 'M'}, {"relay", 0, 0, 'r'},
+        {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
@@ -262,10 +437,11 @@ int main (int argc, char **argv)
             case 'm': burn_ms = atof (optarg); break;
             case 'p': python = optarg; break;
             case 'M': module = optarg; break;
+            case 'r': relay = true; break;
             default:
                 fprintf (stderr, "usage: floor [--children N] [--count N] [--concurrency C] "
                                  "[--size BYTES] [--cmd echo|burn] [--ms MS] [--python PATH] "
-                                 "[--module FILE]\n");
+                                 "[--module FILE] [--relay]\n");
                 return 2;
         }
     }
@@ -293,7 +469,7 @@ int main (int argc, char **argv)
             errno = 0;
             die ("children not ready within 30 s");
         }
-        pump ();
+        pump (-1, NULL);
     }
 
     //  The args, packed once: {"d": "xxx..."} or {"ms": M}, like every driver.
@@ -323,42 +499,69 @@ int main (int argc, char **argv)
     msgpack_sbuffer frame;
     msgpack_sbuffer_init (&frame);
 
-    uint64_t start = now_ns ();
-    long sent = 0;
-    size_t inflight_total = 0;
-    while (answered < (size_t) count) {
-        inflight_total = (size_t) sent - answered;
-        while (sent < count && inflight_total < (size_t) concurrency) {
-            child_t *c = &children [0];  //  the least loaded child
-            for (int i = 1; i < nchildren; i++)
-                if (children [i].inflight < c->inflight)
-                    c = &children [i];
-            uint64_t id = (uint64_t) ++sent;
-            msgpack_sbuffer_clear (&frame);
-            msgpack_packer fp;
-            msgpack_packer_init (&fp, &frame, msgpack_sbuffer_write);
-            msgpack_pack_map (&fp, 4);
-            msgpack_pack_str_with_body (&fp, "id", 2);
-            msgpack_pack_uint64 (&fp, id);
-            msgpack_pack_str_with_body (&fp, "cmd", 3);
-            msgpack_pack_str_with_body (&fp, cmd, strlen (cmd));
-            msgpack_pack_str_with_body (&fp, "args", 4);
-            msgpack_sbuffer_write (&frame, args.data, args.size);
-            msgpack_pack_str_with_body (&fp, "session", 7);
-            msgpack_pack_nil (&fp);
-            unsigned char h [4] = {(unsigned char) (frame.size >> 24), (unsigned char) (frame.size >> 16),
-                                   (unsigned char) (frame.size >> 8), (unsigned char) frame.size};
-            buf_append (&c->out, h, 4);
-            buf_append (&c->out, frame.data, frame.size);
-            sent_at [id] = now_ns ();
-            c->inflight++;
-            inflight_total++;
+    double elapsed, client_cpu = 0, relay_cpu = 0;
+    if (relay) {
+        //  The client is a process of its own; this one only relays.
+        int sv [2], results [2];
+        if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) || pipe2 (results, O_CLOEXEC))
+            die ("socketpair");
+        fflush (NULL);
+        pid_t client = fork ();
+        if (client < 0)
+            die ("fork");
+        if (client == 0) {
+            for (int i = 0; i < nchildren; i++)
+                children [i].pid = 0;  //  not the client's to kill
+            close (sv [0]);
+            close (results [0]);
+            _exit (run_client (sv [1], results [1], count, concurrency, cmd, &args));
         }
-        for (int i = 0; i < nchildren; i++)
-            on_writable (&children [i]);
-        pump ();
+        close (sv [1]);
+        close (results [1]);
+        relaying = true;
+        fcntl (sv [0], F_SETFL, O_NONBLOCK);
+        struct rusage before, after, client_usage;
+        getrusage (RUSAGE_SELF, &before);
+        buf_t from_client = {0};
+        while (pump (sv [0], &from_client))
+            ;
+        getrusage (RUSAGE_SELF, &after);
+        read_all (results [0], &elapsed, sizeof elapsed);
+        read_all (results [0], &answered, sizeof answered);
+        read_all (results [0], &errors, sizeof errors);
+        if (answered != (size_t) count || errors > answered) {
+            errno = 0;
+            die ("the client's results do not add up");
+        }
+        read_all (results [0], latency_us, (answered - errors) * sizeof *latency_us);
+        int status;
+        if (wait4 (client, &status, 0, &client_usage) != client || !WIFEXITED (status)
+            || WEXITSTATUS (status) != 0) {
+            errno = 0;
+            die ("the client failed");
+        }
+        client_cpu = cpu_us (&client_usage) / (double) count;
+        relay_cpu = (cpu_us (&after) - cpu_us (&before)) / (double) count;
+        close (sv [0]);
+        close (results [0]);
+        free (from_client.data);
     }
-    double elapsed = (double) (now_ns () - start) / 1e9;
+    else {
+        uint64_t start = now_ns ();
+        long sent = 0;
+        while (answered < (size_t) count) {
+            while (sent < count && (size_t) sent - answered < (size_t) concurrency) {
+                child_t *c = least_loaded ();
+                pack_request (&c->out, &frame, (uint64_t) ++sent, cmd, &args);
+                sent_at [sent] = now_ns ();
+                c->inflight++;
+            }
+            for (int i = 0; i < nchildren; i++)
+                write_from (children [i].req_fd, &children [i].out);
+            pump (-1, NULL);
+        }
+        elapsed = (double) (now_ns () - start) / 1e9;
+    }
 
     size_t ok = answered - errors;
     qsort (latency_us, ok, sizeof *latency_us, cmp_u32);
@@ -366,9 +569,11 @@ int main (int argc, char **argv)
     uint32_t p99 = ok ? latency_us [(size_t) (0.99 * (double) ok) < ok ? (size_t) (0.99 * (double) ok) : ok - 1] : 0;
     uint32_t max = ok ? latency_us [ok - 1] : 0;
     printf ("{\"requests\":%zu,\"errors\":%zu,\"elapsed_s\":%.6f,\"req_per_s\":%.1f,"
-            "\"p50_us\":%u,\"p99_us\":%u,\"max_us\":%u}\n",
+            "\"p50_us\":%u,\"p99_us\":%u,\"max_us\":%u",
             answered, errors, elapsed, elapsed > 0 ? (double) ok / elapsed : 0.0, p50, p99, max);
-
+    if (relay)
+        printf (",\"client_cpu_us_per_req\":%.1f,\"relay_cpu_us_per_req\":%.1f", client_cpu, relay_cpu);
+    printf ("}\n");
     //  End of input makes each bridge exit; reap them (bounded), then insist.
     for (int i = 0; i < nchildren; i++)
         close (children [i].req_fd);
