@@ -16,7 +16,9 @@
     in one thread, reading the client whenever it has written. No ZeroMQ,
     sessions, deadlines or bounds: what a client process plus one relaying
     thread cost on this machine. The JSON adds client_cpu_us_per_req and
-    relay_cpu_us_per_req.
+    relay_cpu_us_per_req. --lazy (with --relay): while every child has a
+    request waiting behind the one it runs, the relay does not wake for the
+    client; it reads the client when a child answers (or after 5 ms).
 
     Built by bench/run.sh: cc -O2 floor.c $(pkg-config --cflags --libs msgpack)
     =========================================================================
@@ -146,6 +148,7 @@ static uint64_t *sent_at;   //  by request id (1..count)
 static uint32_t *latency_us;
 static size_t answered, errors;
 static bool relaying;      //  --relay: answers go back to the client
+static bool lazy;          //  --lazy: see above
 static buf_t to_client;
 
 static void append_frame (buf_t *b, const void *data, size_t size)
@@ -297,12 +300,20 @@ static bool pump (int client_fd, buf_t *from_client)
         bool pending = children [i].out.start < children [i].out.size;
         fds [2 * i + 1] = (struct pollfd) {.fd = pending ? children [i].req_fd : -1, .events = POLLOUT};
     }
+    bool later = lazy && client_fd >= 0;  //  every child has one waiting
+    for (int i = 0; i < nchildren && later; i++)
+        later = children [i].inflight >= 2;
     short to_write = to_client.start < to_client.size ? POLLOUT : 0;
-    fds [2 * nchildren] = (struct pollfd) {.fd = client_fd, .events = (short) (POLLIN | to_write)};
-    int rc = poll (fds, (nfds_t) nchildren * 2 + 1, IO_TIMEOUT_MS);
+    fds [2 * nchildren] = (struct pollfd) {.fd = client_fd, .events = (short) ((later ? 0 : POLLIN) | to_write)};
+    int rc = poll (fds, (nfds_t) nchildren * 2 + 1, later ? 5 : IO_TIMEOUT_MS);
     if (rc < 0 && errno != EINTR)
         die ("poll");
-    if (rc == 0) {
+    static uint64_t quiet_since;  //  lazy polls that time out are bounded too
+    if (rc > 0)
+        quiet_since = 0;
+    else if (rc == 0 && later && !quiet_since)
+        quiet_since = now_ns ();
+    if (rc == 0 && (!later || now_ns () - quiet_since > (uint64_t) IO_TIMEOUT_MS * 1000000)) {
         errno = 0;
         die ("no progress for 30 s");
     }
@@ -319,7 +330,7 @@ static bool pump (int client_fd, buf_t *from_client)
     if (client_fd < 0)
         return true;
     bool open = true;
-    if (fds [2 * nchildren].revents & (POLLIN | POLLHUP | POLLERR)) {
+    if (later || fds [2 * nchildren].revents & (POLLIN | POLLHUP | POLLERR)) {
         open = read_into (client_fd, from_client);
         split_frames (from_client, client_frame, NULL);
         for (int i = 0; i < nchildren; i++)
@@ -425,6 +436,7 @@ int main (int argc, char **argv)
         {"children", 1, 0, 'n'}, {"count", 1, 0, 'c'}, {"concurrency", 1, 0, 'C'},
         {"size", 1, 0, 's'},     {"cmd", 1, 0, 'x'},   {"ms", 1, 0, 'm'},
         {"python", 1, 0, 'p'},   {"module", 1, 0, 'M'}, {"relay", 0, 0, 'r'},
+        {"lazy", 0, 0, 'l'},
         {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
@@ -438,15 +450,16 @@ int main (int argc, char **argv)
             case 'p': python = optarg; break;
             case 'M': module = optarg; break;
             case 'r': relay = true; break;
+            case 'l': lazy = true; break;
             default:
                 fprintf (stderr, "usage: floor [--children N] [--count N] [--concurrency C] "
                                  "[--size BYTES] [--cmd echo|burn] [--ms MS] [--python PATH] "
-                                 "[--module FILE] [--relay]\n");
+                                 "[--module FILE] [--relay [--lazy]]\n");
                 return 2;
         }
     }
     if (nchildren < 1 || nchildren > MAX_CHILDREN || count < 1 || concurrency < 1 || size < 0
-        || (strcmp (cmd, "echo") && strcmp (cmd, "burn"))) {
+        || (strcmp (cmd, "echo") && strcmp (cmd, "burn")) || (lazy && !relay)) {
         fprintf (stderr, "floor: bad arguments\n");
         return 2;
     }
