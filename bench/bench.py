@@ -448,11 +448,7 @@ class Celery:
         argv = [PY, os.path.join(BENCH, "peers", "celery_client.py"), "--count", str(count),
                 "--concurrency", "1" if kind == "latency" else str(CONCURRENCY)]
         argv += ["--cmd", "burn", "--ms", str(BURN_MS)] if kind == "cpu" else ["--size", str(size)]
-        if not self.relay:
-            return run_driver(argv, timeout=300, env=self.env)
-        r = run_driver(argv + ["--relay"], timeout=300, env=self.env)
-        r["cpu_us_per_req"] = {"client": r["client_cpu_us_per_req"], "relay": r["relay_cpu_us_per_req"]}
-        return r
+        return run_driver(argv, timeout=300, env=self.env)
 
     def teardown(self):
         PROCS.stop(self.worker, grace=10)
