@@ -5,14 +5,21 @@
     With a unix:// endpoint, the same round trip over a Unix stream socket
     with blocking reads and writes, what a unix:// client's request crosses.
 
-    Usage: zmq_rtt COUNT ENDPOINT   (e.g. 5000 tcp://127.0.0.1:5999,
+    Usage: zmq_rtt COUNT ENDPOINT [CPU CPU]   (e.g. 5000 tcp://127.0.0.1:5999,
     ipc:///tmp/rtt.sock or unix:///tmp/rtt.stream; a tcp port below the
-    kernel's ephemeral range)
-    Prints one JSON line: {"endpoint", "count", "p50_us", "p99_us"}.
+    kernel's ephemeral range). With two CPU numbers, the measuring process
+    runs on the first and the echoing one on the second: the same one for
+    wake-ups within a CPU, two for wake-ups across CPUs.
+    Prints one JSON line: {"endpoint", "count", "p50_us", "p99_us",
+    "cpu_us_per_rtt"}, the last being both processes' CPU time per round
+    trip (from their rusage, so the ZeroMQ I/O threads are in it).
     Every wait is bounded: the echo process gives up after 10 s without a
     message, the measuring one after 5 s without an answer. */
+#define _GNU_SOURCE
 #include <czmq.h>
 #include <poll.h>
+#include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -118,15 +125,37 @@ static int echo (int count, const char *endpoint, int report_fd)
     return rc;
 }
 
+//  Pins the calling process to cpu (none if negative); false if it cannot.
+static bool pin (int cpu)
+{
+    if (cpu < 0) return true;
+    cpu_set_t set;
+    CPU_ZERO (&set);
+    CPU_SET (cpu, &set);
+    return sched_setaffinity (0, sizeof set, &set) == 0;
+}
+
+static double cpu_us (const struct rusage *usage)
+{
+    return (double) (usage->ru_utime.tv_sec + usage->ru_stime.tv_sec) * 1e6
+         + (double) (usage->ru_utime.tv_usec + usage->ru_stime.tv_usec);
+}
+
 int main (int argc, char *argv[])
 {
-    int count = argc == 3 ? atoi (argv[1]) : 0;
-    const char *endpoint = argc == 3 ? argv[2] : "";
+    bool args_ok = argc == 3 || argc == 5;
+    int count = args_ok ? atoi (argv[1]) : 0;
+    const char *endpoint = args_ok ? argv[2] : "";
+    int cpus[2] = {argc == 5 ? atoi (argv[3]) : -1, argc == 5 ? atoi (argv[4]) : -1};
     bool unix_stream = strncmp (endpoint, "unix://", 7) == 0;
     if (count < 1 || count > 10000000
         || (strncmp (endpoint, "tcp://", 6) != 0 && strncmp (endpoint, "ipc://", 6) != 0
             && !unix_stream)) {
-        fprintf (stderr, "usage: zmq_rtt COUNT tcp://HOST:PORT|ipc://PATH|unix://PATH\n");
+        fprintf (stderr, "usage: zmq_rtt COUNT tcp://HOST:PORT|ipc://PATH|unix://PATH [CPU CPU]\n");
+        return 2;
+    }
+    if (!pin (cpus[0])) {
+        fprintf (stderr, "zmq_rtt: cannot run on CPU %d\n", cpus[0]);
         return 2;
     }
     int report[2];
@@ -138,6 +167,7 @@ int main (int argc, char *argv[])
         return 1;
     if (pid == 0) {
         close (report[0]);
+        if (!pin (cpus[1])) _exit (2);
         _exit (unix_stream ? echo_unix (count, endpoint, report[1])
                            : echo (count, endpoint, report[1]));
     }
@@ -148,6 +178,8 @@ int main (int argc, char *argv[])
     close (report[0]);
     int rc = 1;
     int64_t *latency = malloc ((size_t) count * sizeof *latency);
+    struct rusage before, after, echo_usage = {0};
+    getrusage (RUSAGE_SELF, &before);
     if (unix_stream && got == 1 && bound == 'B' && latency)
         rc = measure_unix (count, endpoint, latency);
     zsock_t *dealer = !unix_stream && got == 1 && bound == 'B' ? zsock_new (ZMQ_DEALER) : NULL;
@@ -168,17 +200,20 @@ int main (int argc, char *argv[])
         }
     }
     zsock_destroy (&dealer);
+    getrusage (RUSAGE_SELF, &after);
+    if (rc != 0) {
+        fprintf (stderr, "zmq_rtt: no echo from the other process on %s\n", endpoint);
+        kill (pid, SIGKILL);
+    }
+    int status = 0;
+    wait4 (pid, &status, 0, &echo_usage);
     if (rc == 0) {
         qsort (latency, (size_t) count, sizeof *latency, compare);
-        printf ("{\"endpoint\":\"%s\",\"count\":%d,\"p50_us\":%lld,\"p99_us\":%lld}\n", endpoint,
-                count, (long long) latency[count / 2], (long long) latency[count * 99 / 100]);
+        printf ("{\"endpoint\":\"%s\",\"count\":%d,\"p50_us\":%lld,\"p99_us\":%lld,"
+                "\"cpu_us_per_rtt\":%.1f}\n",
+                endpoint, count, (long long) latency[count / 2], (long long) latency[count * 99 / 100],
+                (cpu_us (&after) - cpu_us (&before) + cpu_us (&echo_usage)) / count);
     }
-    else
-        fprintf (stderr, "zmq_rtt: no echo from the other process on %s\n", endpoint);
     free (latency);
-    if (rc != 0)
-        kill (pid, SIGKILL);
-    int status = 0;
-    waitpid (pid, &status, 0);
     return rc != 0 || !WIFEXITED (status) || WEXITSTATUS (status) != 0;
 }
