@@ -404,6 +404,9 @@ static int run_client (int fd, int results_fd, long count, long concurrency, con
         || write (results_fd, latency_us, (answered - errors) * sizeof *latency_us)
                != (ssize_t) ((answered - errors) * sizeof *latency_us))
         die ("client: results");
+    free (out.data);
+    free (in.data);
+    msgpack_sbuffer_destroy (&frame);
     return 0;
 }
 
