@@ -36,7 +36,7 @@ fi
 # The bench's own C drivers: the pipe floor and the sessions load generator.
 mkdir -p bench/results/.bin
 CFLAGS="-std=c11 -O2 -g -Wall -Wextra -Werror"
-cc $CFLAGS bench/floor/floor.c $(pkg-config --cflags --libs msgpack) -o bench/results/.bin/floor
+cc $CFLAGS -pthread bench/floor/floor.c $(pkg-config --cflags --libs msgpack) -o bench/results/.bin/floor
 if [ -f bench/floor/sessions.c ]; then
     cc $CFLAGS -Iclient -Icommon bench/floor/sessions.c "$PYFLEET_BUILD/lib/libpyfleet.a" "$PYFLEET_BUILD/lib/libpfcore.a" \
         $(pkg-config --cflags --libs libczmq libzmq msgpack jansson) -o bench/results/.bin/sessions

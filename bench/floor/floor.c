@@ -19,6 +19,10 @@
     relay_cpu_us_per_req. --lazy (with --relay): while every child has a
     request waiting behind the one it runs, the relay does not wake for the
     client; it reads the client when a child answers (or after 5 ms).
+    --proxy (with --relay): a second thread stands between the client and
+    the relay, copying bytes between the client's socket and another
+    socketpair to the relay: what one more thread on the path costs (as
+    pyfleet's broker and local agent are two threads).
 
     Built by bench/run.sh: cc -O2 floor.c $(pkg-config --cflags --libs msgpack)
     =========================================================================
@@ -36,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -410,6 +415,33 @@ static int run_client (int fd, int results_fd, long count, long concurrency, con
     return 0;
 }
 
+//  --proxy: copies bytes both ways between fds[0] (the client's socket) and
+//  fds[1] (the relay's) until the client closes; then closes fds[1].
+static void *proxy (void *arg)
+{
+    int *fds = arg;
+    buf_t to_relay = {0}, to_client_side = {0};
+    for (;;) {
+        struct pollfd f [2] = {
+            {fds [0], (short) (POLLIN | (to_client_side.start < to_client_side.size ? POLLOUT : 0)), 0},
+            {fds [1], (short) (POLLIN | (to_relay.start < to_relay.size ? POLLOUT : 0)), 0}};
+        if (poll (f, 2, IO_TIMEOUT_MS) <= 0) {
+            errno = 0;
+            die ("proxy: no progress for 30 s");
+        }
+        if (f [0].revents & (POLLIN | POLLHUP | POLLERR) && !read_into (fds [0], &to_relay))
+            break;
+        if (f [1].revents & (POLLIN | POLLHUP | POLLERR))
+            read_into (fds [1], &to_client_side);
+        write_from (fds [1], &to_relay);
+        write_from (fds [0], &to_client_side);
+    }
+    close (fds [1]);
+    free (to_relay.data);
+    free (to_client_side.data);
+    return NULL;
+}
+
 //  Reads exactly size bytes (the relay's client results); dies on a short read.
 static void read_all (int fd, void *data, size_t size)
 {
@@ -433,13 +465,13 @@ int main (int argc, char **argv)
 {
     long count = 1000, concurrency = 64, size = 100;
     double burn_ms = 1;
-    bool relay = false;
+    bool relay = false, with_proxy = false;
     const char *cmd = "echo", *python = "/usr/bin/python3", *module = NULL;
     static struct option options [] = {
         {"children", 1, 0, 'n'}, {"count", 1, 0, 'c'}, {"concurrency", 1, 0, 'C'},
         {"size", 1, 0, 's'},     {"cmd", 1, 0, 'x'},   {"ms", 1, 0, 'm'},
         {"python", 1, 0, 'p'},   {"module", 1, 0, 'M'}, {"relay", 0, 0, 'r'},
-        {"lazy", 0, 0, 'l'},
+        {"lazy", 0, 0, 'l'},    {"proxy", 0, 0, 'P'},
         {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
@@ -454,15 +486,16 @@ int main (int argc, char **argv)
             case 'M': module = optarg; break;
             case 'r': relay = true; break;
             case 'l': lazy = true; break;
+            case 'P': with_proxy = true; break;
             default:
                 fprintf (stderr, "usage: floor [--children N] [--count N] [--concurrency C] "
                                  "[--size BYTES] [--cmd echo|burn] [--ms MS] [--python PATH] "
-                                 "[--module FILE] [--relay [--lazy]]\n");
+                                 "[--module FILE] [--relay [--lazy] [--proxy]]\n");
                 return 2;
         }
     }
     if (nchildren < 1 || nchildren > MAX_CHILDREN || count < 1 || concurrency < 1 || size < 0
-        || (strcmp (cmd, "echo") && strcmp (cmd, "burn")) || (lazy && !relay)) {
+        || (strcmp (cmd, "echo") && strcmp (cmd, "burn")) || ((lazy || with_proxy) && !relay)) {
         fprintf (stderr, "floor: bad arguments\n");
         return 2;
     }
@@ -535,13 +568,29 @@ int main (int argc, char **argv)
         close (sv [1]);
         close (results [1]);
         relaying = true;
+        int relay_fd = sv [0], proxied [2] = {sv [0], -1}, inner [2];
+        pthread_t proxy_thread;
+        if (with_proxy) {
+            if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, inner))
+                die ("socketpair");
+            proxied [1] = inner [0];
+            relay_fd = inner [1];
+            fcntl (inner [0], F_SETFL, O_NONBLOCK);
+            if (pthread_create (&proxy_thread, NULL, proxy, proxied))
+                die ("pthread_create");
+        }
+        fcntl (relay_fd, F_SETFL, O_NONBLOCK);
         fcntl (sv [0], F_SETFL, O_NONBLOCK);
         struct rusage before, after, client_usage;
-        getrusage (RUSAGE_SELF, &before);
+        getrusage (RUSAGE_SELF, &before);  //  every thread of the relay
         buf_t from_client = {0};
-        while (pump (sv [0], &from_client))
+        while (pump (relay_fd, &from_client))
             ;
         getrusage (RUSAGE_SELF, &after);
+        if (with_proxy) {
+            pthread_join (proxy_thread, NULL);
+            close (relay_fd);
+        }
         read_all (results [0], &elapsed, sizeof elapsed);
         read_all (results [0], &answered, sizeof answered);
         read_all (results [0], &errors, sizeof errors);
