@@ -568,6 +568,7 @@ int main (int argc, char **argv)
         close (sv [1]);
         close (results [1]);
         relaying = true;
+        fcntl (sv [0], F_SETFL, O_NONBLOCK);
         int relay_fd = sv [0], proxied [2] = {sv [0], -1}, inner [2];
         pthread_t proxy_thread;
         if (with_proxy) {
@@ -580,7 +581,6 @@ int main (int argc, char **argv)
                 die ("pthread_create");
         }
         fcntl (relay_fd, F_SETFL, O_NONBLOCK);
-        fcntl (sv [0], F_SETFL, O_NONBLOCK);
         struct rusage before, after, client_usage;
         getrusage (RUSAGE_SELF, &before);  //  every thread of the relay
         buf_t from_client = {0};
