@@ -152,7 +152,7 @@ static msgpack_object *map_get (msgpack_object *map, const char *key)
 static uint64_t *sent_at;   //  by request id (1..count)
 static uint32_t *latency_us;
 static size_t answered, errors;
-static bool relaying;      //  --relay: answers go back to the client
+static bool relay;         //  --relay: answers go back to the client
 static bool lazy;          //  --lazy: see above
 static buf_t to_client;
 
@@ -198,7 +198,7 @@ static void on_frame (child_t *c, const char *data, size_t size)
             c->ready = true;
     }
     else {
-        if (relaying)
+        if (relay)
             append_frame (&to_client, data, size);
         else
             account (&msg.data);
@@ -465,7 +465,7 @@ int main (int argc, char **argv)
 {
     long count = 1000, concurrency = 64, size = 100;
     double burn_ms = 1;
-    bool relay = false, with_proxy = false;
+    bool with_proxy = false;
     const char *cmd = "echo", *python = "/usr/bin/python3", *module = NULL;
     static struct option options [] = {
         {"children", 1, 0, 'n'}, {"count", 1, 0, 'c'}, {"concurrency", 1, 0, 'C'},
@@ -567,7 +567,6 @@ int main (int argc, char **argv)
         }
         close (sv [1]);
         close (results [1]);
-        relaying = true;
         fcntl (sv [0], F_SETFL, O_NONBLOCK);
         int relay_fd = sv [0], proxied [2] = {sv [0], -1}, inner [2];
         pthread_t proxy_thread;

@@ -59,8 +59,9 @@ static int echo_unix (int count, const char *endpoint, int report_fd)
 {
     struct sockaddr_un address;
     int listener = socket (AF_UNIX, SOCK_STREAM, 0);
-    if (unix_address (endpoint, &address) == 0) unlink (address.sun_path);
-    char status = listener >= 0 && unix_address (endpoint, &address) == 0
+    bool named = unix_address (endpoint, &address) == 0;
+    if (named) unlink (address.sun_path);
+    char status = listener >= 0 && named
                           && bind (listener, (struct sockaddr *) &address, sizeof address) == 0
                           && listen (listener, 1) == 0
                       ? 'B'
