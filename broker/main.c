@@ -13,6 +13,8 @@
 #include "pf_parse.h"
 #include "pf_proto.h"
 #include "pf_stream_server.h"
+#include "pf_curve.h"
+#include "pf_zap.h"
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -102,6 +104,8 @@ static int local_worker_load (local_worker_t *local, const char *path)
         return 2;
     pf_worker_options_finish (&local->options);
     local->options.config.broker = LOCAL_ENDPOINT;
+    //  In-process: no handshake, so no keys.
+    local->options.config.curve_cert = local->options.config.broker_key = NULL;
     return 0;
 }
 
@@ -142,14 +146,27 @@ static void usage (FILE *out)
              "  --window N         requests in flight per bridge (default 32; 1 = one at a time)\n"
              "  --window-ms MS     ... more than one only while the bridge's oldest has run less\n"
              "                     than MS, so none waits behind a long request (default 10)\n"
+             "  --curve-cert FILE  encrypt and authenticate the --bind endpoint with CurveZMQ,\n"
+             "                     as this certificate (FILE and FILE_secret, from `pyfleet\n"
+             "                     keygen`); agents and clients then need its public key\n"
+             "  --curve-allow DIR|any  with --curve-cert: admit the public keys of the\n"
+             "                     certificates in DIR (read again when DIR changes), or any key\n"
              "  --local-worker FILE  also run a worker agent in this process, configured by\n"
-             "                     FILE as pyfleet-worker --config reads it (its 'broker' key\n"
-             "                     is not used: it connects in-process; --log-level applies)\n"
+             "                     FILE as pyfleet-worker --config reads it (its 'broker',\n"
+             "                     'curve-cert' and 'broker-key' keys are not used: it connects\n"
+             "                     in-process; --log-level applies)\n"
              "  --log-level LEVEL  debug, info, warn or error (default info)\n");
 }
 
 //  Everything but freeing the local worker's options, which main does.
-static int run (int argc, char *argv[], local_worker_t *local_storage)
+//  CurveZMQ on the --bind endpoint: the broker's certificate and the ZAP
+//  handler's thread, both freed by main after run.
+typedef struct {
+    zcert_t *cert;
+    zactor_t *zap;
+} curve_t;
+
+static int run (int argc, char *argv[], local_worker_t *local_storage, curve_t *curve)
 {
     pf_broker_config_t config;
     pf_broker_config_defaults (&config);
@@ -159,6 +176,7 @@ static int run (int argc, char *argv[], local_worker_t *local_storage)
     bool mgmt_given = false, events_given = false;
     const char *local_config = NULL;
     const char *unix_path = NULL;
+    const char *curve_cert = NULL, *curve_allow = NULL;
     int log_level = PF_LOG_INFO;
 
     static struct option options[] = {
@@ -174,6 +192,8 @@ static int run (int argc, char *argv[], local_worker_t *local_storage)
         {"log-level", required_argument, 0, 'L'}, {"help", no_argument, 0, 'H'},
         {"local-worker", required_argument, 0, 'A'},
         {"unix", required_argument, 0, 'U'},
+        {"curve-cert", required_argument, 0, 'C'},
+        {"curve-allow", required_argument, 0, 'Y'},
         {0, 0, 0, 0}};
     int option, index = 0;
     while ((option = getopt_long (argc, argv, "", options, &index)) != -1) {
@@ -237,6 +257,12 @@ static int run (int argc, char *argv[], local_worker_t *local_storage)
         case 'U':
             unix_path = optarg;
             break;
+        case 'C':
+            curve_cert = optarg;
+            break;
+        case 'Y':
+            curve_allow = optarg;
+            break;
         case 'L':
             log_level = pf_log_level_parse (optarg);
             rc = log_level < 0 ? -1 : 0;
@@ -259,6 +285,22 @@ static int run (int argc, char *argv[], local_worker_t *local_storage)
         usage (stderr);
         return 2;
     }
+    if (!curve_cert != !curve_allow) {
+        fprintf (stderr, "pyfleet-broker: %s\n",
+                 curve_cert ? "--curve-cert needs --curve-allow DIR (the keys admitted) or 'any'"
+                            : "--curve-allow needs --curve-cert");
+        return 2;
+    }
+    bool allow_any = curve_allow && streq (curve_allow, "any");
+    if (curve_allow && !allow_any && !zsys_file_exists (curve_allow)) {
+        fprintf (stderr, "pyfleet-broker: --curve-allow: no directory '%s'\n", curve_allow);
+        return 2;
+    }
+    char why[PATH_MAX + 128];
+    if (curve_cert && !(curve->cert = pf_curve_cert_load (curve_cert, why, sizeof why))) {
+        fprintf (stderr, "pyfleet-broker: --curve-cert: %s\n", why);
+        return 2;
+    }
     pf_log_init ("broker", log_level);
     local_worker_t *local = NULL;
     if (local_config) {
@@ -274,7 +316,17 @@ static int run (int argc, char *argv[], local_worker_t *local_storage)
     sigaction (SIGTERM, &action, NULL);
     signal (SIGPIPE, SIG_IGN);
 
+    //  The handler must be up before the first handshake; inproc peers (the
+    //  local worker) have none.
+    if (curve->cert && !(curve->zap = pf_zap_start (allow_any ? NULL : curve_allow))) {
+        pf_error ("cannot start the CurveZMQ authenticator: %s", strerror (errno));
+        return 1;
+    }
     zsock_t *router = zsock_new (ZMQ_ROUTER);
+    if (curve->cert) {
+        zcert_apply (curve->cert, router);
+        zsock_set_curve_server (router, 1);
+    }
     zsock_set_router_mandatory (router, 1);
     zsock_set_sndhwm (router, 1000000);
     zsock_set_rcvhwm (router, 1000000);
@@ -337,6 +389,9 @@ static int run (int argc, char *argv[], local_worker_t *local_storage)
     pf_info ("listening on %s%s%s (pid %d); management %s; events %s", bind,
              unix_path ? " and unix://" : "", unix_path ? unix_path : "", getpid (),
              mgmt ? mgmt_endpoint : "off", publisher ? events_endpoint : "off");
+    if (curve->cert)
+        pf_info ("CurveZMQ on %s: public key %s; admits %s%s", bind, zcert_public_txt (curve->cert),
+                 allow_any ? "any key" : "the keys in ", allow_any ? "" : curve_allow);
     int exit_rc = 0;
     if (local && local_worker_start (local) != 0) {
         local = NULL;
@@ -437,7 +492,10 @@ static int run (int argc, char *argv[], local_worker_t *local_storage)
 int main (int argc, char *argv[])
 {
     local_worker_t local = {0};
-    int rc = run (argc, argv, &local);
+    curve_t curve = {0};
+    int rc = run (argc, argv, &local, &curve);
     pf_worker_options_free (&local.options);
+    zactor_destroy (&curve.zap);
+    zcert_destroy (&curve.cert);
     return rc;
 }

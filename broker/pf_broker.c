@@ -1230,9 +1230,28 @@ static void handle_client_request (pf_broker_t *self, zframe_t *routing_id, pf_m
                            "service queue full; retry after 100 ms", NULL, NULL);
         return;
     }
+    //  The built-in session_end may name any session in its arguments: a
+    //  client ends only its own, by sending it in that session (the bridge
+    //  refuses another name there).
+    if (streq (msg->command_name, "session_end") &&
+        (!*msg->session || (msg->flags & PF_FLAG_BROADCAST))) {
+        send_client_error (self, routing_id, msg->request_id, PF_BAD_REQUEST,
+                           "session_end ends the session it is sent in: give one", NULL, NULL);
+        return;
+    }
     session_t *session = NULL;
     if (*msg->session && !(msg->flags & PF_FLAG_BROADCAST)) {
         session = session_require (self, msg->service, msg->session, now);
+        //  A session belongs to the CurveZMQ key that made it (or, made
+        //  without one or adopted from an agent after a restart, to the first
+        //  key that uses it).
+        uint64_t owner = *msg->user_id ? pf_table_hash (msg->user_id, strlen (msg->user_id)) | 1 : 0;
+        if (session->owner && session->owner != owner) {
+            send_client_error (self, routing_id, msg->request_id, PF_UNAUTHORIZED,
+                               "this session belongs to another client key", NULL, NULL);
+            return;
+        }
+        session->owner = owner;
         if (session->count >= self->config.session_queue_max) {
             send_client_error (self, routing_id, msg->request_id, PF_BUSY,
                                "session queue full; retry after 100 ms", NULL, NULL);
@@ -1369,8 +1388,10 @@ static void handle_batch (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *bat
     size_t offset = 0;
     int rc;
     while ((rc = pf_batch_next (batch->proto, batch->body, &offset, &msg, self->config.max_body,
-                                err, sizeof err)) != -1)
+                                err, sizeof err)) != -1) {
+        memcpy (msg.user_id, batch->user_id, sizeof msg.user_id);
         pf_broker_handle_msg (self, routing_id, rc, &msg, err, now);
+    }
 }
 
 void pf_broker_handle_msg (pf_broker_t *self, zframe_t *routing_id, int rc, pf_msg_t *msg,

@@ -116,6 +116,7 @@ struct _session_t {
     uint32_t count; //  requests in the chain
     int64_t last_used;
     uint64_t hash;  //  of key, for the session table
+    uint64_t owner; //  hash of the client's CurveZMQ key (odd), 0: none
     char key[]; //  service length byte, service, session id, NUL
 };
 

@@ -21,6 +21,7 @@
 #include "pyfleet.h"
 #include "pf_json.h"
 #include "pf_batch.h"
+#include "pf_curve.h"
 #include "pf_proto.h"
 #include "pf_stream.h"
 
@@ -75,6 +76,8 @@ struct _pf_client_t {
     pf_stream_t stream; //  its connection; fd -1 while there is none
     int64_t connect_at; //  zclock_mono () ms of the next attempt to connect
     int connect_errno;  //  why the last attempt failed, 0 once connected
+    bool curve;         //  CurveZMQ keys given
+    bool handshaken;    //  ... and a handshake with the broker has succeeded
     uint32_t timeout_ms;
     pf_retry_t retry;
     uint64_t next_id;
@@ -599,16 +602,58 @@ static void connection_lost (pf_client_t *self)
             schedule_retry (self, request);
 }
 
-//  Reads the socket monitor's events; acts on disconnections.
+//  The broker refused the handshake (CurveZMQ: our key, or one side has
+//  none): nothing waiting for this connection can be answered by it, so
+//  every outstanding request is answered UNAUTHORIZED now, not at its
+//  deadline. Later requests meet the same answer at the next attempt
+//  (libzmq reconnects), unless the broker has admitted the key by then.
+static void handshake_refused (pf_client_t *self, uint16_t event, uint32_t value)
+{
+    const char *why = "the CurveZMQ handshake with the broker failed";
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+        why = "the broker refused this client's CurveZMQ key (not in its --curve-allow directory)";
+    else if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+        why = "the broker and this client disagree on CurveZMQ (one side has no keys)";
+    else if (value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
+        why = "the CurveZMQ handshake failed (is the broker key right?)";
+    uint64_t *ids = calloc (zhashx_size (self->requests) + 1, sizeof *ids);
+    size_t count = 0;
+    for (request_t *request = zhashx_first (self->requests); ids && request;
+         request = zhashx_next (self->requests))
+        ids[count++] = request->id;
+    for (size_t i = 0; i < count; i++) {
+        request_t *request = request_find (self, ids[i]);
+        pf_reply_t *reply = reply_new_local (ids[i], PF_UNAUTHORIZED, why);
+        if (!reply) break;
+        reply->attempts = request->attempts;
+        request_forget (self, request);
+        zlistx_add_end (self->ready, reply);
+    }
+    free (ids);
+}
+
+//  Reads the socket monitor's events; acts on disconnections and refused
+//  handshakes. An event is a 6-byte frame (id u16, value u32, native byte
+//  order by libzmq's contract) and the peer's address.
 static void read_monitor (pf_client_t *self)
 {
     zmsg_t *event;
     while ((event = zmsg_recv_nowait (self->monitor))) {
         zframe_t *head = zmsg_first (event);
-        if (head && zframe_size (head) >= 2) {
+        if (head && zframe_size (head) >= 6) {
             uint16_t id;
-            memcpy (&id, zframe_data (head), 2); //  native byte order, by libzmq's contract
-            if (id == ZMQ_EVENT_DISCONNECTED) connection_lost (self);
+            uint32_t value;
+            memcpy (&id, zframe_data (head), 2);
+            memcpy (&value, zframe_data (head) + 2, 4);
+            if (id == ZMQ_EVENT_DISCONNECTED)
+                connection_lost (self);
+            else if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+                self->handshaken = true;
+            else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+                     (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+                      (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ||
+                       value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)))
+                handshake_refused (self, id, value);
         }
         zmsg_destroy (&event);
     }
@@ -763,6 +808,11 @@ static pf_reply_t *timeout_reply (pf_client_t *self, request_t *request)
         if (self->connect_errno)
             snprintf (message + length, sizeof message - (size_t)length, " (%s: %s)",
                       self->stream_path, strerror (self->connect_errno));
+        //  A broker key that is not the broker's fails the handshake
+        //  without a word from the broker: say what to check.
+        else if (self->curve && !self->handshaken)
+            snprintf (message + length, sizeof message - (size_t)length,
+                      " (no CurveZMQ handshake completed: is the broker key right?)");
     }
     pf_reply_t *reply = reply_new_local (request->id, PF_TIMEOUT, message);
     if (reply) {
@@ -802,9 +852,25 @@ pf_client_t *pf_client_new (const char *endpoint)
     return pf_client_new_with (endpoint, NULL);
 }
 
+int pf_client_check_options (const pf_client_options_t *options, char *why, size_t whylen)
+{
+    if (!options || (!options->curve_cert && !options->broker_key)) return 0;
+    if (!options->curve_cert || !options->broker_key) {
+        snprintf (why, whylen, "CurveZMQ needs both a client certificate and the broker's key");
+        return -1;
+    }
+    char key[PF_CURVE_KEY_LEN + 1];
+    zcert_t *cert = pf_curve_cert_load (options->curve_cert, why, whylen);
+    int rc = cert ? pf_curve_public_key (options->broker_key, key, why, whylen) : -1;
+    zcert_destroy (&cert);
+    return rc;
+}
+
 pf_client_t *pf_client_new_with (const char *endpoint, const pf_client_options_t *options)
 {
-    if (!endpoint || !*endpoint) return NULL;
+    char why[PATH_MAX + 128];
+    if (!endpoint || !*endpoint || pf_client_check_options (options, why, sizeof why) != 0)
+        return NULL;
     pf_client_t *self = calloc (1, sizeof *self);
     if (!self) return NULL;
     self->timeout_ms = PF_CLIENT_DEFAULT_TIMEOUT_MS;
@@ -833,6 +899,19 @@ pf_client_t *pf_client_new_with (const char *endpoint, const pf_client_options_t
     }
     self->dealer = zsock_new (ZMQ_DEALER);
     if (!self->dealer) goto failed;
+    if (options && options->curve_cert) {
+        //  Checked above; the files may have gone since.
+        char key[PF_CURVE_KEY_LEN + 1];
+        zcert_t *cert = pf_curve_cert_load (options->curve_cert, why, sizeof why);
+        if (cert && pf_curve_public_key (options->broker_key, key, why, sizeof why) == 0) {
+            pf_curve_client_apply (self->dealer, cert, key);
+            self->curve = true;
+        }
+        else
+            zsock_destroy (&self->dealer);
+        zcert_destroy (&cert);
+        if (!self->dealer) goto failed;
+    }
 
     //  Linger 0: destroy must not block on requests no one will wait for.
     zsock_set_linger (self->dealer, 0);
@@ -850,7 +929,9 @@ pf_client_t *pf_client_new_with (const char *endpoint, const pf_client_options_t
     snprintf (monitor_endpoint, sizeof monitor_endpoint, "inproc://pf-client-monitor-%llu",
               (unsigned long long)__atomic_add_fetch (&monitor_serial, 1, __ATOMIC_RELAXED));
     if (zmq_socket_monitor (zsock_resolve (self->dealer), monitor_endpoint,
-                            ZMQ_EVENT_DISCONNECTED) != 0)
+                            ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                                ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                                ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0)
         goto failed;
     self->monitor = zsock_new_pair (monitor_endpoint); //  connects
     if (!self->monitor) goto failed;
@@ -1071,6 +1152,8 @@ static pf_reply_t *call_with_flags (pf_client_t *self, const char *service, cons
     while (true) {
         int64_t now = zclock_mono ();
         request = request_find (self, id);
+        //  Answered locally meanwhile (a refused handshake).
+        if (!request) return take_ready (self, id);
         if (now >= request->deadline + PF_CLIENT_TIMEOUT_MARGIN_MS)
             return timeout_reply (self, request);
         resend_due (self, now);

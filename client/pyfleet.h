@@ -85,9 +85,18 @@ typedef struct {
 
 //  Client options for pf_client_new_with. A NULL pointer or a zeroed struct
 //  means: PF_CLIENT_DEFAULT_TIMEOUT_MS, no retries.
+//  CurveZMQ (a broker started with --curve-cert): both curve_cert and
+//  broker_key, or neither. curve_cert is this client's certificate, FILE and
+//  FILE_secret as `pyfleet keygen FILE` writes them; broker_key the broker's
+//  public key, 40 Z85 characters or its certificate file. Not used over
+//  unix:// (the socket file's permissions decide who connects). A broker
+//  that refuses the key, or a handshake that fails (no CurveZMQ on one
+//  side), answers every request waiting for that connection UNAUTHORIZED.
 typedef struct {
-    uint32_t timeout_ms; //  default request timeout; 0 = PF_CLIENT_DEFAULT_TIMEOUT_MS
-    pf_retry_t retry;    //  retry policy; zeroed = never retry
+    uint32_t timeout_ms;    //  default request timeout; 0 = PF_CLIENT_DEFAULT_TIMEOUT_MS
+    pf_retry_t retry;       //  retry policy; zeroed = never retry
+    const char *curve_cert; //  NULL: no CurveZMQ
+    const char *broker_key;
 } pf_client_options_t;
 
 //  Per-request options. A NULL options pointer, or a zeroed struct, means: no
@@ -109,8 +118,15 @@ typedef struct {
 //  made.
 pf_client_t *pf_client_new (const char *endpoint);
 
-//  Same, with options (default timeout, retry policy); NULL options = defaults.
+//  Same, with options (default timeout, retry policy, CurveZMQ keys); NULL
+//  options = defaults. NULL also if a key or certificate cannot be read or
+//  only one of curve_cert and broker_key is given (pf_client_check_options
+//  says why).
 pf_client_t *pf_client_new_with (const char *endpoint, const pf_client_options_t *options);
+
+//  Checks options as pf_client_new_with will use them: 0, or -1 with why
+//  (a certificate that is missing or has no secret key, a bad broker key).
+int pf_client_check_options (const pf_client_options_t *options, char *why, size_t whylen);
 
 //  Destroys the client; outstanding requests are forgotten (pending sends are
 //  discarded: the socket does not linger). Nulls *self_p; safe on NULL.

@@ -322,6 +322,7 @@ typedef struct {
     zmq_msg_t frame;
     bool more; //  a part is still to be read
     int error; //  errno of a failed read, 0 if none
+    char *user_id; //  if not NULL: the next part's User-Id goes there (41 bytes)
 } socket_source_t;
 
 static bool socket_source_more (frame_source_t *base)
@@ -340,6 +341,11 @@ static int socket_source_next (frame_source_t *base, const byte **data, size_t *
     }
     self->flags = 0;
     self->more = zmq_msg_more (&self->frame);
+    if (self->user_id) {
+        const char *user_id = zmq_msg_gets (&self->frame, "User-Id");
+        if (user_id && strlen (user_id) <= PF_CURVE_KEY_LEN) strcpy (self->user_id, user_id);
+        self->user_id = NULL;
+    }
     *data = zmq_msg_data (&self->frame);
     *size = zmq_msg_size (&self->frame);
     return 0;
@@ -717,8 +723,12 @@ int pf_msg_recv (pf_msg_t *self, void *socket, int flags, zframe_t **routing_id_
     if (routing_id_p) {
         const byte *data;
         size_t size;
-        if (source.base.next (&source.base, &data, &size) == 0)
+        if (source.base.next (&source.base, &data, &size) == 0) {
             *routing_id_p = zframe_new (data, size);
+            //  The peer's properties come with the parts it sent (not always
+            //  with the routing id the ROUTER adds): read at the next part.
+            source.user_id = self->user_id;
+        }
     }
     if (source.error)
         rc = -1;

@@ -47,6 +47,7 @@
 #ifndef PF_PROTO_H_INCLUDED
 #define PF_PROTO_H_INCLUDED
 
+#include "pf_curve.h"
 #include <czmq.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -120,6 +121,9 @@ typedef struct {
     zframe_t *sessions; //  READY: msgpack array of [session, bridge, generation]
     zframe_t *bridges; //  HEARTBEAT: msgpack array of [bridge, generation, state]
     bool has_request_id; //  decode: request_id was read (also after an error)
+    //  pf_msg_recv from a ROUTER: the peer's User-Id (CurveZMQ: its Z85
+    //  public key, broker/pf_zap.h), "" if none.
+    char user_id[PF_CURVE_KEY_LEN + 1];
 } pf_msg_t;
 
 //  Zeroes a message for first use.

@@ -49,6 +49,10 @@ static void usage (FILE *out)
              "  --startup-timeout MS   bridge start to ready (default 30000)\n"
              "  --dump-grace MS        after the stack dump before the kill (default 200)\n"
              "  --stop-grace MS        each step of a graceful stop (default 2000)\n"
+             "  --curve-cert FILE      connect with CurveZMQ as this certificate (FILE and\n"
+             "                         FILE_secret, from `pyfleet keygen`); needs --broker-key\n"
+             "  --broker-key KEY|FILE  the broker's public key: 40 Z85 characters or its\n"
+             "                         certificate file\n"
              "  --log-level LEVEL      debug, info, warn or error (default info)\n");
 }
 
@@ -80,6 +84,8 @@ static int run (int argc, char *argv[], pf_worker_options_t *options)
                                     {"dump-grace", required_argument, 0, 0},
                                     {"stop-grace", required_argument, 0, 0},
                                     {"log-level", required_argument, 0, 0},
+                                    {"curve-cert", required_argument, 0, 0},
+                                    {"broker-key", required_argument, 0, 0},
                                     {"help", no_argument, 0, 'H'},
                                     {0, 0, 0, 0}};
     //  Pass 1: the config file, so that flags (pass 2) override it.
@@ -115,6 +121,12 @@ static int run (int argc, char *argv[], pf_worker_options_t *options)
         return 2;
     }
     pf_worker_options_finish (options);
+    if (!options->config.curve_cert != !options->config.broker_key) {
+        fprintf (stderr, "pyfleet-worker: --%s needs --%s\n",
+                 options->config.curve_cert ? "curve-cert" : "broker-key",
+                 options->config.curve_cert ? "broker-key" : "curve-cert");
+        return 2;
+    }
     pf_log_init ("worker", options->log_level);
 
     //  Our own handlers, not CZMQ's, and without SA_RESTART so a signal

@@ -31,6 +31,7 @@
 #include "pf_batch.h"
 #include "pf_bridge.h"
 #include "pf_bridge_msg.h"
+#include "pf_curve.h"
 #include "pf_error.h"
 #include "pf_log.h"
 #include "pf_paths.h"
@@ -40,6 +41,7 @@
 #include "pf_watchdog.h"
 #include <czmq.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <msgpack.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -164,6 +166,8 @@ typedef struct {
     bool stopping;
     bool drained; //  the broker said DISCONNECT "drain": leave
     size_t pipe_bytes; //  of each bridge's request and reply pipes (pf_bridge_pipe_bytes)
+    zcert_t *cert;     //  CurveZMQ: ours, with the broker's key below; NULL = off
+    char broker_key[PF_CURVE_KEY_LEN + 1];
 } agent_t;
 
 //  SIGCHLD (and pf_agent_wake) write here to wake the loop. Made once and
@@ -433,6 +437,7 @@ static void broker_connect (agent_t *self, int64_t now)
     zsock_set_linger (self->dealer, 0);
     zsock_set_sndhwm (self->dealer, 100000);
     zsock_set_rcvhwm (self->dealer, 100000);
+    if (self->cert) pf_curve_client_apply (self->dealer, self->cert, self->broker_key);
     if (zsock_connect (self->dealer, "%s", self->config->broker) < 0) {
         pf_error ("cannot connect to %s: %s", self->config->broker, zmq_strerror (zmq_errno ()));
         zsock_destroy (&self->dealer);
@@ -448,7 +453,11 @@ static void broker_connect (agent_t *self, int64_t now)
 //  backoff, so a restarted broker sees a fresh peer and a READY.
 static void broker_lost (agent_t *self, const char *why, int64_t now)
 {
-    pf_warn ("broker connection lost (%s); reconnecting in %u ms", why, self->reconnect_ms);
+    //  A refused CurveZMQ handshake looks the same from here: say what to check.
+    pf_warn ("broker connection lost (%s)%s%s%s; reconnecting in %u ms", why,
+             self->cert ? " (CurveZMQ: is key " : "", self->cert ? zcert_public_txt (self->cert) : "",
+             self->cert ? " admitted by the broker, and --broker-key its key?)" : "",
+             self->reconnect_ms);
     pf_outbox_flush (self->outbox, NULL);
     zsock_destroy (&self->dealer);
     self->reconnect_at = now + self->reconnect_ms;
@@ -1747,6 +1756,17 @@ static int agent_setup (agent_t *self, const pf_agent_config_t *config)
             return -1;
         }
     }
+    if (!config->curve_cert != !config->broker_key) {
+        pf_error ("CurveZMQ needs both curve-cert and broker-key");
+        return -1;
+    }
+    char why[PATH_MAX + 128];
+    if (config->curve_cert
+        && (!(self->cert = pf_curve_cert_load (config->curve_cert, why, sizeof why))
+            || pf_curve_public_key (config->broker_key, self->broker_key, why, sizeof why) != 0)) {
+        pf_error ("CurveZMQ: %s", why);
+        return -1;
+    }
     self->policy.max_requests = config->max_requests;
     self->policy.max_age_ms = (uint64_t) config->max_age_s * 1000;
     self->policy.max_rss_kb = (uint64_t) config->max_rss_mb * 1024;
@@ -1795,6 +1815,7 @@ static void agent_teardown (agent_t *self)
     broker_flush (self);
     pf_outbox_destroy (&self->outbox);
     zsock_destroy (&self->dealer);
+    zcert_destroy (&self->cert);
     for (int i = 0; self->slots && i < self->slot_count; i++) {
         slot_t *slot = &self->slots[i];
         zhashx_destroy (&slot->sessions);
@@ -1851,8 +1872,10 @@ int pf_agent_run (const pf_agent_config_t *config, volatile sig_atomic_t *interr
     }
     self->reconnect_ms = RECONNECT_MIN_MS;
     broker_connect (self, now);
-    pf_info ("agent %s serving '%s' with %d bridges (%d slots) via %s", self->agent_id,
-             config->service, config->bridges, self->slot_count, config->broker);
+    pf_info ("agent %s serving '%s' with %d bridges (%d slots) via %s%s%s", self->agent_id,
+             config->service, config->bridges, self->slot_count, config->broker,
+             self->cert ? " with CurveZMQ, public key " : "",
+             self->cert ? zcert_public_txt (self->cert) : "");
 
     while (!*interrupted && !self->drained) {
         now = zclock_mono ();

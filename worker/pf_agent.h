@@ -50,6 +50,8 @@ typedef struct {
     uint32_t pipeline;           //  most requests in one bridge's pipe at once (8)
     uint32_t hold_ms;            //  requests waiting behind one running this long go back (10)
     size_t max_frame;            //  largest bridge frame (64 MiB)
+    const char *curve_cert;      //  CurveZMQ: this agent's certificate (FILE, FILE_secret), or NULL
+    const char *broker_key;      //  ... and the broker's public key (Z85 or its certificate file)
 } pf_agent_config_t;
 
 void pf_agent_config_defaults (pf_agent_config_t *config);

@@ -1,5 +1,6 @@
 /*  pf_options — see pf_options.h. */
 #include "pf_options.h"
+#include "pf_curve.h"
 #include "pf_log.h"
 #include "pf_parse.h"
 #include "pf_setup.h"
@@ -90,6 +91,20 @@ int pf_worker_options_apply (pf_worker_options_t *options, const char *key, cons
             config->python = value;
         else
             config->python_path = value;
+    }
+    else if (streq (key, "curve-cert")) {
+        //  Read now, so a bad file is refused before anything starts.
+        zcert_t *cert = pf_curve_cert_load (value, why, whylen);
+        if (!cert)
+            return -1;
+        zcert_destroy (&cert);
+        config->curve_cert = value;
+    }
+    else if (streq (key, "broker-key")) {
+        char key_text[PF_CURVE_KEY_LEN + 1];
+        if (pf_curve_public_key (value, key_text, why, whylen) != 0)
+            return -1;
+        config->broker_key = value;
     }
     else if (streq (key, "service")) {
         if (!*value || strlen (value) > 255) {

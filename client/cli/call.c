@@ -29,6 +29,8 @@ typedef struct {
     const char *service;
     const char *command;
     const char *args; //  JSON text, "-" for stdin
+    const char *curve_cert; //  CurveZMQ: this client's certificate, and the broker's key
+    const char *broker_key;
 } options_t;
 
 static void print_call_usage (FILE *stream)
@@ -63,6 +65,11 @@ static void print_call_usage (FILE *stream)
              "  -c, --concurrency C     load generator: keep C requests in flight\n"
              "                          (default 1); prints throughput and p50/p99/max\n"
              "                          latency, or one JSON object with --json\n"
+             "      --curve-cert FILE   CurveZMQ: this client's certificate (FILE and\n"
+             "                          FILE_secret, from `pyfleet keygen`; default\n"
+             "                          $PYFLEET_CURVE_CERT); needs --broker-key\n"
+             "      --broker-key KEY    the broker's public key: 40 Z85 characters or its\n"
+             "                          certificate file (default $PYFLEET_BROKER_KEY)\n"
              "  -h, --help              show this help\n"
              "\n"
              "%s",
@@ -94,7 +101,15 @@ static char *read_stream (FILE *stream, size_t *size_p)
 //  usage error, 1 if help was printed, 0 to go on.
 static int parse_options (int argc, char **argv, options_t *options)
 {
-    enum { OPT_IDEMPOTENT = 256, OPT_SOFT, OPT_BROADCAST, OPT_RETRY_BASE, OPT_RETRY_CAP };
+    enum {
+        OPT_IDEMPOTENT = 256,
+        OPT_SOFT,
+        OPT_BROADCAST,
+        OPT_RETRY_BASE,
+        OPT_RETRY_CAP,
+        OPT_CURVE_CERT,
+        OPT_BROKER_KEY
+    };
     static const struct option long_options[] = {
         {"broker", required_argument, NULL, 'b'},
         {"session", required_argument, NULL, 's'},
@@ -108,10 +123,16 @@ static int parse_options (int argc, char **argv, options_t *options)
         {"json", no_argument, NULL, 'j'},
         {"count", required_argument, NULL, 'n'},
         {"concurrency", required_argument, NULL, 'c'},
+        {"curve-cert", required_argument, NULL, OPT_CURVE_CERT},
+        {"broker-key", required_argument, NULL, OPT_BROKER_KEY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *env_broker = getenv ("PYFLEET_BROKER");
+    const char *env_cert = getenv ("PYFLEET_CURVE_CERT");
+    const char *env_key = getenv ("PYFLEET_BROKER_KEY");
+    options->curve_cert = env_cert && *env_cert ? env_cert : NULL;
+    options->broker_key = env_key && *env_key ? env_key : NULL;
     options->broker = env_broker && *env_broker ? env_broker : DEFAULT_BROKER;
     options->timeout_ms = PF_CLIENT_DEFAULT_TIMEOUT_MS;
     options->count = 1;
@@ -180,6 +201,12 @@ static int parse_options (int argc, char **argv, options_t *options)
             }
             *(option == 'n' ? &options->count : &options->concurrency) = value;
             options->load = true;
+            break;
+        case OPT_CURVE_CERT:
+            options->curve_cert = optarg;
+            break;
+        case OPT_BROKER_KEY:
+            options->broker_key = optarg;
             break;
         case 'h':
             print_call_usage (stdout);
@@ -438,7 +465,13 @@ int cli_call (int argc, char **argv)
         fprintf (stderr, "pyfleet call: JSON_ARGS is not valid JSON: %s\n", err);
         return CLI_EXIT_USAGE;
     }
-    pf_client_options_t client_options = {options.timeout_ms, options.retry};
+    pf_client_options_t client_options = {options.timeout_ms, options.retry, options.curve_cert,
+                                           options.broker_key};
+    if (pf_client_check_options (&client_options, err, sizeof err) != 0) {
+        fprintf (stderr, "pyfleet call: %s\n", err);
+        free (args);
+        return CLI_EXIT_USAGE;
+    }
     pf_client_t *client = pf_client_new_with (options.broker, &client_options);
     if (!client) {
         fprintf (stderr, "pyfleet call: invalid broker endpoint '%s'\n", options.broker);

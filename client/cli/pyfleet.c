@@ -1,9 +1,11 @@
 /*  pyfleet — the command-line client: entry point, subcommand dispatch, help
     and the exit-code table. Each subcommand lives in its own file (call.c). */
 #include "cli.h"
+#include "pf_curve.h"
 #include "pf_error.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,9 @@ static void print_usage (FILE *stream)
              "           operator actions\n"
              "  top      live full-screen view of agents and bridges (q quits)\n"
              "  watch    stream the broker's events, one line each (--json)\n"
+             "  keygen PATH [NAME]\n"
+             "           write a new CurveZMQ certificate to PATH (public) and\n"
+             "           PATH_secret (0600) and print its public key\n"
              "  help     show this help\n"
              "\n"
              "Run 'pyfleet COMMAND --help' for a command's options.\n"
@@ -94,6 +99,33 @@ int cli_parse_integer (const char *text, uint64_t min, uint64_t max, uint64_t *v
     return 0;
 }
 
+//  `pyfleet keygen PATH [NAME]`: a certificate for a broker, an agent or a
+//  client (docs/SECURITY.md); the public file is what the other side gets.
+static int keygen (int argc, char **argv)
+{
+    if (argc < 2 || argc > 3 || argv[1][0] == '-') {
+        fprintf (argc == 2 && strcmp (argv[1], "--help") == 0 ? stdout : stderr,
+                 "Usage: pyfleet keygen PATH [NAME]\n"
+                 "Writes a new CurveZMQ certificate: PATH holds the public key (give it to\n"
+                 "the broker's --curve-allow directory, or as a --broker-key), PATH_secret\n"
+                 "both keys, mode 0600. NAME goes into its metadata. Prints the public key.\n"
+                 "An existing file is never replaced.\n");
+        return argc == 2 && strcmp (argv[1], "--help") == 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    }
+    char why[PATH_MAX + 128];
+    if (pf_curve_keygen (argv[1], argc == 3 ? argv[2] : NULL, why, sizeof why) != 0) {
+        fprintf (stderr, "pyfleet keygen: %s\n", why);
+        return CLI_EXIT_FAILURE;
+    }
+    char key[PF_CURVE_KEY_LEN + 1];
+    if (pf_curve_public_key (argv[1], key, why, sizeof why) != 0) {
+        fprintf (stderr, "pyfleet keygen: %s\n", why);
+        return CLI_EXIT_FAILURE;
+    }
+    printf ("%s\n", key);
+    return CLI_EXIT_OK;
+}
+
 int main (int argc, char **argv)
 {
     if (argc < 2) {
@@ -113,6 +145,7 @@ int main (int argc, char **argv)
         if (strcmp (command, mgmt_commands[i]) == 0) return cli_mgmt_command (argc - 1, argv + 1);
     if (strcmp (command, "top") == 0) return cli_top (argc - 1, argv + 1);
     if (strcmp (command, "watch") == 0) return cli_watch (argc - 1, argv + 1);
+    if (strcmp (command, "keygen") == 0) return keygen (argc - 1, argv + 1);
     fprintf (stderr, "pyfleet: unknown command '%s'\n\n", command);
     print_usage (stderr);
     return CLI_EXIT_USAGE;

@@ -73,6 +73,17 @@ class SessionStateTest(BridgeTestCase):
         self.assertEqual(self.bridge.call(4, "remember", {"key": "k", "value": 1},
                                           session="s1")["result"], {"k": 1})
 
+    def test_session_end_sent_in_a_session_cannot_end_another(self):
+        self.bridge.call(1, "remember", {"key": "k", "value": 1}, session="victim")
+        reply = self.bridge.call(2, "session_end", {"session": "victim"}, session="mine")
+        self.assertFalse(reply["ok"])
+        self.assertEqual(reply["error"]["type"], "BadRequest")
+        self.assertIn("cannot end session 'victim'", reply["error"]["message"])
+        self.assertEqual(self.bridge.call(3, "ended_sessions")["result"], [])
+        # Naming its own session is the same as naming none.
+        reply = self.bridge.call(4, "session_end", {"session": "mine"}, session="mine")
+        self.assertEqual(reply["result"], {"ended": False})
+
     def test_session_end_defaults_to_the_requests_own_session(self):
         self.bridge.call(1, "counter", session="own")
         reply = self.bridge.call(2, "session_end", session="own")

@@ -55,7 +55,8 @@ def commands(args, ctx):
 
 
 def session_end(args, ctx):
-    """End {"session": S} (default: the request's own session).
+    """End {"session": S} (default: the request's own session; sent in a
+    session, only that one).
 
     Drops the session's state and calls the on_session_end hooks; returns
     {"ended": false} if this bridge did not know the session.
@@ -65,6 +66,11 @@ def session_end(args, ctx):
     if not isinstance(args, dict):
         raise BadRequest("session_end takes a map {\"session\": S}")
     session_id = args.get("session", ctx.session_id)
+    # A client's request ends only the session it is sent in (sessions
+    # belong to a client); the agent's own, sent in no session, names one.
+    if ctx.session_id is not None and session_id != ctx.session_id:
+        raise BadRequest("session_end in session %r cannot end session %r"
+                         % (ctx.session_id, session_id))
     if session_id is None:
         raise BadRequest("session_end needs a session: {\"session\": S} or the request's own")
     if not isinstance(session_id, str):

@@ -1,0 +1,21 @@
+/*  pf_zap — the broker's ZAP handler (ZeroMQ RFC 27) for CurveZMQ.
+
+    A thread that answers the authentication requests libzmq makes for
+    every CURVE handshake on a socket of this process: the client's public
+    key is admitted if a certificate with that key is in the allow-list
+    directory (read again whenever the directory changes, so a key is added
+    or removed without a restart), or any key with no directory. Refusals
+    are logged with the key and the peer's address (at most one line a
+    second, with a count of those not logged). An admitted peer's messages
+    carry its Z85 public key as their User-Id, which the broker uses as
+    the owner of the sessions it makes. */
+#ifndef PF_ZAP_H_INCLUDED
+#define PF_ZAP_H_INCLUDED
+
+#include <czmq.h>
+
+//  Starts the handler; allow_dir NULL admits any key. NULL if it cannot
+//  start (the ZAP endpoint is taken, out of memory), with errno set.
+zactor_t *pf_zap_start (const char *allow_dir);
+
+#endif
