@@ -1,16 +1,112 @@
 /*  pf_zap — see pf_zap.h. */
+#define _GNU_SOURCE //  st_mtim
 #include "pf_zap.h"
+#include "pf_curve.h"
 #include "pf_log.h"
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
+#include <sys/stat.h>
 
-#define ZAP_ENDPOINT  "inproc://zeromq.zap.01"
-#define WARN_EVERY_MS 1000
+#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
+//  A refused key is logged at most once a minute (libzmq reconnects every
+//  100 ms), with the refusals not logged since; at most this many keys are
+//  remembered (then the memory starts over).
+#define WARN_EVERY_MS 60000
+#define WARNED_MAX    1024
 
 typedef struct {
-    zcertstore_t *allowed; //  NULL: any key
-    int64_t warned_at;     //  zclock_mono () of the last refusal logged
-    unsigned unlogged;     //  refusals since then not logged
+    int64_t logged_at; //  zclock_mono () of the last line about this key
+    unsigned unlogged; //  refusals since then not logged
+} warned_t;
+
+typedef struct {
+    char *dir;          //  the allow-list directory; NULL: any key
+    zhashx_t *allowed;  //  the Z85 keys of dir's certificates, as last read
+    uint64_t signature; //  of dir's files (names, sizes, times) when last read
+    zhashx_t *warned;   //  Z85 key -> warned_t
 } zap_t;
+
+//  Calls fn for each regular file of dir (hidden ones skipped); the count.
+static size_t each_file (const char *dir, void (*fn) (void *, const char *, struct stat *),
+                         void *arg)
+{
+    DIR *handle = opendir (dir);
+    struct dirent *entry;
+    size_t count = 0;
+    while (handle && (entry = readdir (handle))) {
+        char path[PATH_MAX];
+        struct stat info;
+        if (entry->d_name[0] == '.' ||
+            snprintf (path, sizeof path, "%s/%s", dir, entry->d_name) >= (int) sizeof path ||
+            stat (path, &info) != 0 || !S_ISREG (info.st_mode))
+            continue;
+        fn (arg, path, &info);
+        count++;
+    }
+    if (handle) closedir (handle);
+    return count;
+}
+
+//  FNV-1a over what changes when a file is added, removed or rewritten.
+static void mix (void *arg, const char *path, struct stat *info)
+{
+    uint64_t *hash = arg;
+    uint64_t parts[] = {(uint64_t) info->st_ino, (uint64_t) info->st_size,
+                        (uint64_t) info->st_mtim.tv_sec, (uint64_t) info->st_mtim.tv_nsec};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        for (int b = 0; b < 64; b += 8)
+            *hash = (*hash ^ ((parts[i] >> b) & 0xff)) * 1099511628211u;
+    for (const char *c = path; *c; c++)
+        *hash = (*hash ^ (uint8_t) *c) * 1099511628211u;
+}
+
+static void add_key (void *arg, const char *path, struct stat *info)
+{
+    (void) info;
+    zap_t *self = arg;
+    char key[PF_CURVE_KEY_LEN + 1], why[PATH_MAX + 128];
+    if (pf_curve_public_key (path, key, why, sizeof why) == 0)
+        zhashx_update (self->allowed, key, (void *) ""); //  a set: the value is unused
+    else
+        pf_warn ("--curve-allow: ignored %s", why);
+}
+
+//  Reads the directory again if any of its files changed since the last
+//  time: adding or removing a key needs no restart. A file that is not a
+//  certificate is skipped, with a warning each time the directory is read.
+static void refresh (zap_t *self)
+{
+    uint64_t signature = 14695981039346656037u;
+    size_t files = each_file (self->dir, mix, &signature);
+    if (signature == self->signature) return;
+    self->signature = signature;
+    zhashx_purge (self->allowed);
+    each_file (self->dir, add_key, self);
+    pf_info ("--curve-allow: %zu keys admitted from %zu files in %s", zhashx_size (self->allowed),
+             files, self->dir);
+}
+
+static void warn_refused (zap_t *self, const char *key, const char *address)
+{
+    if (zhashx_size (self->warned) >= WARNED_MAX) zhashx_purge (self->warned);
+    warned_t *warned = zhashx_lookup (self->warned, key);
+    int64_t now = zclock_mono ();
+    if (!warned) {
+        warned = calloc (1, sizeof *warned);
+        if (!warned) return;
+        warned->logged_at = now - WARN_EVERY_MS;
+        zhashx_insert (self->warned, key, warned);
+    }
+    if (now - warned->logged_at < WARN_EVERY_MS) {
+        warned->unlogged++;
+        return;
+    }
+    pf_warn ("refused a CURVE handshake from %s: key %s is not allowed (%u more refusals of it "
+             "not logged in the last minute)", address, key, warned->unlogged);
+    warned->logged_at = now;
+    warned->unlogged = 0;
+}
 
 //  One request: version, request id, domain, address, routing id,
 //  mechanism, then the mechanism's credentials (CURVE: the 32-byte key).
@@ -25,7 +121,7 @@ static void answer (zap_t *self, zsock_t *handler)
     zframe_t *routing_id = zmsg_pop (request);
     char *mechanism = zmsg_popstr (request);
     zframe_t *credentials = zmsg_pop (request);
-    char key[41] = "";
+    char key[PF_CURVE_KEY_LEN + 1] = "";
     const char *status = "400", *text = "No access";
     if (!version || !streq (version, "1.0") || !mechanism)
         text = "Bad ZAP request";
@@ -33,22 +129,12 @@ static void answer (zap_t *self, zsock_t *handler)
         text = "CurveZMQ required";
     else if (credentials && zframe_size (credentials) == 32) {
         zmq_z85_encode (key, zframe_data (credentials), 32);
-        if (!self->allowed || zcertstore_lookup (self->allowed, key)) {
+        if (self->dir) refresh (self);
+        if (!self->dir || zhashx_lookup (self->allowed, key)) {
             status = "200";
             text = "OK";
-        }
-    }
-    if (*status != '2') {
-        int64_t now = zclock_mono ();
-        if (now - self->warned_at >= WARN_EVERY_MS) {
-            pf_warn ("refused a %s handshake from %s: %s%s%s (and %u more since the last "
-                     "warning)", mechanism ? mechanism : "?", address ? address : "?",
-                     *key ? "key " : "", *key ? key : text, *key ? " is not allowed" : "",
-                     self->unlogged);
-            self->warned_at = now;
-            self->unlogged = 0;
         } else
-            self->unlogged++;
+            warn_refused (self, key, address ? address : "?");
     }
     //  Version, request id, status code and text, user id, metadata.
     zmsg_t *reply = zmsg_new ();
@@ -69,17 +155,26 @@ static void answer (zap_t *self, zsock_t *handler)
     zmsg_destroy (&request);
 }
 
+static void free_item (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
 typedef struct {
-    zcertstore_t *allowed; //  passed to the thread, which owns it
-    bool started;          //  set by the thread before it signals
+    const char *dir; //  read by the thread before it signals
+    bool started;    //  set by the thread before it signals
 } start_t;
 
 static void zap_actor (zsock_t *pipe, void *arg)
 {
     start_t *start = arg;
-    zap_t self = {start->allowed, 0, 0};
+    zap_t self = {start->dir ? strdup (start->dir) : NULL, zhashx_new (), 0, zhashx_new ()};
     zsock_t *handler = zsock_new (ZMQ_REP);
-    start->started = handler && zsock_bind (handler, ZAP_ENDPOINT) == 0;
+    start->started = (self.dir || !start->dir) && self.allowed && self.warned && handler &&
+                     zsock_bind (handler, ZAP_ENDPOINT) == 0;
+    if (self.warned) zhashx_set_destructor (self.warned, free_item);
+    if (start->started && self.dir) refresh (&self);
     zsock_signal (pipe, 0);
     //  Not started: still waits for $TERM, as zactor_destroy expects.
     zpoller_t *poller = zpoller_new (pipe, start->started ? handler : NULL, NULL);
@@ -95,18 +190,17 @@ static void zap_actor (zsock_t *pipe, void *arg)
     }
     zpoller_destroy (&poller);
     zsock_destroy (&handler);
-    zcertstore_destroy (&self.allowed);
+    zhashx_destroy (&self.allowed);
+    zhashx_destroy (&self.warned);
+    free (self.dir);
 }
 
 zactor_t *pf_zap_start (const char *allow_dir)
 {
-    start_t start = {NULL, false};
-    if (allow_dir && !(start.allowed = zcertstore_new (allow_dir))) return NULL;
+    start_t start = {allow_dir, false};
     //  zactor_new returns once the thread has signalled.
     zactor_t *actor = zactor_new (zap_actor, &start);
-    if (!actor)
-        zcertstore_destroy (&start.allowed);
-    else if (!start.started) {
+    if (actor && !start.started) {
         zactor_destroy (&actor);
         errno = EADDRINUSE;
     }

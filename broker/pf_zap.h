@@ -5,8 +5,8 @@
     key is admitted if a certificate with that key is in the allow-list
     directory (read again whenever the directory changes, so a key is added
     or removed without a restart), or any key with no directory. Refusals
-    are logged with the key and the peer's address (at most one line a
-    second, with a count of those not logged). An admitted peer's messages
+    are logged with the key and the peer's address (once a minute per key,
+    with a count of those not logged: a refused client retries every 100 ms). An admitted peer's messages
     carry its Z85 public key as their User-Id, which the broker uses as
     the owner of the sessions it makes. */
 #ifndef PF_ZAP_H_INCLUDED
