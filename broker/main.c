@@ -337,6 +337,8 @@ static int run (int argc, char *argv[], local_worker_t *local_storage, curve_t *
         zsock_destroy (&router);
         return 1;
     }
+    if (curve->zap && pf_zap_watch (curve->zap, router) != 0)
+        pf_warn ("failed CurveZMQ handshakes will not be logged: %s", zmq_strerror (zmq_errno ()));
     //  The management and event sockets are optional: one given explicitly
     //  that cannot be bound is fatal; a default that is taken (another
     //  broker on this host) only costs a warning.

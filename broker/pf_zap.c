@@ -24,7 +24,8 @@ typedef struct {
     char *dir;          //  the allow-list directory; NULL: any key
     zhashx_t *allowed;  //  the Z85 keys of dir's certificates, as last read
     uint64_t signature; //  of dir's files (names, sizes, times) when last read
-    zhashx_t *warned;   //  Z85 key -> warned_t
+    zhashx_t *warned;   //  Z85 key or failure -> warned_t
+    zsock_t *watched;   //  PAIR: handshake failures of a watched socket, or NULL
 } zap_t;
 
 //  Calls fn for each regular file of dir (hidden ones skipped); the count.
@@ -87,25 +88,60 @@ static void refresh (zap_t *self)
              files, self->dir);
 }
 
-static void warn_refused (zap_t *self, const char *key, const char *address)
+//  Logs line (about what) unless a line about it was logged in the last
+//  minute; then counts it.
+static void warn_once_a_minute (zap_t *self, const char *what, const char *line)
 {
     if (zhashx_size (self->warned) >= WARNED_MAX) zhashx_purge (self->warned);
-    warned_t *warned = zhashx_lookup (self->warned, key);
+    warned_t *warned = zhashx_lookup (self->warned, what);
     int64_t now = zclock_mono ();
     if (!warned) {
         warned = calloc (1, sizeof *warned);
         if (!warned) return;
         warned->logged_at = now - WARN_EVERY_MS;
-        zhashx_insert (self->warned, key, warned);
+        zhashx_insert (self->warned, what, warned);
     }
     if (now - warned->logged_at < WARN_EVERY_MS) {
         warned->unlogged++;
         return;
     }
-    pf_warn ("refused a CURVE handshake from %s: key %s is not allowed (%u more refusals of it "
-             "not logged in the last minute)", address, key, warned->unlogged);
+    if (warned->unlogged)
+        pf_warn ("%s (and %u more like it in the last minute)", line, warned->unlogged);
+    else
+        pf_warn ("%s", line);
     warned->logged_at = now;
     warned->unlogged = 0;
+}
+
+static void warn_refused (zap_t *self, const char *key, const char *address)
+{
+    char line[256];
+    snprintf (line, sizeof line, "refused a CURVE handshake from %s: key %s is not allowed",
+              address, key);
+    warn_once_a_minute (self, key, line);
+}
+
+//  A handshake that failed before ZAP was asked (socket monitor event):
+//  a peer without CurveZMQ, or with another broker's key.
+static void watch_event (zap_t *self)
+{
+    zmsg_t *event = zmsg_recv (self->watched);
+    zframe_t *head = event ? zmsg_first (event) : NULL;
+    char *address = head && zframe_size (head) == 6 ? zframe_strdup (zmsg_next (event)) : NULL;
+    if (address) {
+        uint32_t value; //  after the u16 event id, in native byte order
+        memcpy (&value, zframe_data (head) + 2, 4);
+        const char *why = value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+                              ? "the peer has no CurveZMQ keys"
+                          : value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC
+                              ? "cryptographic error (a peer with another broker's key?)"
+                              : "protocol error";
+        char line[512];
+        snprintf (line, sizeof line, "a handshake on %s failed: %s", address, why);
+        warn_once_a_minute (self, why, line);
+    }
+    free (address);
+    zmsg_destroy (&event);
 }
 
 //  One request: version, request id, domain, address, routing id,
@@ -169,7 +205,7 @@ typedef struct {
 static void zap_actor (zsock_t *pipe, void *arg)
 {
     start_t *start = arg;
-    zap_t self = {start->dir ? strdup (start->dir) : NULL, zhashx_new (), 0, zhashx_new ()};
+    zap_t self = {start->dir ? strdup (start->dir) : NULL, zhashx_new (), 0, zhashx_new (), NULL};
     zsock_t *handler = zsock_new (ZMQ_REP);
     start->started = (self.dir || !start->dir) && self.allowed && self.warned && handler &&
                      zsock_bind (handler, ZAP_ENDPOINT) == 0;
@@ -180,19 +216,44 @@ static void zap_actor (zsock_t *pipe, void *arg)
     zpoller_t *poller = zpoller_new (pipe, start->started ? handler : NULL, NULL);
     while (poller) {
         void *which = zpoller_wait (poller, -1);
-        if (which != handler) {
-            //  $TERM from zactor_destroy, or the context is ending.
-            zmsg_t *command = which ? zmsg_recv (pipe) : NULL;
-            zmsg_destroy (&command);
-            break;
+        if (which == handler)
+            answer (&self, handler);
+        else if (which && which == self.watched)
+            watch_event (&self);
+        else {
+            //  WATCH ENDPOINT, or $TERM from zactor_destroy (or the context
+            //  is ending).
+            char *command = NULL, *endpoint = NULL;
+            if (!which || zstr_recvx (pipe, &command, &endpoint, NULL) < 1 ||
+                !streq (command, "WATCH")) {
+                zstr_free (&command);
+                zstr_free (&endpoint);
+                break;
+            }
+            if (!self.watched && endpoint && (self.watched = zsock_new_pair (endpoint)))
+                zpoller_add (poller, self.watched);
+            zsock_signal (pipe, self.watched ? 0 : 1);
+            zstr_free (&command);
+            zstr_free (&endpoint);
         }
-        answer (&self, handler);
     }
     zpoller_destroy (&poller);
+    zsock_destroy (&self.watched);
     zsock_destroy (&handler);
     zhashx_destroy (&self.allowed);
     zhashx_destroy (&self.warned);
     free (self.dir);
+}
+
+#define WATCH_ENDPOINT "inproc://pyfleet-zap-watch"
+
+int pf_zap_watch (zactor_t *zap, zsock_t *socket)
+{
+    if (zmq_socket_monitor (zsock_resolve (socket), WATCH_ENDPOINT,
+                            ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0)
+        return -1;
+    zstr_sendx (zap, "WATCH", WATCH_ENDPOINT, NULL);
+    return zsock_wait (zap) == 0 ? 0 : -1;
 }
 
 zactor_t *pf_zap_start (const char *allow_dir)

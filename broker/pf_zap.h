@@ -18,4 +18,10 @@
 //  start (the ZAP endpoint is taken, out of memory), with errno set.
 zactor_t *pf_zap_start (const char *allow_dir);
 
+//  Also logs the handshakes on socket that fail before the handler is
+//  asked: a peer without CurveZMQ keys, or with another broker's key (once
+//  a minute per kind; a connection dropped mid-handshake is not logged).
+//  Call once, from socket's thread. 0, or -1.
+int pf_zap_watch (zactor_t *zap, zsock_t *socket);
+
 #endif

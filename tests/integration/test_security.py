@@ -102,6 +102,7 @@ class CurveFleet(unittest.TestCase):
         cls.bob, _ = keygen(cls.keys, "bob")
         cls.carol, cls.carol_key = keygen(cls.keys, "carol")
         cls.eve, cls.eve_key = keygen(cls.keys, "eve")
+        cls.mallory, cls.mallory_key = keygen(cls.keys, "mallory")
         for name in ("agent", "alice", "bob"):
             shutil.copy(os.path.join(cls.keys, name), cls.allow)
         cls.fleet = Fleet()
@@ -158,12 +159,16 @@ class CurveFleet(unittest.TestCase):
         self.assertEqual(rc, 11, err)
         self.assertIn("disagree on CurveZMQ", err)
         self.assertLess(took, 5)
+        self.fleet.broker.wait_for(r"a handshake on tcp://\S+ failed: the peer has no CurveZMQ "
+                                   r"keys", timeout=5)
 
     def test_a_wrong_broker_key_times_out_and_says_what_to_check(self):
         rc, _, err, _ = self.call(self.alice, "test", "echo", "{}", broker_key=self.bob,
                                   timeout=800)
         self.assertEqual(rc, 3, err)
         self.assertIn("no CurveZMQ handshake completed: is the broker key right?", err)
+        self.fleet.broker.wait_for(r"a handshake on tcp://\S+ failed: cryptographic error",
+                                   timeout=5)
 
     def test_a_key_added_to_the_directory_is_admitted_without_a_restart(self):
         rc, _, err, _ = self.call(self.carol, "test", "echo", "{}")
@@ -205,11 +210,13 @@ class CurveFleet(unittest.TestCase):
     def test_an_agent_whose_key_is_not_admitted_never_registers(self):
         argv = [os.path.join(BIN, "pyfleet-worker"), "--broker", self.fleet.endpoint,
                 "--service", "intruder", "--bridges", "1", "--python", PYTHON,
-                "--curve-cert", self.eve, "--broker-key", self.broker_key, "--heartbeat", "200"]
+                "--curve-cert", self.mallory, "--broker-key", self.broker_key, "--heartbeat", "200"]
         intruder = Process("intruder", argv)
         try:
             intruder.wait_for(r"broker connection lost .*CurveZMQ: is key %s admitted"
-                              % re.escape(self.eve_key), timeout=10)
+                              % re.escape(self.mallory_key), timeout=10)
+            self.fleet.broker.wait_for(r"refused a CURVE handshake from 127\.0\.0\.1: key %s"
+                                       % re.escape(self.mallory_key), timeout=5)
             status, body = self.fleet.manage("STATUS")
             self.assertEqual(status, "OK")
             self.assertEqual(body["agents"], 1, body)
