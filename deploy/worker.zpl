@@ -3,6 +3,11 @@
 #   pyfleet-broker --local-worker deploy/worker.zpl  (the agent inside the broker; broker key unused)
 worker
     broker = tcp://127.0.0.1:5555
+    #   CurveZMQ (docs/SECURITY.md), for a broker started with --curve-cert: this
+    #   agent's certificate (`pyfleet keygen /etc/pyfleet/agent`, its public file in the
+    #   broker's --curve-allow directory) and the broker's public key or certificate.
+    #curve-cert = /etc/pyfleet/agent
+    #broker-key = /etc/pyfleet/broker
     service = demo
     bridges = 4
     module = examples/commands.py
