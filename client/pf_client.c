@@ -852,27 +852,43 @@ pf_client_t *pf_client_new (const char *endpoint)
     return pf_client_new_with (endpoint, NULL);
 }
 
-int pf_client_check_options (const pf_client_options_t *options, char *why, size_t whylen)
+//  Loads the CurveZMQ keys options name: 0 with *cert_p NULL if none, or
+//  the certificate and the broker's key; -1 with why.
+static int curve_load (const pf_client_options_t *options, zcert_t **cert_p,
+                       char key[PF_CURVE_KEY_LEN + 1], char *why, size_t whylen)
 {
+    *cert_p = NULL;
     if (!options || (!options->curve_cert && !options->broker_key)) return 0;
     if (!options->curve_cert || !options->broker_key) {
         snprintf (why, whylen, "CurveZMQ needs both a client certificate and the broker's key");
         return -1;
     }
+    *cert_p = pf_curve_cert_load (options->curve_cert, why, whylen);
+    if (*cert_p && pf_curve_public_key (options->broker_key, key, why, whylen) == 0) return 0;
+    zcert_destroy (cert_p);
+    return -1;
+}
+
+int pf_client_check_options (const pf_client_options_t *options, char *why, size_t whylen)
+{
+    zcert_t *cert;
     char key[PF_CURVE_KEY_LEN + 1];
-    zcert_t *cert = pf_curve_cert_load (options->curve_cert, why, whylen);
-    int rc = cert ? pf_curve_public_key (options->broker_key, key, why, whylen) : -1;
+    int rc = curve_load (options, &cert, key, why, whylen);
     zcert_destroy (&cert);
     return rc;
 }
 
 pf_client_t *pf_client_new_with (const char *endpoint, const pf_client_options_t *options)
 {
-    char why[PATH_MAX + 128];
-    if (!endpoint || !*endpoint || pf_client_check_options (options, why, sizeof why) != 0)
+    zcert_t *cert = NULL;
+    char key[PF_CURVE_KEY_LEN + 1], why[PATH_MAX + 128];
+    if (!endpoint || !*endpoint || curve_load (options, &cert, key, why, sizeof why) != 0)
         return NULL;
     pf_client_t *self = calloc (1, sizeof *self);
-    if (!self) return NULL;
+    if (!self) {
+        zcert_destroy (&cert);
+        return NULL;
+    }
     self->timeout_ms = PF_CLIENT_DEFAULT_TIMEOUT_MS;
     if (options && options->timeout_ms) self->timeout_ms = options->timeout_ms;
     pf_client_set_retry (self, options ? &options->retry : NULL);
@@ -892,25 +908,18 @@ pf_client_t *pf_client_new_with (const char *endpoint, const pf_client_options_t
     zlistx_set_destructor (self->ready, (zlistx_destructor_fn *)pf_reply_destroy);
     const char *path = pf_stream_path (endpoint);
     if (path) {
-        //  Connecting waits for the first request, as a DEALER's would.
+        //  Connecting waits for the first request, as a DEALER's would. No
+        //  keys over unix:// (the socket file's permissions decide).
+        zcert_destroy (&cert);
         self->stream_path = pf_stream_path_valid (path) ? strdup (path) : NULL;
         if (!self->stream_path) goto failed;
         return self;
     }
     self->dealer = zsock_new (ZMQ_DEALER);
     if (!self->dealer) goto failed;
-    if (options && options->curve_cert) {
-        //  Checked above; the files may have gone since.
-        char key[PF_CURVE_KEY_LEN + 1];
-        zcert_t *cert = pf_curve_cert_load (options->curve_cert, why, sizeof why);
-        if (cert && pf_curve_public_key (options->broker_key, key, why, sizeof why) == 0) {
-            pf_curve_client_apply (self->dealer, cert, key);
-            self->curve = true;
-        }
-        else
-            zsock_destroy (&self->dealer);
-        zcert_destroy (&cert);
-        if (!self->dealer) goto failed;
+    if (cert) {
+        pf_curve_client_apply (self->dealer, cert, key);
+        self->curve = true;
     }
 
     //  Linger 0: destroy must not block on requests no one will wait for.
@@ -936,9 +945,11 @@ pf_client_t *pf_client_new_with (const char *endpoint, const pf_client_options_t
     self->monitor = zsock_new_pair (monitor_endpoint); //  connects
     if (!self->monitor) goto failed;
     if (zsock_connect (self->dealer, "%s", endpoint) != 0) goto failed;
+    zcert_destroy (&cert);
     return self;
 
 failed:
+    zcert_destroy (&cert);
     pf_client_destroy (&self);
     return NULL;
 }

@@ -158,9 +158,9 @@ class CurveFleet(unittest.TestCase):
         rc, _, err, took = self.call(None, "test", "echo", "{}", timeout=10000)
         self.assertEqual(rc, 11, err)
         self.assertIn("disagree on CurveZMQ", err)
+        # The broker logs it only if it read the client's greeting before the
+        # client, having read the broker's, hung up: not asserted.
         self.assertLess(took, 5)
-        self.fleet.broker.wait_for(r"a handshake on tcp://\S+ failed: the peer has no CurveZMQ "
-                                   r"keys", timeout=5)
 
     def test_a_wrong_broker_key_times_out_and_says_what_to_check(self):
         rc, _, err, _ = self.call(self.alice, "test", "echo", "{}", broker_key=self.bob,
