@@ -9,6 +9,7 @@
 #include "pf_batch.h"
 #include "pf_broker.h"
 #include "pf_log.h"
+#include "pf_mdp.h"
 #include "pf_options.h"
 #include "pf_parse.h"
 #include "pf_proto.h"
@@ -32,6 +33,7 @@ typedef struct {
     zsock_t *router;
     pf_outbox_t *outbox; //  agents' messages this loop turn, a BATCH per agent
     pf_stream_server_t *streams; //  clients on unix:// (--unix), or NULL
+    pf_mdp_t *mdp;       //  MDP/0.1 clients' requests in flight
 } sender_t;
 
 //  Never blocks: a slow or gone peer costs a counted failure, not a stall.
@@ -43,6 +45,9 @@ static int router_send (void *arg, zframe_t *routing_id, pf_msg_t *msg, int flag
     sender_t *sender = arg;
     if (sender->streams && pf_stream_server_owns (routing_id))
         return pf_stream_server_send (sender->streams, routing_id, msg);
+    //  The answer to an MDP client's request goes back as MDPC01, alone.
+    if (pf_mdp_pending (sender->mdp) && pf_mdp_answer (sender->mdp, routing_id, msg))
+        return pf_msg_send (msg, sender->router, routing_id, ZMQ_DONTWAIT);
     if (msg->proto == PF_PROTO_W || (flags & PF_MSG_BATCHABLE))
         return pf_outbox_send (sender->outbox, sender->router, routing_id, msg,
                                flags | ZMQ_DONTWAIT);
@@ -371,16 +376,17 @@ static int run (int argc, char *argv[], local_worker_t *local_storage, curve_t *
             }
         }
     }
-    sender_t sender = {router, pf_outbox_new (), NULL};
+    sender_t sender = {router, pf_outbox_new (), NULL, pf_mdp_new ()};
     pf_broker_t *broker = NULL;
     if (unix_path && !(sender.streams = pf_stream_server_new (unix_path, config.max_body)))
         pf_error ("cannot listen on %s: %s", unix_path, strerror (errno));
-    else if (!sender.outbox
+    else if (!sender.outbox || !sender.mdp
              || !(broker = pf_broker_new (&config, router_send, &sender, zclock_mono ())))
         pf_error ("out of memory");
     if (!broker) {
         pf_stream_server_destroy (&sender.streams);
         pf_outbox_destroy (&sender.outbox);
+        pf_mdp_destroy (&sender.mdp);
         zsock_destroy (&publisher);
         zsock_destroy (&mgmt);
         zsock_destroy (&router);
@@ -467,7 +473,11 @@ static int run (int argc, char *argv[], local_worker_t *local_storage, curve_t *
                                   err, sizeof err);
             if (rc == -1)
                 break;
-            pf_broker_handle_msg (broker, routing_id, rc, &msg, err, zclock_mono ());
+            if (msg.proto == PF_PROTO_MDPC &&
+                !pf_mdp_accept (sender.mdp, broker, routing_id, rc, &msg, err, router_send, &sender))
+                pf_msg_reset (&msg);
+            else
+                pf_broker_handle_msg (broker, routing_id, rc, &msg, err, zclock_mono ());
             zframe_destroy (&routing_id);
         }
         if (sender.streams && rc >= 0)
@@ -485,6 +495,7 @@ static int run (int argc, char *argv[], local_worker_t *local_storage, curve_t *
     pf_broker_destroy (&broker);
     pf_stream_server_destroy (&sender.streams);
     pf_outbox_destroy (&sender.outbox);
+    pf_mdp_destroy (&sender.mdp);
     zsock_destroy (&publisher);
     zsock_destroy (&mgmt);
     zsock_destroy (&router);

@@ -1328,6 +1328,12 @@ static void handle_client_cancel (pf_broker_t *self, zframe_t *routing_id, pf_ms
     }
 }
 
+bool pf_broker_serves (pf_broker_t *self, const char *service)
+{
+    service_t *entry = zhashx_lookup (self->services, service);
+    return entry && zlistx_size (entry->agents) > 0;
+}
+
 size_t pf_broker_client_gone (pf_broker_t *self, zframe_t *routing_id, int64_t now)
 {
     char prefix[CANCEL_KEY_SIZE];

@@ -74,6 +74,9 @@ void pf_broker_shutdown (pf_broker_t *self);
 //  the ones they have not started). Returns how many.
 size_t pf_broker_client_gone (pf_broker_t *self, zframe_t *routing_id, int64_t now);
 
+//  Whether an agent serves service now (8/MMI "mmi.service").
+bool pf_broker_serves (pf_broker_t *self, const char *service);
+
 //  Counters, for logs, tests and (later) the management endpoint.
 typedef struct {
     uint64_t requests;        //  accepted client requests

@@ -136,7 +136,24 @@ static const command_spec_t worker_commands[] = {
     [PF_W_BATCH] = {"BATCH", 1, {F ("messages", FIELD_OPAQUE, body)}},
 };
 
+//  MDP/0.1 clients: no command frame; the broker turns a REQUEST into a
+//  PFC1 one and its answer back (broker/pf_mdp.c).
+#define SERVICE F ("service", FIELD_NAME, service)
+#define STATUS  F ("status", FIELD_NAME, command_name)
+static const command_spec_t mdp_client_commands[] = {
+    [PF_MDP_REQUEST] = {"MDP REQUEST", 3, {SERVICE, COMMAND_NAME, BODY}},
+    [PF_MDP_REPLY] = {"MDP REPLY", 3, {SERVICE, STATUS, BODY}},
+    [PF_MDP_ERROR] = {"MDP ERROR", 4, {SERVICE, STATUS, MESSAGE, DETAIL}},
+    [PF_MDP_MMI] = {"MMI REPLY", 2, {SERVICE, STATUS}},
+};
+
 #define COUNT_OF(array) (sizeof (array) / sizeof ((array)[0]))
+
+//  Frames before the fields: delimiter, header and (not MDP) command.
+static size_t head_frames (int proto)
+{
+    return proto == PF_PROTO_MDPC ? PF_PROTO_HEAD_FRAMES - 1 : PF_PROTO_HEAD_FRAMES;
+}
 
 static const command_spec_t *command_spec (int proto, int command)
 {
@@ -148,6 +165,9 @@ static const command_spec_t *command_spec (int proto, int command)
     } else if (proto == PF_PROTO_W) {
         table = worker_commands;
         size = COUNT_OF (worker_commands);
+    } else if (proto == PF_PROTO_MDPC) {
+        table = mdp_client_commands;
+        size = COUNT_OF (mdp_client_commands);
     } else
         return NULL;
     if (command < 0 || (size_t)command >= size || !table[command].name) return NULL;
@@ -592,7 +612,12 @@ static const command_spec_t *decode_head (pf_msg_t *self, frame_source_t *source
         self->proto = PF_PROTO_C;
     else if (size == 4 && memcmp (data, PF_PROTO_WORKER, 4) == 0)
         self->proto = PF_PROTO_W;
-    else {
+    else if (size == 6 && memcmp (data, PF_PROTO_MDP_CLIENT, 6) == 0) {
+        //  No command frame: an MDP client sends requests only.
+        self->proto = PF_PROTO_MDPC;
+        self->command = PF_MDP_REQUEST;
+        return command_spec (self->proto, self->command);
+    } else {
         char quoted[80];
         quote_bytes (quoted, sizeof (quoted), data, size);
         set_error (err, errlen, "unsupported protocol header \"%s\"", quoted);
@@ -632,7 +657,7 @@ static int decode_frames (pf_msg_t *self, frame_source_t *source, size_t max_bod
         return PF_BAD_REQUEST;
     }
     int rc = PF_OK;
-    size_t frames = PF_PROTO_HEAD_FRAMES;
+    size_t frames = head_frames (self->proto);
     //  A BATCH holds many messages, each held to max_body when it is read.
     if (pf_msg_is_batch (self->proto, self->command) && max_body < PF_BATCH_MAX_FRAME)
         max_body = PF_BATCH_MAX_FRAME;
@@ -650,9 +675,19 @@ static int decode_frames (pf_msg_t *self, frame_source_t *source, size_t max_bod
         index = end;
     }
     frames += drain (source);
-    size_t expected = field_frames (spec) + PF_PROTO_HEAD_FRAMES;
+    size_t expected = field_frames (spec) + head_frames (self->proto);
+    //  An MDP request without a body frame has no arguments.
+    if (self->proto == PF_PROTO_MDPC && frames + 1 == expected) {
+        frames++;
+        if (rc == PF_OK) self->body = zframe_new (NULL, 0);
+    }
     if (frames != expected) {
-        set_error (err, errlen, "%s: expected %zu frames, got %zu", spec->name, expected, frames);
+        if (self->proto == PF_PROTO_MDPC)
+            set_error (err, errlen, "MDP request: expected SERVICE COMMAND [ARGS] after MDPC01, "
+                       "got %zu frames", frames - head_frames (self->proto));
+        else
+            set_error (err, errlen, "%s: expected %zu frames, got %zu", spec->name, expected,
+                       frames);
         rc = PF_BAD_REQUEST;
     }
     return rc;
@@ -664,7 +699,11 @@ static void keep_answerable (pf_msg_t *self)
     int proto = self->proto, command = self->command;
     uint64_t request_id = self->request_id;
     bool has_request_id = self->has_request_id;
+    //  An MDP client is answered by service (it sends no request id).
+    char service[PF_MAX_NAME + 1];
+    memcpy (service, self->service, sizeof service);
     pf_msg_reset (self);
+    memcpy (self->service, service, sizeof service);
     self->proto = proto;
     self->command = command;
     self->request_id = request_id;
@@ -961,9 +1000,11 @@ static int encode_packed (frame_sink_t *sink, pf_msg_t *self, const command_spec
 static int encode_frames (pf_msg_t *self, const command_spec_t *spec, frame_sink_t *sink)
 {
     byte command = (byte)self->command;
-    const char *header = self->proto == PF_PROTO_C ? PF_PROTO_CLIENT : PF_PROTO_WORKER;
-    if (sink->put (sink, NULL, 0, true) || sink->put (sink, header, 4, true) ||
-        sink->put (sink, &command, 1, spec->field_count > 0))
+    const char *header = self->proto == PF_PROTO_C   ? PF_PROTO_CLIENT
+                         : self->proto == PF_PROTO_W ? PF_PROTO_WORKER
+                                                     : PF_PROTO_MDP_CLIENT;
+    if (sink->put (sink, NULL, 0, true) || sink->put (sink, header, strlen (header), true) ||
+        (self->proto != PF_PROTO_MDPC && sink->put (sink, &command, 1, spec->field_count > 0)))
         return -1;
     for (int index = 0; index < spec->field_count;) {
         int end = frame_end (spec, index);

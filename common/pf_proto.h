@@ -14,6 +14,8 @@
     directly and allocate about one zframe per message instead of one per
     frame (the broker's path).
 
+    MDPC01 (ZeroMQ RFC 7 clients -> broker, and back): see PF_MDP_* below.
+
     PFC1 (client <-> broker)
       REQUEST  C->B  "" PFC1 0x01 request_id:u64 service session command timeout_ms:u32 flags:u32 body
       REPLY    B->C  "" PFC1 0x02 request_id:u64 flags:u32 body
@@ -54,6 +56,7 @@
 
 #define PF_PROTO_CLIENT "PFC1"
 #define PF_PROTO_WORKER "PFW2"
+#define PF_PROTO_MDP_CLIENT "MDPC01" //  ZeroMQ RFC 7 (MDP/0.1) clients, docs/PROTOCOL.md 7
 
 #define PF_MAX_NAME        255
 #define PF_MAX_MESSAGE     65535
@@ -64,7 +67,7 @@
 #define PF_BATCH_MAX_FRAME (1024u * 1024)
 
 //  Which protocol a message belongs to.
-typedef enum { PF_PROTO_C = 1, PF_PROTO_W = 2 } pf_proto_kind_t;
+typedef enum { PF_PROTO_C = 1, PF_PROTO_W = 2, PF_PROTO_MDPC = 3 } pf_proto_kind_t;
 
 //  Commands; values are the byte on the wire (per protocol).
 enum {
@@ -74,6 +77,15 @@ enum {
     PF_C_CANCEL = 0x04,
     PF_C_REQUEST_PACKED = 0x05, //  REQUEST with its fields in one head frame
     PF_C_BATCH = 0x06,          //  answers for one client (pf_batch.h)
+};
+//  MDP/0.1 client messages (no command frame on the wire): a REQUEST is
+//  service, command, body (optional: absent = empty); answers carry a status
+//  in command_name ("OK", an error's name, or MMI's "200"/"404"/"501").
+enum {
+    PF_MDP_REQUEST = 0x01, //  "" MDPC01 service command [body]
+    PF_MDP_REPLY = 0x02,   //  "" MDPC01 service status body
+    PF_MDP_ERROR = 0x03,   //  "" MDPC01 service status message detail
+    PF_MDP_MMI = 0x04,     //  "" MDPC01 service status   (8/MMI answers)
 };
 enum {
     PF_W_READY = 0x01,

@@ -76,7 +76,11 @@ for endpoint in "$EP" "unix://$LOGS/broker.sock"; do
     $BIN/pyfleet call --broker "$endpoint" --count 2000 demo echo '{}' | grep -E 'answered|latency'
 done
 
-say "9. status, as the broker's management endpoint sees the fleet"
+say "9. a Majordomo (RFC 7 MDP/0.1) client in any language: here a few lines of pyzmq"
+echo "\$ examples/mdp_client.py $EP demo"
+/usr/bin/python3 examples/mdp_client.py "$EP" demo
+
+say "10. status, as the broker's management endpoint sees the fleet"
 for what in status workers services sessions; do
     echo "\$ pyfleet $what"
     $BIN/pyfleet $what --mgmt "$MGMT"

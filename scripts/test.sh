@@ -47,7 +47,7 @@ stage integration env PYFLEET_BUILD=build $PY -m unittest discover -s tests/inte
 stage integration-valgrind env PYFLEET_BUILD=build \
     PYFLEET_WRAP="valgrind -q --suppressions=$PWD/tests/valgrind.supp --soname-synonyms=somalloc=*tcmalloc* --show-mismatched-frees=no --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99" \
     $PY -m unittest tests.integration.test_end_to_end tests.integration.test_local_worker \
-    tests.integration.test_unix_clients tests.integration.test_security -v
+    tests.integration.test_unix_clients tests.integration.test_security tests.integration.test_mdp -v
 
 # The benchmark harness in smoke mode (seconds): it still runs every system.
 stage bench-smoke env PYFLEET_BUILD="$PWD/build" ./bench/run.sh --smoke

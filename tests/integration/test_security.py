@@ -16,6 +16,10 @@ import threading
 import time
 import unittest
 
+import msgpack
+import zmq
+import zmq.auth
+
 from tests.integration.fleet import BIN, PYTHON, Fleet, Process, free_port, wait_until
 
 PYFLEET = os.path.join(BIN, "pyfleet")
@@ -144,6 +148,20 @@ class CurveFleet(unittest.TestCase):
         self.assertGreater(len(seen), 2 * len(marker))
         self.assertNotIn(marker.encode(), seen)
         self.assertNotIn(b"echo", seen)
+
+    def test_an_mdp_client_with_an_admitted_key_is_served(self):
+        public, secret = zmq.auth.load_certificate(self.alice + "_secret")
+        socket = zmq.Context.instance().socket(zmq.REQ)
+        self.addCleanup(socket.close, 0)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.curve_publickey, socket.curve_secretkey = public, secret
+        socket.curve_serverkey = self.broker_key.encode()
+        socket.connect(self.fleet.endpoint)
+        socket.send_multipart([b"MDPC01", b"test", b"echo", msgpack.packb({"mdp": 1})])
+        self.assertTrue(socket.poll(10000), "no MDP answer")
+        frames = socket.recv_multipart()
+        self.assertEqual(frames[:3], [b"MDPC01", b"test", b"OK"])
+        self.assertEqual(msgpack.unpackb(frames[3]), {"mdp": 1})
 
     def test_a_key_not_admitted_is_refused_at_once_with_unauthorized(self):
         rc, _, err, took = self.call(self.eve, "test", "echo", "{}", timeout=10000)

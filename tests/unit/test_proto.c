@@ -904,7 +904,117 @@ static void command_names_are_per_protocol (void **state)
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, PF_W_BATCH), "BATCH");
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, 0x0C), "?");
     assert_string_equal (pf_msg_command_name (PF_PROTO_W, -1), "?");
-    assert_string_equal (pf_msg_command_name (3, PF_C_REQUEST), "?");
+    assert_string_equal (pf_msg_command_name (PF_PROTO_MDPC, PF_MDP_REQUEST), "MDP REQUEST");
+    assert_string_equal (pf_msg_command_name (PF_PROTO_MDPC, PF_MDP_MMI), "MMI REPLY");
+    assert_string_equal (pf_msg_command_name (PF_PROTO_MDPC, 0x05), "?");
+    assert_string_equal (pf_msg_command_name (4, PF_C_REQUEST), "?");
+}
+
+//  --------------------------------------------------------------------------
+//  MDP/0.1 clients (RFC 7): no command frame, no request id
+
+static zmsg_t *raw_mdp_request (int frames)
+{
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addmem (msg, NULL, 0);
+    add_str (msg, "MDPC01");
+    const char *fields[] = {"echo", "ping", "\x81\xa1x\x01", "extra"};
+    for (int index = 0; index < frames; index++) add_str (msg, fields[index]);
+    return msg;
+}
+
+static void mdp_request_decodes_with_or_without_arguments (void **state)
+{
+    (void)state;
+    pf_msg_t out;
+    pf_msg_init (&out);
+    char err[ERRLEN];
+    zmsg_t *msg = raw_mdp_request (3);
+    assert_int_equal (pf_msg_decode (&out, &msg, 0, err, sizeof (err)), PF_OK);
+    assert_int_equal (out.proto, PF_PROTO_MDPC);
+    assert_int_equal (out.command, PF_MDP_REQUEST);
+    assert_string_equal (out.service, "echo");
+    assert_string_equal (out.command_name, "ping");
+    assert_frame_bytes (out.body, "\x81\xa1x\x01", 4);
+    assert_false (out.has_request_id);
+    //  No arguments: an empty body, never a NULL one.
+    msg = raw_mdp_request (2);
+    assert_int_equal (pf_msg_decode (&out, &msg, 0, err, sizeof (err)), PF_OK);
+    assert_frame_bytes (out.body, NULL, 0);
+    pf_msg_reset (&out);
+}
+
+static void mdp_request_of_the_wrong_shape_is_refused_keeping_its_service (void **state)
+{
+    (void)state;
+    int counts[] = {0, 1, 4};
+    for (size_t index = 0; index < sizeof counts / sizeof counts[0]; index++) {
+        pf_msg_t out;
+        pf_msg_init (&out);
+        char err[ERRLEN];
+        zmsg_t *msg = raw_mdp_request (counts[index]);
+        assert_int_equal (pf_msg_decode (&out, &msg, 0, err, sizeof (err)), PF_BAD_REQUEST);
+        assert_non_null (strstr (err, "expected SERVICE COMMAND [ARGS] after MDPC01"));
+        assert_int_equal (out.proto, PF_PROTO_MDPC);
+        //  Kept, so the client can be answered under its service.
+        assert_string_equal (out.service, counts[index] ? "echo" : "");
+        assert_null (out.body);
+    }
+    assert_decode_fails (with_frame (raw_mdp_request (3), 2, "", 0), 0, PF_BAD_REQUEST,
+                         "service: empty");
+    assert_decode_fails (with_frame (raw_mdp_request (3), 3, "", 0), 0, PF_BAD_REQUEST,
+                         "command: empty");
+    assert_decode_fails (raw_mdp_request (3), 2, PF_TOO_LARGE, "body: 4 bytes exceeds");
+}
+
+static void mdp_answers_encode_to_the_frames_of_rfc_7 (void **state)
+{
+    (void)state;
+    pf_msg_t msg;
+    pf_msg_init (&msg);
+    msg.proto = PF_PROTO_MDPC;
+    msg.command = PF_MDP_REPLY;
+    strcpy (msg.service, "echo");
+    strcpy (msg.command_name, "OK");
+    msg.body = zframe_new ("\xc0", 1);
+    zmsg_t *encoded = pf_msg_encode (&msg);
+    assert_non_null (encoded);
+    assert_int_equal (zmsg_size (encoded), 5);
+    assert_frame_bytes (zmsg_first (encoded), NULL, 0);
+    assert_frame_bytes (zmsg_next (encoded), "MDPC01", 6);
+    assert_frame_bytes (zmsg_next (encoded), "echo", 4);
+    assert_frame_bytes (zmsg_next (encoded), "OK", 2);
+    assert_frame_bytes (zmsg_next (encoded), "\xc0", 1);
+    zmsg_destroy (&encoded);
+    pf_msg_reset (&msg);
+
+    msg.proto = PF_PROTO_MDPC;
+    msg.command = PF_MDP_ERROR;
+    strcpy (msg.service, "echo");
+    strcpy (msg.command_name, "TIMEOUT");
+    msg.message = strdup ("too slow");
+    msg.detail = zframe_new (NULL, 0);
+    encoded = pf_msg_encode (&msg);
+    assert_int_equal (zmsg_size (encoded), 6);
+    zmsg_first (encoded);
+    zmsg_next (encoded);
+    zmsg_next (encoded);
+    assert_frame_bytes (zmsg_next (encoded), "TIMEOUT", 7);
+    assert_frame_bytes (zmsg_next (encoded), "too slow", 8);
+    assert_frame_bytes (zmsg_next (encoded), NULL, 0);
+    zmsg_destroy (&encoded);
+    pf_msg_reset (&msg);
+
+    msg.proto = PF_PROTO_MDPC;
+    msg.command = PF_MDP_MMI;
+    strcpy (msg.service, "mmi.service");
+    strcpy (msg.command_name, "404");
+    encoded = pf_msg_encode (&msg);
+    assert_int_equal (zmsg_size (encoded), 4);
+    zmsg_last (encoded);
+    assert_frame_bytes (zmsg_last (encoded), "404", 3);
+    zmsg_destroy (&encoded);
+    pf_msg_reset (&msg);
 }
 
 //  --------------------------------------------------------------------------
@@ -943,7 +1053,7 @@ static void decode_rejects_a_missing_delimiter (void **state)
 static void decode_rejects_an_unsupported_protocol_header (void **state)
 {
     (void)state;
-    const char *headers[] = {"MDPC01", "MDPW01", "PFC2", "PFW", "pfc1", "PFC1 ", ""};
+    const char *headers[] = {"MDPW01", "MDPC02", "PFC2", "PFW", "pfc1", "PFC1 ", ""};
     for (size_t index = 0; index < sizeof (headers) / sizeof (headers[0]); index++) {
         zmsg_t *msg =
             with_frame (raw_client_request (), 1, headers[index], strlen (headers[index]));
@@ -1157,7 +1267,7 @@ static void decode_keeps_the_request_id_of_a_malformed_request (void **state)
     assert_true (out.request_id == 0);
 
     //  Nor can it before the command is known.
-    msg = with_frame (raw_client_request (), 1, "MDPC01", 6);
+    msg = with_frame (raw_client_request (), 1, "MDPW01", 6);
     assert_int_equal (pf_msg_decode (&out, &msg, 0, err, sizeof (err)), PF_BAD_REQUEST);
     assert_false (out.has_request_id);
     assert_int_equal (out.proto, 0);
@@ -1868,8 +1978,8 @@ static void recv_rejects_a_bad_head (void **state)
     sockets_t *sockets = *state;
     assert_recv_fails (sockets, without_frame (raw_client_request (), 0), 0, PF_BAD_REQUEST,
                        "missing empty delimiter (frame 0 has 4 bytes)");
-    assert_recv_fails (sockets, with_frame (raw_client_request (), 1, "MDPC01", 6), 0,
-                       PF_BAD_REQUEST, "unsupported protocol header \"MDPC01\"");
+    assert_recv_fails (sockets, with_frame (raw_client_request (), 1, "MDPW01", 6), 0,
+                       PF_BAD_REQUEST, "unsupported protocol header \"MDPW01\"");
     assert_recv_fails (sockets, with_frame (raw_client_request (), 2, "\x09", 1), 0, PF_BAD_REQUEST,
                        "PFC1: unknown command 0x09");
     assert_recv_fails (sockets, with_frame (raw_client_request (), 2, "\x01\x01", 2), 0,
@@ -2175,6 +2285,9 @@ int main (void)
         cmocka_unit_test (decode_rejects_a_null_or_empty_message),
         cmocka_unit_test (decode_rejects_a_missing_delimiter),
         cmocka_unit_test (decode_rejects_an_unsupported_protocol_header),
+        cmocka_unit_test (mdp_request_decodes_with_or_without_arguments),
+        cmocka_unit_test (mdp_request_of_the_wrong_shape_is_refused_keeping_its_service),
+        cmocka_unit_test (mdp_answers_encode_to_the_frames_of_rfc_7),
         cmocka_unit_test (decode_rejects_an_unknown_command_byte),
         cmocka_unit_test (decode_rejects_a_command_frame_of_two_bytes),
         cmocka_unit_test (decode_rejects_too_few_frames),
