@@ -131,12 +131,14 @@ class Fleet:
         self.broker.wait_for("listening on")
         return self.broker
 
-    def start_worker(self, service="test", bridges=2, modules=(), args=(), wait_ready=True):
+    def start_worker(self, service="test", bridges=2, modules=(), args=(), wait_ready=True,
+                     env=None):
         argv = [os.path.join(BIN, "pyfleet-worker"), "--broker", self.endpoint,
                 "--service", service, "--bridges", str(bridges), "--python", PYTHON]
         for module in modules:
             argv += ["--module", module]
-        worker = Process("worker%d" % len(self.workers), argv + list(args))
+        worker = Process("worker%d" % len(self.workers), argv + list(args),
+                         env=dict(os.environ, **env) if env else None)
         self.workers.append(worker)
         if wait_ready:
             worker.wait_for(r"-> ready after", count=bridges, timeout=30)

@@ -20,7 +20,7 @@ import msgpack
 import zmq
 import zmq.auth
 
-from tests.integration.fleet import BIN, PYTHON, Fleet, Process, free_port, wait_until
+from tests.integration.fleet import BIN, PYTHON, Fleet, Process, free_port
 
 PYFLEET = os.path.join(BIN, "pyfleet")
 
