@@ -132,6 +132,7 @@ static void usage (FILE *out)
 {
     fprintf (out,
              "usage: pyfleet-broker [options]\n"
+             "  --config FILE      ZPL file with these keys under 'broker'; flags override it\n"
              "  --bind EP          endpoint for clients and agents (default tcp://127.0.0.1:5555)\n"
              "  --unix PATH        also serve clients on a Unix stream socket at PATH, read by\n"
              "                     this process's own loop: clients on this host connect to\n"
@@ -171,117 +172,178 @@ typedef struct {
     zactor_t *zap;
 } curve_t;
 
-static int run (int argc, char *argv[], local_worker_t *local_storage, curve_t *curve)
-{
+//  Every option, from a flag or from a `broker` section of a ZPL file
+//  (--config; keys named like the long flags, flags win). Strings point
+//  into argv or into the file's tree, which lives as long as the options.
+typedef struct {
     pf_broker_config_t config;
-    pf_broker_config_defaults (&config);
-    const char *bind = "tcp://127.0.0.1:5555";
-    const char *mgmt_endpoint = "tcp://127.0.0.1:5556";
-    const char *events_endpoint = "tcp://127.0.0.1:5557";
-    bool mgmt_given = false, events_given = false;
-    const char *local_config = NULL;
-    const char *unix_path = NULL;
-    const char *curve_cert = NULL, *curve_allow = NULL;
-    int log_level = PF_LOG_INFO;
+    const char *bind, *mgmt_endpoint, *events_endpoint, *local_config, *unix_path;
+    const char *curve_cert, *curve_allow;
+    bool mgmt_given, events_given;
+    int log_level;
+    zconfig_t *tree;
+} options_t;
 
-    static struct option options[] = {
-        {"bind", required_argument, 0, 'b'},      {"queue-max", required_argument, 0, 'q'},
-        {"session-queue-max", required_argument, 0, 'Q'},
-        {"mgmt", required_argument, 0, 'M'},
-        {"startup-grace", required_argument, 0, 'G'},
-        {"events", required_argument, 0, 'E'},
-        {"session-ttl", required_argument, 0, 's'},
-        {"timeout", required_argument, 0, 't'},   {"heartbeat", required_argument, 0, 'h'},
-        {"liveness", required_argument, 0, 'l'},  {"max-body", required_argument, 0, 'm'},
-        {"window", required_argument, 0, 'w'},    {"window-ms", required_argument, 0, 'W'},
-        {"log-level", required_argument, 0, 'L'}, {"help", no_argument, 0, 'H'},
-        {"local-worker", required_argument, 0, 'A'},
-        {"unix", required_argument, 0, 'U'},
-        {"curve-cert", required_argument, 0, 'C'},
-        {"curve-allow", required_argument, 0, 'Y'},
+typedef struct {
+    const char *key;
+    long long min, max;
+    size_t offset; //  in pf_broker_config_t
+    size_t size;   //  4 (uint32_t) or 8 (size_t)
+} number_option_t;
+
+#define NUMBER(key, min, max, field)                                                               \
+    {key, min, max, offsetof (pf_broker_config_t, field), sizeof (((pf_broker_config_t *) 0)->field)}
+
+static const number_option_t numbers[] = {
+    NUMBER ("queue-max", 1, 100000000, queue_max),
+    NUMBER ("session-queue-max", 1, 100000000, session_queue_max),
+    NUMBER ("session-ttl", 1, 365LL * 24 * 3600, session_ttl_s),
+    NUMBER ("timeout", 1, UINT32_MAX, default_timeout_ms),
+    NUMBER ("startup-grace", 0, 3600000, startup_grace_ms),
+    NUMBER ("heartbeat", 10, 3600000, heartbeat_ms),
+    NUMBER ("liveness", 1, 1000, liveness),
+    NUMBER ("max-body", 1024, 1LL << 31, max_body),
+    NUMBER ("window", 1, 64, window),
+    NUMBER ("window-ms", 0, 3600000, window_ms),
+};
+
+//  Applies one key = value: 0, -1 for a bad value (with why), -2 for an
+//  unknown key.
+static int option_apply (options_t *options, const char *key, const char *value, char *why,
+                         size_t whylen)
+{
+    for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
+        if (streq (key, numbers[i].key)) {
+            long long number;
+            if (pf_parse_number (value, numbers[i].min, numbers[i].max, &number) != 0) {
+                snprintf (why, whylen, "expected an integer from %lld to %lld", numbers[i].min,
+                          numbers[i].max);
+                return -1;
+            }
+            char *field = (char *) &options->config + numbers[i].offset;
+            if (numbers[i].size == sizeof (uint32_t))
+                *(uint32_t *) field = (uint32_t) number;
+            else
+                *(size_t *) field = (size_t) number;
+            return 0;
+        }
+    if (streq (key, "log-level")) {
+        options->log_level = pf_log_level_parse (value);
+        if (options->log_level < 0) {
+            snprintf (why, whylen, "expected debug, info, warn or error");
+            return -1;
+        }
+        return 0;
+    }
+    struct {
+        const char *key;
+        const char **target;
+        bool *given;
+    } strings[] = {
+        {"bind", &options->bind, NULL},
+        {"mgmt", &options->mgmt_endpoint, &options->mgmt_given},
+        {"events", &options->events_endpoint, &options->events_given},
+        {"local-worker", &options->local_config, NULL},
+        {"unix", &options->unix_path, NULL},
+        {"curve-cert", &options->curve_cert, NULL},
+        {"curve-allow", &options->curve_allow, NULL},
+    };
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
+        if (streq (key, strings[i].key)) {
+            if (!*value) {
+                snprintf (why, whylen, "must not be empty");
+                return -1;
+            }
+            *strings[i].target = value;
+            if (strings[i].given) *strings[i].given = true;
+            return 0;
+        }
+    return -2;
+}
+
+//  Reads the `broker/KEY = VALUE` entries of a ZPL file; -1 after saying
+//  on stderr what is wrong, naming the file and the key.
+static int options_load (options_t *options, const char *path)
+{
+    if (!zsys_file_exists (path)) {
+        fprintf (stderr, "pyfleet-broker: config file '%s' not found\n", path);
+        return -1;
+    }
+    zconfig_destroy (&options->tree);
+    options->tree = zconfig_load (path);
+    if (!options->tree) {
+        fprintf (stderr, "pyfleet-broker: config file '%s' is not valid ZPL\n", path);
+        return -1;
+    }
+    for (zconfig_t *section = zconfig_child (options->tree); section;
+         section = zconfig_next (section)) {
+        if (!streq (zconfig_name (section), "broker")) {
+            fprintf (stderr, "pyfleet-broker: %s: unknown section '%s' (expected 'broker')\n",
+                     path, zconfig_name (section));
+            return -1;
+        }
+        for (zconfig_t *item = zconfig_child (section); item; item = zconfig_next (item)) {
+            const char *key = zconfig_name (item);
+            const char *value = zconfig_value (item) ? zconfig_value (item) : "";
+            char why[256] = "";
+            int rc = option_apply (options, key, value, why, sizeof why);
+            if (rc == -2)
+                fprintf (stderr, "pyfleet-broker: %s: unknown key 'broker/%s'\n", path, key);
+            else if (rc != 0)
+                fprintf (stderr, "pyfleet-broker: %s: invalid value '%s' for key 'broker/%s': %s\n",
+                         path, value, key, why);
+            if (rc != 0) return -1;
+        }
+    }
+    return 0;
+}
+
+//  Everything but freeing the local worker's options, the CurveZMQ state
+//  and the options' file, which main does.
+static int run (int argc, char *argv[], local_worker_t *local_storage, curve_t *curve,
+                options_t *options)
+{
+    pf_broker_config_defaults (&options->config);
+    options->bind = "tcp://127.0.0.1:5555";
+    options->mgmt_endpoint = "tcp://127.0.0.1:5556";
+    options->events_endpoint = "tcp://127.0.0.1:5557";
+    options->log_level = PF_LOG_INFO;
+
+    static struct option flags[] = {
+        {"config", required_argument, 0, 0},      {"bind", required_argument, 0, 0},
+        {"queue-max", required_argument, 0, 0},   {"session-queue-max", required_argument, 0, 0},
+        {"mgmt", required_argument, 0, 0},        {"startup-grace", required_argument, 0, 0},
+        {"events", required_argument, 0, 0},      {"session-ttl", required_argument, 0, 0},
+        {"timeout", required_argument, 0, 0},     {"heartbeat", required_argument, 0, 0},
+        {"liveness", required_argument, 0, 0},    {"max-body", required_argument, 0, 0},
+        {"window", required_argument, 0, 0},      {"window-ms", required_argument, 0, 0},
+        {"log-level", required_argument, 0, 0},   {"local-worker", required_argument, 0, 0},
+        {"unix", required_argument, 0, 0},        {"curve-cert", required_argument, 0, 0},
+        {"curve-allow", required_argument, 0, 0}, {"help", no_argument, 0, 'H'},
         {0, 0, 0, 0}};
+    //  Pass 1: the config file, so that flags (pass 2) override it.
     int option, index = 0;
-    while ((option = getopt_long (argc, argv, "", options, &index)) != -1) {
-        long long value = 0;
-        int rc = 0;
-        switch (option) {
-        case 'b':
-            bind = optarg;
-            break;
-        case 'q':
-            rc = pf_parse_number (optarg, 1, 100000000, &value);
-            config.queue_max = (size_t) value;
-            break;
-        case 'w':
-            rc = pf_parse_number (optarg, 1, 64, &value);
-            config.window = (uint32_t) value;
-            break;
-        case 'W':
-            rc = pf_parse_number (optarg, 0, 3600000, &value);
-            config.window_ms = (uint32_t) value;
-            break;
-        case 'G':
-            rc = pf_parse_number (optarg, 0, 3600000, &value);
-            config.startup_grace_ms = (uint32_t) value;
-            break;
-        case 'M':
-            mgmt_endpoint = optarg;
-            mgmt_given = true;
-            break;
-        case 'E':
-            events_endpoint = optarg;
-            events_given = true;
-            break;
-        case 'Q':
-            rc = pf_parse_number (optarg, 1, 100000000, &value);
-            config.session_queue_max = (size_t) value;
-            break;
-        case 's':
-            rc = pf_parse_number (optarg, 1, 365LL * 24 * 3600, &value);
-            config.session_ttl_s = (uint32_t) value;
-            break;
-        case 't':
-            rc = pf_parse_number (optarg, 1, UINT32_MAX, &value);
-            config.default_timeout_ms = (uint32_t) value;
-            break;
-        case 'h':
-            rc = pf_parse_number (optarg, 10, 3600000, &value);
-            config.heartbeat_ms = (uint32_t) value;
-            break;
-        case 'l':
-            rc = pf_parse_number (optarg, 1, 1000, &value);
-            config.liveness = (uint32_t) value;
-            break;
-        case 'm':
-            rc = pf_parse_number (optarg, 1024, 1LL << 31, &value);
-            config.max_body = (size_t) value;
-            break;
-        case 'A':
-            local_config = optarg;
-            break;
-        case 'U':
-            unix_path = optarg;
-            break;
-        case 'C':
-            curve_cert = optarg;
-            break;
-        case 'Y':
-            curve_allow = optarg;
-            break;
-        case 'L':
-            log_level = pf_log_level_parse (optarg);
-            rc = log_level < 0 ? -1 : 0;
-            break;
-        case 'H':
+    opterr = 0;
+    while ((option = getopt_long (argc, argv, "", flags, &index)) != -1)
+        if (option == 0 && streq (flags[index].name, "config") && options_load (options, optarg) != 0)
+            return 2;
+    optind = 1;
+    opterr = 1;
+    while ((option = getopt_long (argc, argv, "", flags, &index)) != -1) {
+        if (option == 'H') {
             usage (stdout);
             return 0;
-        default:
+        }
+        if (option != 0) {
             usage (stderr);
             return 2;
         }
-        if (rc != 0) {
-            fprintf (stderr, "pyfleet-broker: invalid value '%s' for --%s\n", optarg,
-                     options[index].name);
+        if (streq (flags[index].name, "config"))
+            continue;
+        char why[256] = "";
+        if (option_apply (options, flags[index].name, optarg, why, sizeof why) != 0) {
+            fprintf (stderr, "pyfleet-broker: invalid value '%s' for --%s: %s\n", optarg,
+                     flags[index].name, why);
             return 2;
         }
     }
@@ -290,6 +352,13 @@ static int run (int argc, char *argv[], local_worker_t *local_storage, curve_t *
         usage (stderr);
         return 2;
     }
+    pf_broker_config_t config = options->config;
+    const char *bind = options->bind, *mgmt_endpoint = options->mgmt_endpoint;
+    const char *events_endpoint = options->events_endpoint;
+    bool mgmt_given = options->mgmt_given, events_given = options->events_given;
+    const char *local_config = options->local_config, *unix_path = options->unix_path;
+    const char *curve_cert = options->curve_cert, *curve_allow = options->curve_allow;
+    int log_level = options->log_level;
     if (!curve_cert != !curve_allow) {
         fprintf (stderr, "pyfleet-broker: %s\n",
                  curve_cert ? "--curve-cert needs --curve-allow DIR (the keys admitted) or 'any'"
@@ -506,8 +575,10 @@ int main (int argc, char *argv[])
 {
     local_worker_t local = {0};
     curve_t curve = {0};
-    int rc = run (argc, argv, &local, &curve);
+    options_t options = {0};
+    int rc = run (argc, argv, &local, &curve, &options);
     pf_worker_options_free (&local.options);
+    zconfig_destroy (&options.tree);
     zactor_destroy (&curve.zap);
     zcert_destroy (&curve.cert);
     return rc;

@@ -204,16 +204,18 @@ typedef struct {
 
 static void zap_actor (zsock_t *pipe, void *arg)
 {
+    //  *start lives on pf_zap_start's stack: not to be read after the signal.
     start_t *start = arg;
     zap_t self = {start->dir ? strdup (start->dir) : NULL, zhashx_new (), 0, zhashx_new (), NULL};
     zsock_t *handler = zsock_new (ZMQ_REP);
-    start->started = (self.dir || !start->dir) && self.allowed && self.warned && handler &&
-                     zsock_bind (handler, ZAP_ENDPOINT) == 0;
+    bool started = (self.dir || !start->dir) && self.allowed && self.warned && handler &&
+                   zsock_bind (handler, ZAP_ENDPOINT) == 0;
     if (self.warned) zhashx_set_destructor (self.warned, free_item);
-    if (start->started && self.dir) refresh (&self);
+    if (started && self.dir) refresh (&self);
+    start->started = started;
     zsock_signal (pipe, 0);
     //  Not started: still waits for $TERM, as zactor_destroy expects.
-    zpoller_t *poller = zpoller_new (pipe, start->started ? handler : NULL, NULL);
+    zpoller_t *poller = zpoller_new (pipe, started ? handler : NULL, NULL);
     while (poller) {
         void *which = zpoller_wait (poller, -1);
         if (which == handler)

@@ -52,12 +52,14 @@ class MdpClients(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.fleet = Fleet()
+        # Also if the set-up fails half way (tearDownClass would not run).
+        cls.addClassCleanup(cls.stop_fleet)
         cls.fleet.start_broker("--timeout", "1500", "--max-body", "100000",
                                "--startup-grace", "0")
         cls.fleet.start_worker(service="test", bridges=2, modules=[FAULTS])
 
     @classmethod
-    def tearDownClass(cls):
+    def stop_fleet(cls):
         statuses = cls.fleet.stop()
         # Exit 0 also means no leak or memory error under valgrind or ASan.
         assert all(status == 0 for status in statuses), statuses

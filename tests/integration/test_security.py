@@ -110,6 +110,8 @@ class CurveFleet(unittest.TestCase):
         for name in ("agent", "alice", "bob"):
             shutil.copy(os.path.join(cls.keys, name), cls.allow)
         cls.fleet = Fleet()
+        # Also if the set-up fails half way (tearDownClass would not run).
+        cls.addClassCleanup(cls.stop_fleet)
         cls.fleet.start_broker("--curve-cert", cls.broker_cert, "--curve-allow", cls.allow,
                                "--heartbeat", "200", "--startup-grace", "0")
         cls.fleet.start_worker(service="test", bridges=1, args=[
@@ -117,7 +119,7 @@ class CurveFleet(unittest.TestCase):
             "--heartbeat", "200"])
 
     @classmethod
-    def tearDownClass(cls):
+    def stop_fleet(cls):
         statuses = cls.fleet.stop()
         shutil.rmtree(cls.keys, ignore_errors=True)
         # Exit 0 also means no leak or memory error under ASan.
