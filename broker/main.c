@@ -164,7 +164,6 @@ static void usage (FILE *out)
              "  --log-level LEVEL  debug, info, warn or error (default info)\n");
 }
 
-//  Everything but freeing the local worker's options, which main does.
 //  CurveZMQ on the --bind endpoint: the broker's certificate and the ZAP
 //  handler's thread, both freed by main after run.
 typedef struct {
@@ -290,8 +289,9 @@ static int options_load (options_t *options, const char *path)
             if (rc == -2)
                 fprintf (stderr, "pyfleet-broker: %s: unknown key 'broker/%s'\n", path, key);
             else if (rc != 0)
-                fprintf (stderr, "pyfleet-broker: %s: invalid value '%s' for key 'broker/%s': %s\n",
-                         path, value, key, why);
+                fprintf (stderr,
+                         "pyfleet-broker: %s: invalid value '%s' for key 'broker/%s': %s\n", path,
+                         value, key, why);
             if (rc != 0) return -1;
         }
     }
@@ -325,7 +325,8 @@ static int run (int argc, char *argv[], local_worker_t *local_storage, curve_t *
     int option, index = 0;
     opterr = 0;
     while ((option = getopt_long (argc, argv, "", flags, &index)) != -1)
-        if (option == 0 && streq (flags[index].name, "config") && options_load (options, optarg) != 0)
+        if (option == 0 && streq (flags[index].name, "config") &&
+            options_load (options, optarg) != 0)
             return 2;
     optind = 1;
     opterr = 1;
@@ -542,8 +543,8 @@ static int run (int argc, char *argv[], local_worker_t *local_storage, curve_t *
                                   err, sizeof err);
             if (rc == -1)
                 break;
-            if (msg.proto == PF_PROTO_MDPC &&
-                !pf_mdp_accept (sender.mdp, broker, routing_id, rc, &msg, err, router_send, &sender))
+            if (msg.proto == PF_PROTO_MDPC && !pf_mdp_accept (sender.mdp, broker, routing_id, rc,
+                                                              &msg, err, router_send, &sender))
                 pf_msg_reset (&msg);
             else
                 pf_broker_handle_msg (broker, routing_id, rc, &msg, err, zclock_mono ());

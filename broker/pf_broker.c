@@ -1245,7 +1245,8 @@ static void handle_client_request (pf_broker_t *self, zframe_t *routing_id, pf_m
         //  A session belongs to the CurveZMQ key that made it (or, made
         //  without one or adopted from an agent after a restart, to the first
         //  key that uses it).
-        uint64_t owner = *msg->user_id ? pf_table_hash (msg->user_id, strlen (msg->user_id)) | 1 : 0;
+        uint64_t owner =
+            *msg->user_id ? pf_table_hash (msg->user_id, strlen (msg->user_id)) | 1 : 0;
         if (session->owner && session->owner != owner) {
             send_client_error (self, routing_id, msg->request_id, PF_UNAUTHORIZED,
                                "this session belongs to another client key", NULL, NULL);

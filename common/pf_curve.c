@@ -71,8 +71,10 @@ static zcert_t *cert_load (const char *path, char *why, size_t whylen)
     }
     zconfig_t *metadata = zconfig_locate (root, "metadata");
     for (zconfig_t *item = metadata ? zconfig_child (metadata) : NULL; cert && item;
-         item = zconfig_next (item))
-        zcert_set_meta (cert, zconfig_name (item), "%s", zconfig_value (item) ? zconfig_value (item) : "");
+         item = zconfig_next (item)) {
+        const char *value = zconfig_value (item);
+        zcert_set_meta (cert, zconfig_name (item), "%s", value ? value : "");
+    }
     zconfig_destroy (&root);
     return cert;
 }
