@@ -849,40 +849,46 @@ static void send_cancel (pf_client_t *self, uint64_t id)
 
 pf_client_t *pf_client_new (const char *endpoint)
 {
-    return pf_client_new_with (endpoint, NULL);
+    return pf_client_new_keys (endpoint, NULL, NULL);
 }
 
-//  Loads the CurveZMQ keys options name: 0 with *cert_p NULL if none, or
-//  the certificate and the broker's key; -1 with why.
-static int curve_load (const pf_client_options_t *options, zcert_t **cert_p,
-                       char key[PF_CURVE_KEY_LEN + 1], char *why, size_t whylen)
+//  Loads the CurveZMQ keys: 0 with *cert_p NULL if none, or the
+//  certificate and the broker's key; -1 with why.
+static int keys_load (const pf_client_keys_t *keys, zcert_t **cert_p,
+                      char key[PF_CURVE_KEY_LEN + 1], char *why, size_t whylen)
 {
     *cert_p = NULL;
-    if (!options || (!options->curve_cert && !options->broker_key)) return 0;
-    if (!options->curve_cert || !options->broker_key) {
+    if (!keys || (!keys->cert && !keys->broker_key)) return 0;
+    if (!keys->cert || !keys->broker_key) {
         snprintf (why, whylen, "CurveZMQ needs both a client certificate and the broker's key");
         return -1;
     }
-    *cert_p = pf_curve_cert_load (options->curve_cert, why, whylen);
-    if (*cert_p && pf_curve_public_key (options->broker_key, key, why, whylen) == 0) return 0;
+    *cert_p = pf_curve_cert_load (keys->cert, why, whylen);
+    if (*cert_p && pf_curve_public_key (keys->broker_key, key, why, whylen) == 0) return 0;
     zcert_destroy (cert_p);
     return -1;
 }
 
-int pf_client_check_options (const pf_client_options_t *options, char *why, size_t whylen)
+int pf_client_check_keys (const pf_client_keys_t *keys, char *why, size_t whylen)
 {
     zcert_t *cert;
     char key[PF_CURVE_KEY_LEN + 1];
-    int rc = curve_load (options, &cert, key, why, whylen);
+    int rc = keys_load (keys, &cert, key, why, whylen);
     zcert_destroy (&cert);
     return rc;
 }
 
 pf_client_t *pf_client_new_with (const char *endpoint, const pf_client_options_t *options)
 {
+    return pf_client_new_keys (endpoint, options, NULL);
+}
+
+pf_client_t *pf_client_new_keys (const char *endpoint, const pf_client_options_t *options,
+                                 const pf_client_keys_t *keys)
+{
     zcert_t *cert = NULL;
     char key[PF_CURVE_KEY_LEN + 1], why[PATH_MAX + 128];
-    if (!endpoint || !*endpoint || curve_load (options, &cert, key, why, sizeof why) != 0)
+    if (!endpoint || !*endpoint || keys_load (keys, &cert, key, why, sizeof why) != 0)
         return NULL;
     pf_client_t *self = calloc (1, sizeof *self);
     if (!self) {

@@ -85,19 +85,22 @@ typedef struct {
 
 //  Client options for pf_client_new_with. A NULL pointer or a zeroed struct
 //  means: PF_CLIENT_DEFAULT_TIMEOUT_MS, no retries.
-//  CurveZMQ (a broker started with --curve-cert): both curve_cert and
-//  broker_key, or neither. curve_cert is this client's certificate, FILE and
-//  FILE_secret as `pyfleet keygen FILE` writes them; broker_key the broker's
-//  public key, 40 Z85 characters or its certificate file. Not used over
-//  unix:// (the socket file's permissions decide who connects). A broker
+typedef struct {
+    uint32_t timeout_ms; //  default request timeout; 0 = PF_CLIENT_DEFAULT_TIMEOUT_MS
+    pf_retry_t retry;    //  retry policy; zeroed = never retry
+} pf_client_options_t;
+
+//  CurveZMQ keys for pf_client_new_keys, towards a broker started with
+//  --curve-cert (docs/SECURITY.md). cert is this client's certificate, FILE
+//  and FILE_secret as `pyfleet keygen FILE` writes them; broker_key the
+//  broker's public key, 40 Z85 characters or its certificate file. A broker
 //  that refuses the key, or a handshake that fails (no CurveZMQ on one
 //  side), answers every request waiting for that connection UNAUTHORIZED.
+//  (A struct of its own, so pf_client_options_t keeps its size.)
 typedef struct {
-    uint32_t timeout_ms;    //  default request timeout; 0 = PF_CLIENT_DEFAULT_TIMEOUT_MS
-    pf_retry_t retry;       //  retry policy; zeroed = never retry
-    const char *curve_cert; //  NULL: no CurveZMQ
+    const char *cert;
     const char *broker_key;
-} pf_client_options_t;
+} pf_client_keys_t;
 
 //  Per-request options. A NULL options pointer, or a zeroed struct, means: no
 //  session, the client's timeout, no flags.
@@ -118,15 +121,20 @@ typedef struct {
 //  made.
 pf_client_t *pf_client_new (const char *endpoint);
 
-//  Same, with options (default timeout, retry policy, CurveZMQ keys); NULL
-//  options = defaults. NULL also if a key or certificate cannot be read or
-//  only one of curve_cert and broker_key is given (pf_client_check_options
-//  says why).
+//  Same, with options (default timeout, retry policy); NULL options = defaults.
 pf_client_t *pf_client_new_with (const char *endpoint, const pf_client_options_t *options);
 
-//  Checks options as pf_client_new_with will use them: 0, or -1 with why
-//  (a certificate that is missing or has no secret key, a bad broker key).
-int pf_client_check_options (const pf_client_options_t *options, char *why, size_t whylen);
+//  Same, over CurveZMQ with keys (NULL keys: as pf_client_new_with). Keys are
+//  not used over unix:// (the socket file's permissions decide who connects).
+//  NULL also if a key or certificate cannot be read (pf_client_check_keys
+//  says why).
+pf_client_t *pf_client_new_keys (const char *endpoint, const pf_client_options_t *options,
+                                 const pf_client_keys_t *keys);
+
+//  Checks keys as pf_client_new_keys will read them: 0, or -1 with why (a
+//  certificate that is missing or has no secret key, a bad broker key, one
+//  of the two missing).
+int pf_client_check_keys (const pf_client_keys_t *keys, char *why, size_t whylen);
 
 //  Destroys the client; outstanding requests are forgotten (pending sends are
 //  discarded: the socket does not linger). Nulls *self_p; safe on NULL.

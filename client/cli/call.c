@@ -465,14 +465,14 @@ int cli_call (int argc, char **argv)
         fprintf (stderr, "pyfleet call: JSON_ARGS is not valid JSON: %s\n", err);
         return CLI_EXIT_USAGE;
     }
-    pf_client_options_t client_options = {options.timeout_ms, options.retry, options.curve_cert,
-                                           options.broker_key};
-    if (pf_client_check_options (&client_options, err, sizeof err) != 0) {
+    pf_client_options_t client_options = {options.timeout_ms, options.retry};
+    pf_client_keys_t keys = {options.curve_cert, options.broker_key};
+    if (pf_client_check_keys (&keys, err, sizeof err) != 0) {
         fprintf (stderr, "pyfleet call: %s\n", err);
         free (args);
         return CLI_EXIT_USAGE;
     }
-    pf_client_t *client = pf_client_new_with (options.broker, &client_options);
+    pf_client_t *client = pf_client_new_keys (options.broker, &client_options, &keys);
     if (!client) {
         fprintf (stderr, "pyfleet call: invalid broker endpoint '%s'\n", options.broker);
         free (args);

@@ -9,12 +9,14 @@
 #include <cmocka.h>
 
 #include "pf_batch.h"
+#include "pf_curve.h"
 #include "pf_proto.h"
 #include "pyfleet.h"
 
 #include <czmq.h>
 #include <jansson.h>
 #include <msgpack.h>
+#include <stdlib.h>
 #include <string.h>
 
 //  ---------------------------------------------------------------------------
@@ -732,6 +734,54 @@ static void broadcast_sets_the_broadcast_flag (void **state)
     pf_reply_destroy (&reply);
 }
 
+//  CurveZMQ keys are read before a client is made: a bad one gives no client
+//  and a reason, never a client that can only time out.
+static void keys_are_checked_before_a_client_is_made (void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/pf-test-keys-XXXXXX", cert[64], why[512];
+    assert_non_null (mkdtemp (dir));
+    snprintf (cert, sizeof cert, "%s/me", dir);
+    assert_int_equal (pf_curve_keygen (cert, NULL, why, sizeof why), 0);
+    char key[PF_CURVE_KEY_LEN + 1];
+    assert_int_equal (pf_curve_public_key (cert, key, why, sizeof why), 0);
+
+    assert_int_equal (pf_client_check_keys (NULL, why, sizeof why), 0);
+    struct {
+        pf_client_keys_t keys;
+        const char *reason; //  NULL: good keys
+    } cases[] = {
+        {{cert, NULL}, "needs both"},
+        {{NULL, key}, "needs both"},
+        {{"/nonexistent/cert", key}, "no certificate at"},
+        {{cert, "not a key"}, "neither a Z85 key"},
+        {{cert, key}, NULL},
+        {{cert, cert}, NULL}, //  the broker's key from its certificate file
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        why[0] = 0;
+        int rc = pf_client_check_keys (&cases[i].keys, why, sizeof why);
+        pf_client_t *client = pf_client_new_keys ("tcp://127.0.0.1:1", NULL, &cases[i].keys);
+        if (cases[i].reason) {
+            assert_int_equal (rc, -1);
+            assert_non_null (strstr (why, cases[i].reason));
+            assert_null (client);
+        } else {
+            assert_int_equal (rc, 0);
+            assert_non_null (client);
+        }
+        pf_client_destroy (&client);
+    }
+    //  Over unix:// the keys are not used (the socket file's mode decides).
+    pf_client_keys_t keys = {cert, key};
+    pf_client_t *client = pf_client_new_keys ("unix:///tmp/pf-no-such.sock", NULL, &keys);
+    assert_non_null (client);
+    pf_client_destroy (&client);
+    char command[128];
+    snprintf (command, sizeof command, "rm -rf '%s'", dir);
+    assert_int_equal (system (command), 0);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -772,6 +822,7 @@ int main (void)
         cmocka_unit_test_setup_teardown (cancel_of_a_sent_request_still_gets_one_reply, setup,
                                          teardown),
         cmocka_unit_test (requests_sent_before_the_broker_starts_are_delivered),
+        cmocka_unit_test (keys_are_checked_before_a_client_is_made),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
