@@ -1010,6 +1010,7 @@ static void handle_ready (pf_broker_t *self, zframe_t *routing_id, const char *k
     agent->routing_id = zframe_dup (routing_id);
     memcpy (agent->agent_id, msg->agent_id, sizeof agent->agent_id);
     memcpy (agent->host, msg->host, sizeof agent->host);
+    memcpy (agent->curve_key, msg->user_id, sizeof agent->curve_key);
     agent->pid = msg->pid;
     agent->bridge_count = msg->capacity;
     agent->bridges = calloc (msg->capacity, sizeof *agent->bridges);
@@ -1027,9 +1028,9 @@ static void handle_ready (pf_broker_t *self, zframe_t *routing_id, const char *k
     zhashx_insert (self->serials, &agent->serial, agent);
     if (for_each_entry (self, agent, msg->sessions, adopt_session, now) != 0)
         self->stats.malformed++;
-    pf_info ("agent %s (%s pid %u) ready for '%s' with %u bridges, %zu sessions known",
-             agent->agent_id, agent->host, agent->pid, msg->service, msg->capacity,
-             pf_table_size (self->sessions));
+    pf_info ("agent %s (%s pid %u%s%s) ready for '%s' with %u bridges, %zu sessions known",
+             agent->agent_id, agent->host, agent->pid, *agent->curve_key ? ", key " : "",
+             agent->curve_key, msg->service, msg->capacity, pf_table_size (self->sessions));
 }
 
 //  The request an agent answers, if that agent runs it; taken off its bridge.

@@ -82,6 +82,7 @@ struct _agent_t {
     zframe_t *routing_id;
     char agent_id[PF_MAX_NAME + 1];
     char host[PF_MAX_NAME + 1];
+    char curve_key[PF_CURVE_KEY_LEN + 1]; //  its CurveZMQ public key, "" without
     uint32_t pid;
     service_t *service;
     void *service_handle; //  in service->agents

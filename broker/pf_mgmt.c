@@ -133,7 +133,7 @@ static json_t *workers (pf_broker_t *self, int64_t now)
         }
         json_array_append_new (
             agents,
-            json_pack ("{s:s, s:s, s:I, s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o}",
+            json_pack ("{s:s, s:s, s:I, s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o}",
                        "agent", agent->agent_id, "host", agent->host, "pid",
                        (json_int_t) agent->pid, "service", agent->service->name, "uptime_s",
                        (double) (now - agent->joined) / 1000.0, "last_beat_ms",
@@ -141,7 +141,8 @@ static json_t *workers (pf_broker_t *self, int64_t now)
                        (json_int_t) agent->bridge_count, "serving", (json_int_t) serving,
                        "in_flight", (json_int_t) in_flight, "requests",
                        (json_int_t) agent->requests, "errors", (json_int_t) agent->errors,
-                       "draining", agent->draining, "bridges", bridges));
+                       "draining", agent->draining, "bridges", bridges, "key",
+                       *agent->curve_key ? json_string (agent->curve_key) : json_null ()));
     }
     zhashx_destroy (&per_bridge);
     return json_pack ("{s:o}", "agents", agents);

@@ -75,6 +75,7 @@ class Management(unittest.TestCase):
         self.assertEqual(sum(b["sessions"] for b in bridges), 1)
         self.assertTrue(all(b["state"] == "ready" for b in bridges))
         self.assertTrue(all(a["last_beat_ms"] < 3000 for a in body["agents"]))
+        self.assertEqual([a["key"] for a in body["agents"]], [None, None], "no CurveZMQ here")
 
     def test_sessions_filter_and_page(self):
         for i in range(25):

@@ -227,6 +227,15 @@ class CurveFleet(unittest.TestCase):
                                     "echo", '{"n": 3}')
         self.assertEqual((rc, out.strip()), (0, '{"n":3}'), err)
 
+    def test_workers_names_each_agents_key(self):
+        status, body = self.fleet.manage("WORKERS")
+        self.assertEqual(status, "OK")
+        key = body["agents"][0]["key"]
+        self.assertEqual(len(key), 40)
+        with open(self.agent_cert) as public:
+            self.assertIn('public-key = "%s"' % key, public.read())
+        self.fleet.broker.wait_for(r"pid \d+, key %s\) ready for 'test'" % re.escape(key))
+
     def test_an_agent_whose_key_is_not_admitted_never_registers(self):
         argv = [os.path.join(BIN, "pyfleet-worker"), "--broker", self.fleet.endpoint,
                 "--service", "intruder", "--bridges", "1", "--python", PYTHON,
