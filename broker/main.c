@@ -47,7 +47,14 @@ static int router_send (void *arg, zframe_t *routing_id, pf_msg_t *msg, int flag
         return pf_stream_server_send (sender->streams, routing_id, msg);
     //  The answer to an MDP client's request goes back as MDPC01, alone.
     if (pf_mdp_pending (sender->mdp) && pf_mdp_answer (sender->mdp, routing_id, msg))
-        return pf_msg_send (msg, sender->router, routing_id, ZMQ_DONTWAIT);
+        return pf_msg_send (msg, sender->router, routing_id,
+                            (flags & ~PF_MSG_BATCHABLE) | ZMQ_DONTWAIT);
+    //  An MDP worker gets MDPW01, one message at a time (or nothing).
+    if (msg->proto == PF_PROTO_W && pf_mdp_workers (sender->mdp)) {
+        int mine = pf_mdp_to_worker (sender->mdp, routing_id, msg);
+        if (mine >= 0)
+            return mine ? pf_msg_send (msg, sender->router, routing_id, flags | ZMQ_DONTWAIT) : 0;
+    }
     if (msg->proto == PF_PROTO_W || (flags & PF_MSG_BATCHABLE))
         return pf_outbox_send (sender->outbox, sender->router, routing_id, msg,
                                flags | ZMQ_DONTWAIT);
@@ -543,8 +550,12 @@ static int run (int argc, char *argv[], local_worker_t *local_storage, curve_t *
                                   err, sizeof err);
             if (rc == -1)
                 break;
-            if (msg.proto == PF_PROTO_MDPC && !pf_mdp_accept (sender.mdp, broker, routing_id, rc,
-                                                              &msg, err, router_send, &sender))
+            if (msg.proto == PF_PROTO_MDPW) {
+                pf_mdp_worker (sender.mdp, broker, routing_id, rc, &msg, err, zclock_mono ());
+                pf_msg_reset (&msg);
+            } else if (msg.proto == PF_PROTO_MDPC &&
+                       !pf_mdp_accept (sender.mdp, broker, routing_id, rc, &msg, err, router_send,
+                                       &sender))
                 pf_msg_reset (&msg);
             else
                 pf_broker_handle_msg (broker, routing_id, rc, &msg, err, zclock_mono ());

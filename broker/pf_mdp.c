@@ -9,10 +9,20 @@ typedef struct {
     char service[PF_MAX_NAME + 1];
 } pending_t;
 
+//  An MDP worker we have heard from.
+typedef struct {
+    int64_t heard; //  zclock_mono () of its last message
+} worker_t;
+
 struct pf_mdp_s {
     zhashx_t *pending; //  our request id -> pending_t
     uint64_t next_id;
+    zhashx_t *workers; //  routing id in hex -> worker_t
 };
+
+//  A worker that vanished without DISCONNECT is forgotten after this long
+//  (the broker dropped its agent after liveness x heartbeat already).
+#define WORKER_FORGET_MS 60000
 
 static size_t id_hash (const void *key)
 {
@@ -38,6 +48,12 @@ static void id_destroy (void **key)
     *key = NULL;
 }
 
+static void free_item (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
 static void pending_destroy (void **item)
 {
     pending_t *pending = *item;
@@ -49,10 +65,12 @@ static void pending_destroy (void **item)
 pf_mdp_t *pf_mdp_new (void)
 {
     pf_mdp_t *self = calloc (1, sizeof *self);
-    if (!self || !(self->pending = zhashx_new ())) {
+    if (!self || !(self->pending = zhashx_new ()) || !(self->workers = zhashx_new ())) {
+        if (self) zhashx_destroy (&self->pending);
         free (self);
         return NULL;
     }
+    zhashx_set_destructor (self->workers, free_item);
     zhashx_set_key_hasher (self->pending, id_hash);
     zhashx_set_key_comparator (self->pending, id_compare);
     zhashx_set_key_duplicator (self->pending, id_duplicate);
@@ -67,6 +85,7 @@ void pf_mdp_destroy (pf_mdp_t **self_p)
     pf_mdp_t *self = *self_p;
     if (!self) return;
     zhashx_destroy (&self->pending);
+    zhashx_destroy (&self->workers);
     free (self);
     *self_p = NULL;
 }
@@ -150,4 +169,123 @@ bool pf_mdp_answer (pf_mdp_t *self, zframe_t *routing_id, pf_msg_t *msg)
     }
     zhashx_delete (self->pending, &msg->request_id);
     return true;
+}
+
+//  --------------------------------------------------------------------------
+//  MDP workers
+
+static void routing_hex (zframe_t *routing_id, char *hex, size_t size)
+{
+    size_t length = zframe_size (routing_id);
+    if (length > (size - 1) / 2) length = (size - 1) / 2;
+    for (size_t i = 0; i < length; i++)
+        snprintf (hex + 2 * i, 3, "%02x", zframe_data (routing_id)[i]);
+    hex[2 * length] = 0;
+}
+
+size_t pf_mdp_workers (pf_mdp_t *self)
+{
+    return self ? zhashx_size (self->workers) : 0;
+}
+
+//  Hands the broker one PFW2 message of the worker's agent.
+static void hand (pf_broker_t *broker, zframe_t *routing_id, pf_msg_t *msg, int64_t now)
+{
+    msg->proto = PF_PROTO_W;
+    pf_broker_handle_msg (broker, routing_id, PF_OK, msg, "", now);
+}
+
+//  Its one bridge serves, one request at a time: [[0, 1, "ready", {window: 1}]].
+static zframe_t *one_bridge (void)
+{
+    static const byte entry[] = {0x91, 0x94, 0x00, 0x01, 0xa5, 'r', 'e', 'a', 'd', 'y',
+                                 0x81, 0xa6, 'w', 'i', 'n', 'd', 'o', 'w', 0x01};
+    return zframe_new (entry, sizeof entry);
+}
+
+void pf_mdp_worker (pf_mdp_t *self, pf_broker_t *broker, zframe_t *routing_id, int rc,
+                    pf_msg_t *msg, const char *err, int64_t now)
+{
+    char hex[2 * 256 + 1];
+    routing_hex (routing_id, hex, sizeof hex);
+    worker_t *worker = zhashx_lookup (self->workers, hex);
+    if (!worker) {
+        //  Forget the ones long silent first: they left without a word.
+        zlist_t *stale = zlist_new ();
+        for (worker_t *old = zhashx_first (self->workers); stale && old;
+             old = zhashx_next (self->workers))
+            if (now - old->heard > WORKER_FORGET_MS)
+                zlist_append (stale, (void *) zhashx_cursor (self->workers));
+        for (const char *key = stale ? zlist_first (stale) : NULL; key; key = zlist_next (stale))
+            zhashx_delete (self->workers, key);
+        zlist_destroy (&stale);
+        worker = calloc (1, sizeof *worker);
+        if (!worker) return;
+        zhashx_insert (self->workers, hex, worker);
+    }
+    worker->heard = now;
+    if (rc != PF_OK || (msg->command == PF_MDPW_REPLY && *msg->host)) {
+        //  Counted by the broker as any malformed message; nothing answers.
+        pf_broker_handle_msg (
+            broker, routing_id, rc != PF_OK ? rc : PF_BAD_REQUEST, msg,
+            rc != PF_OK ? err : "MDP REPLY: the frame after the address is not empty", now);
+        return;
+    }
+    pf_msg_t out;
+    pf_msg_init (&out);
+    switch (msg->command) {
+    case PF_MDPW_READY:
+        out.command = PF_W_READY;
+        snprintf (out.agent_id, sizeof out.agent_id, "mdp-%.*s", PF_MAX_NAME - 4, hex);
+        strcpy (out.host, "mdp");
+        memcpy (out.service, msg->service, sizeof out.service);
+        out.capacity = 1;
+        out.sessions = zframe_new (NULL, 0);
+        hand (broker, routing_id, &out, now);
+        pf_msg_init (&out);
+        out.command = PF_W_HEARTBEAT;
+        out.bridges = one_bridge ();
+        break;
+    case PF_MDPW_HEARTBEAT:
+        out.command = PF_W_HEARTBEAT; //  bare: nothing changed, but alive
+        out.bridges = zframe_new (NULL, 0);
+        break;
+    case PF_MDPW_REPLY:
+        out.command = PF_W_REPLY;
+        out.request_id = msg->request_id;
+        out.generation = 1;
+        out.body = msg->body;
+        msg->body = NULL;
+        break;
+    default: //  DISCONNECT
+        out.command = PF_W_DISCONNECT;
+        out.message = strdup ("the MDP worker disconnected");
+        zhashx_delete (self->workers, hex);
+        break;
+    }
+    hand (broker, routing_id, &out, now);
+}
+
+int pf_mdp_to_worker (pf_mdp_t *self, zframe_t *routing_id, pf_msg_t *msg)
+{
+    char hex[2 * 256 + 1];
+    routing_hex (routing_id, hex, sizeof hex);
+    if (!zhashx_lookup (self->workers, hex)) return -1;
+    msg->proto = PF_PROTO_MDPW;
+    switch (msg->command) {
+    case PF_W_REQUEST:
+        msg->command = PF_MDPW_REQUEST;
+        msg->host[0] = 0;
+        return 1;
+    case PF_W_HEARTBEAT:
+        msg->command = PF_MDPW_HEARTBEAT;
+        return 1;
+    case PF_W_DISCONNECT:
+        msg->command = PF_MDPW_DISCONNECT;
+        zhashx_delete (self->workers, hex);
+        return 1;
+    default:
+        msg->proto = PF_PROTO_W;
+        return 0;
+    }
 }

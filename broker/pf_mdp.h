@@ -8,7 +8,14 @@
     default deadline, no session. Between the socket and the broker's logic
     this module turns an MDP request into a PFC1 REQUEST and the PFC1 answer
     for it back into MDPC01, so the broker's logic sees one client protocol.
-    MMI requests ("mmi.service") are answered here. */
+    MMI requests ("mmi.service") are answered here.
+
+    Majordomo workers (MDPW01) are agents with one bridge and a window of
+    one: their READY, HEARTBEAT, REPLY and DISCONNECT become the PFW2
+    messages of such an agent, and the broker's REQUEST, HEARTBEAT and
+    DISCONNECT for them go out as MDPW01. A request reaches the worker as
+    the body frames COMMAND ARGS; the worker's single body frame is the
+    result. MDP has no error reply, no cancel and no sessions. */
 #ifndef PF_MDP_H_INCLUDED
 #define PF_MDP_H_INCLUDED
 
@@ -34,5 +41,21 @@ bool pf_mdp_answer (pf_mdp_t *self, zframe_t *routing_id, pf_msg_t *msg);
 
 //  Requests of MDP clients not answered yet.
 size_t pf_mdp_pending (pf_mdp_t *self);
+
+//  MDP workers ("" MDPW01 ...) are agents with one bridge that takes one
+//  request at a time. A message from one (decoded with status rc) is handed
+//  to the broker as the PFW2 message(s) such an agent would send: READY (then
+//  a HEARTBEAT listing its bridge), HEARTBEAT, REPLY, DISCONNECT.
+void pf_mdp_worker (pf_mdp_t *self, pf_broker_t *broker, zframe_t *routing_id, int rc,
+                    pf_msg_t *msg, const char *err, int64_t now);
+
+//  A PFW2 message the broker sends to routing_id: -1 if that is not an MDP
+//  worker (msg untouched); 1 if msg is now its MDPW01 form (REQUEST,
+//  HEARTBEAT, DISCONNECT); 0 if MDP has no such message (CANCEL,
+//  SESSION_END, RECYCLE): nothing to send.
+int pf_mdp_to_worker (pf_mdp_t *self, zframe_t *routing_id, pf_msg_t *msg);
+
+//  MDP workers known (heard from in the last minute, or registered).
+size_t pf_mdp_workers (pf_mdp_t *self);
 
 #endif

@@ -147,6 +147,15 @@ static const command_spec_t mdp_client_commands[] = {
     [PF_MDP_MMI] = {"MMI REPLY", 2, {SERVICE, STATUS}},
 };
 
+#define EMPTY F ("empty frame", FIELD_OPTNAME, host)
+static const command_spec_t mdp_worker_commands[] = {
+    [PF_MDPW_READY] = {"MDP READY", 1, {SERVICE}},
+    [PF_MDPW_REQUEST] = {"MDP REQUEST", 4, {REQUEST_ID, EMPTY, COMMAND_NAME, BODY}},
+    [PF_MDPW_REPLY] = {"MDP REPLY", 3, {REQUEST_ID, EMPTY, BODY}},
+    [PF_MDPW_HEARTBEAT] = {"MDP HEARTBEAT", 0, {{0}}},
+    [PF_MDPW_DISCONNECT] = {"MDP DISCONNECT", 0, {{0}}},
+};
+
 #define COUNT_OF(array) (sizeof (array) / sizeof ((array)[0]))
 
 //  Frames before the fields: delimiter, header and (not MDP) command.
@@ -168,6 +177,9 @@ static const command_spec_t *command_spec (int proto, int command)
     } else if (proto == PF_PROTO_MDPC) {
         table = mdp_client_commands;
         size = COUNT_OF (mdp_client_commands);
+    } else if (proto == PF_PROTO_MDPW) {
+        table = mdp_worker_commands;
+        size = COUNT_OF (mdp_worker_commands);
     } else
         return NULL;
     if (command < 0 || (size_t)command >= size || !table[command].name) return NULL;
@@ -617,13 +629,17 @@ static const command_spec_t *decode_head (pf_msg_t *self, frame_source_t *source
         self->proto = PF_PROTO_MDPC;
         self->command = PF_MDP_REQUEST;
         return command_spec (self->proto, self->command);
-    } else {
+    } else if (size == 6 && memcmp (data, PF_PROTO_MDP_WORKER, 6) == 0)
+        self->proto = PF_PROTO_MDPW;
+    else {
         char quoted[80];
         quote_bytes (quoted, sizeof (quoted), data, size);
         set_error (err, errlen, "unsupported protocol header \"%s\"", quoted);
         return NULL;
     }
-    const char *proto_name = self->proto == PF_PROTO_C ? PF_PROTO_CLIENT : PF_PROTO_WORKER;
+    const char *proto_name = self->proto == PF_PROTO_C   ? PF_PROTO_CLIENT
+                             : self->proto == PF_PROTO_W ? PF_PROTO_WORKER
+                                                         : PF_PROTO_MDP_WORKER;
     if (source->next (source, &data, &size)) {
         set_error (err, errlen, "%s: missing command frame", proto_name);
         return NULL;
@@ -1000,9 +1016,10 @@ static int encode_packed (frame_sink_t *sink, pf_msg_t *self, const command_spec
 static int encode_frames (pf_msg_t *self, const command_spec_t *spec, frame_sink_t *sink)
 {
     byte command = (byte)self->command;
-    const char *header = self->proto == PF_PROTO_C   ? PF_PROTO_CLIENT
-                         : self->proto == PF_PROTO_W ? PF_PROTO_WORKER
-                                                     : PF_PROTO_MDP_CLIENT;
+    const char *header = self->proto == PF_PROTO_C      ? PF_PROTO_CLIENT
+                         : self->proto == PF_PROTO_W    ? PF_PROTO_WORKER
+                         : self->proto == PF_PROTO_MDPC ? PF_PROTO_MDP_CLIENT
+                                                        : PF_PROTO_MDP_WORKER;
     if (sink->put (sink, NULL, 0, true) || sink->put (sink, header, strlen (header), true) ||
         (self->proto != PF_PROTO_MDPC && sink->put (sink, &command, 1, spec->field_count > 0)))
         return -1;

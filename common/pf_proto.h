@@ -1,4 +1,5 @@
-/*  pf_proto — codec for the native client (PFC1) and worker (PFW2) protocols.
+/*  pf_proto — codec for the native client (PFC1) and worker (PFW2) protocols,
+    and for Majordomo's (MDP/0.1).
 
     Shared by broker, worker agent and client library. docs/PROTOCOL.md is the
     normative frame table; this header is its C view. Every message starts with
@@ -14,7 +15,8 @@
     directly and allocate about one zframe per message instead of one per
     frame (the broker's path).
 
-    MDPC01 (ZeroMQ RFC 7 clients -> broker, and back): see PF_MDP_* below.
+    MDPC01 and MDPW01 (ZeroMQ RFC 7 clients and workers): see PF_MDP_* and
+    PF_MDPW_* below; the broker translates them (broker/pf_mdp.c).
 
     PFC1 (client <-> broker)
       REQUEST  C->B  "" PFC1 0x01 request_id:u64 service session command timeout_ms:u32 flags:u32 body
@@ -56,7 +58,8 @@
 
 #define PF_PROTO_CLIENT "PFC1"
 #define PF_PROTO_WORKER "PFW2"
-#define PF_PROTO_MDP_CLIENT "MDPC01" //  ZeroMQ RFC 7 (MDP/0.1) clients, docs/PROTOCOL.md 7
+#define PF_PROTO_MDP_CLIENT "MDPC01" //  ZeroMQ RFC 7 (MDP/0.1) clients, docs/PROTOCOL.md 12
+#define PF_PROTO_MDP_WORKER "MDPW01" //  ... and workers
 
 #define PF_MAX_NAME        255
 #define PF_MAX_MESSAGE     65535
@@ -67,7 +70,7 @@
 #define PF_BATCH_MAX_FRAME (1024u * 1024)
 
 //  Which protocol a message belongs to.
-typedef enum { PF_PROTO_C = 1, PF_PROTO_W = 2, PF_PROTO_MDPC = 3 } pf_proto_kind_t;
+typedef enum { PF_PROTO_C = 1, PF_PROTO_W = 2, PF_PROTO_MDPC = 3, PF_PROTO_MDPW = 4 } pf_proto_kind_t;
 
 //  Commands; values are the byte on the wire (per protocol).
 enum {
@@ -86,6 +89,16 @@ enum {
     PF_MDP_REPLY = 0x02,   //  "" MDPC01 service status body
     PF_MDP_ERROR = 0x03,   //  "" MDPC01 service status message detail
     PF_MDP_MMI = 0x04,     //  "" MDPC01 service status   (8/MMI answers)
+};
+//  MDP/0.1 worker messages (RFC 7; a command frame, as in PFW2). The client
+//  address of REQUEST and REPLY is the broker's request id (8 bytes); the
+//  empty frame after it reads into host, which must stay empty.
+enum {
+    PF_MDPW_READY = 0x01,      //  "" MDPW01 0x01 service
+    PF_MDPW_REQUEST = 0x02,    //  "" MDPW01 0x02 request_id "" command body
+    PF_MDPW_REPLY = 0x03,      //  "" MDPW01 0x03 request_id "" body
+    PF_MDPW_HEARTBEAT = 0x04,  //  "" MDPW01 0x04
+    PF_MDPW_DISCONNECT = 0x05, //  "" MDPW01 0x05
 };
 enum {
     PF_W_READY = 0x01,

@@ -5,12 +5,14 @@ bounded, every process stopped by its pid.
 """
 
 import os
+import threading
+import time
 import unittest
 
 import msgpack
 import zmq
 
-from tests.integration.fleet import FIXTURES, Fleet, RawClient
+from tests.integration.fleet import FIXTURES, Fleet, RawClient, wait_until
 
 FAULTS = os.path.join(FIXTURES, "faults.py")
 
@@ -144,6 +146,127 @@ class MdpAndPfc1Clients(unittest.TestCase):
         self.assertEqual((reply["id"], reply["result"]), (1, {"from": "pfc1"}))
         service, status, result = mdp.recv()
         self.assertEqual((service, status), (b"test", b"OK"))
+
+
+class MdpWorker(threading.Thread):
+    """A Majordomo worker written from RFC 7 with pyzmq: READY, then it
+    answers each REQUEST (COMMAND ARGS) with {command, upper, seen} after
+    `delay` s, heartbeats every 0.2 s while `beating`, and leaves (DISCONNECT)
+    when stopped. It counts how many requests it held at once."""
+
+    def __init__(self, endpoint, service, delay=0.0, replying=True):
+        super().__init__(daemon=True)
+        self.socket = zmq.Context.instance().socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.connect(endpoint)
+        self.service, self.delay, self.replying = service, delay, replying
+        self.beating = True
+        self.stopping = threading.Event()
+        self.requests = 0
+        self.most_held = 0
+        self.disconnected = threading.Event()
+
+    def run(self):
+        self.socket.send_multipart([b"", b"MDPW01", b"\x01", self.service.encode()])
+        held = []
+        beat_at = time.monotonic()
+        for _ in range(100000):  # bounded; stopping ends it long before
+            if self.stopping.is_set():
+                break
+            if self.socket.poll(20):
+                frames = self.socket.recv_multipart()
+                assert frames[:2] == [b"", b"MDPW01"], frames
+                if frames[2] == b"\x02":
+                    held.append((time.monotonic() + self.delay, frames[3], frames[5], frames[6]))
+                    self.requests += 1
+                    self.most_held = max(self.most_held, len(held))
+                elif frames[2] == b"\x05":
+                    self.disconnected.set()
+            now = time.monotonic()
+            while held and held[0][0] <= now:
+                _, address, command, args = held.pop(0)
+                if self.replying:
+                    text = msgpack.unpackb(args).get("text", "") if args else ""
+                    self.socket.send_multipart([b"", b"MDPW01", b"\x03", address, b"",
+                                                msgpack.packb({"command": command.decode(),
+                                                               "upper": text.upper()})])
+            if self.beating and now >= beat_at:
+                self.socket.send_multipart([b"", b"MDPW01", b"\x04"])
+                beat_at = now + 0.2
+        if not self.disconnected.is_set():
+            self.socket.send_multipart([b"", b"MDPW01", b"\x05"])
+        self.socket.close(0)
+
+    def stop(self):
+        self.stopping.set()
+        self.join(10)
+
+
+class MdpWorkers(unittest.TestCase):
+    """Majordomo workers (MDPW01) serve pyfleet services as agents with one
+    bridge, one request at a time."""
+
+    def setUp(self):
+        self.fleet = Fleet()
+        self.fleet.start_broker("--startup-grace", "0", "--heartbeat", "200")
+        self.workers = []
+
+    def tearDown(self):
+        for worker in self.workers:
+            worker.stop()
+        statuses = self.fleet.stop()
+        self.assertTrue(all(status == 0 for status in statuses), statuses)
+
+    def worker(self, service="mdp", **kw):
+        worker = MdpWorker(self.fleet.endpoint, service, **kw)
+        self.workers.append(worker)
+        worker.start()
+        self.fleet.broker.wait_for(r"agent mdp-\w+: 1 of 1 bridges serving",
+                                   count=len(self.workers), timeout=10)
+        return worker
+
+    def test_pfc1_and_mdp_clients_are_served_by_an_mdp_worker(self):
+        self.worker()
+        client = RawClient(self.fleet.endpoint)
+        self.addCleanup(client.close)
+        reply = client.call("mdp", "upper", {"text": "abc"})
+        self.assertEqual(reply["result"], {"command": "upper", "upper": "ABC"})
+        mdp = MdpClient(self.fleet.endpoint)
+        self.addCleanup(mdp.close)
+        service, status, result = mdp.call("mdp", "upper", msgpack.packb({"text": "x"}))
+        self.assertEqual((service, status, msgpack.unpackb(result)),
+                         (b"mdp", b"OK", {"command": "upper", "upper": "X"}))
+        self.assertEqual(mdp.call("mmi.service", "mdp"), [b"mmi.service", b"200"])
+        agents = self.fleet.manage("WORKERS")[1]["agents"]
+        self.assertEqual([(a["host"], a["capacity"]) for a in agents], [("mdp", 1)])
+
+    def test_an_mdp_worker_holds_one_request_at_a_time(self):
+        worker = self.worker(delay=0.01)
+        client = RawClient(self.fleet.endpoint)
+        self.addCleanup(client.close)
+        ids = [client.send_request("mdp", "upper", {"text": str(n)}) for n in range(30)]
+        answers = {}
+        for _ in ids:
+            reply = client.recv()
+            answers[reply["id"]] = reply["result"]["upper"]
+        self.assertEqual(answers, {request_id: str(n) for n, request_id in enumerate(ids)})
+        self.assertEqual((worker.requests, worker.most_held), (30, 1))
+
+    def test_a_silent_worker_times_out_its_request_and_is_dropped(self):
+        worker = self.worker(replying=False)
+        client = RawClient(self.fleet.endpoint)
+        self.addCleanup(client.close)
+        reply = client.call("mdp", "upper", {"text": "x"}, timeout_ms=500)
+        self.assertEqual(reply["code"], "TIMEOUT", reply)
+        worker.beating = False
+        self.fleet.broker.wait_for(r"agent mdp-\w+ \(mdp pid 0\) removed: heartbeat expired",
+                                   timeout=10)
+
+    def test_a_worker_that_leaves_says_so_and_the_broker_forgets_it(self):
+        worker = self.worker()
+        worker.stop()
+        self.fleet.broker.wait_for(r"removed: the MDP worker disconnected", timeout=10)
+        self.assertTrue(wait_until(lambda: not self.fleet.manage("WORKERS")[1]["agents"], 5))
 
 
 if __name__ == "__main__":

@@ -907,7 +907,8 @@ static void command_names_are_per_protocol (void **state)
     assert_string_equal (pf_msg_command_name (PF_PROTO_MDPC, PF_MDP_REQUEST), "MDP REQUEST");
     assert_string_equal (pf_msg_command_name (PF_PROTO_MDPC, PF_MDP_MMI), "MMI REPLY");
     assert_string_equal (pf_msg_command_name (PF_PROTO_MDPC, 0x05), "?");
-    assert_string_equal (pf_msg_command_name (4, PF_C_REQUEST), "?");
+    assert_string_equal (pf_msg_command_name (PF_PROTO_MDPW, PF_MDPW_READY), "MDP READY");
+    assert_string_equal (pf_msg_command_name (5, PF_C_REQUEST), "?");
 }
 
 //  --------------------------------------------------------------------------
@@ -1017,6 +1018,71 @@ static void mdp_answers_encode_to_the_frames_of_rfc_7 (void **state)
     pf_msg_reset (&msg);
 }
 
+static void mdp_worker_messages_decode_and_encode_with_their_command_frame (void **state)
+{
+    (void)state;
+    char err[ERRLEN];
+    pf_msg_t out;
+    pf_msg_init (&out);
+    //  READY from a worker.
+    zmsg_t *msg = new_head ("MDPW01", PF_MDPW_READY);
+    add_str (msg, "echo");
+    assert_int_equal (pf_msg_decode (&out, &msg, 0, err, sizeof (err)), PF_OK);
+    assert_int_equal (out.proto, PF_PROTO_MDPW);
+    assert_int_equal (out.command, PF_MDPW_READY);
+    assert_string_equal (out.service, "echo");
+    //  REPLY: the address (our request id), an empty frame, the result.
+    msg = new_head ("MDPW01", PF_MDPW_REPLY);
+    add_u64 (msg, 77);
+    zmsg_addmem (msg, NULL, 0);
+    zmsg_addmem (msg, "\xc3", 1);
+    assert_int_equal (pf_msg_decode (&out, &msg, 0, err, sizeof (err)), PF_OK);
+    assert_true (out.request_id == 77);
+    assert_string_equal (out.host, "");
+    assert_frame_bytes (out.body, "\xc3", 1);
+    //  A REPLY of two result frames, an address of the wrong size, a HEARTBEAT with a frame.
+    msg = new_head ("MDPW01", PF_MDPW_REPLY);
+    add_u64 (msg, 77);
+    zmsg_addmem (msg, NULL, 0);
+    zmsg_addmem (msg, "a", 1);
+    zmsg_addmem (msg, "b", 1);
+    assert_decode_fails (msg, 0, PF_BAD_REQUEST, "expected 6 frames, got 7");
+    msg = new_head ("MDPW01", PF_MDPW_REPLY);
+    zmsg_addmem (msg, "addr", 4);
+    zmsg_addmem (msg, NULL, 0);
+    zmsg_addmem (msg, "a", 1);
+    assert_decode_fails (msg, 0, PF_BAD_REQUEST, "request_id: expected 8 bytes, got 4");
+    msg = new_head ("MDPW01", PF_MDPW_HEARTBEAT);
+    add_str (msg, "x");
+    assert_decode_fails (msg, 0, PF_BAD_REQUEST, "expected 3 frames, got 4");
+    msg = new_head ("MDPW01", 0x06);
+    assert_decode_fails (msg, 0, PF_BAD_REQUEST, "MDPW01: unknown command 0x06");
+    pf_msg_reset (&out);
+
+    //  REQUEST to a worker: address, empty frame, command, arguments.
+    out.proto = PF_PROTO_MDPW;
+    out.command = PF_MDPW_REQUEST;
+    out.request_id = 9;
+    strcpy (out.command_name, "upper");
+    out.body = zframe_new ("\x90", 1);
+    zmsg_t *encoded = pf_msg_encode (&out);
+    assert_int_equal (zmsg_size (encoded), 7);
+    assert_frame_bytes (zmsg_first (encoded), NULL, 0);
+    assert_frame_bytes (zmsg_next (encoded), "MDPW01", 6);
+    assert_frame_bytes (zmsg_next (encoded), "\x02", 1);
+    assert_frame_bytes (zmsg_next (encoded), "\0\0\0\0\0\0\0\x09", 8);
+    assert_frame_bytes (zmsg_next (encoded), NULL, 0);
+    assert_frame_bytes (zmsg_next (encoded), "upper", 5);
+    assert_frame_bytes (zmsg_next (encoded), "\x90", 1);
+    zmsg_destroy (&encoded);
+    pf_msg_reset (&out);
+    out.proto = PF_PROTO_MDPW;
+    out.command = PF_MDPW_HEARTBEAT;
+    encoded = pf_msg_encode (&out);
+    assert_int_equal (zmsg_size (encoded), 3);
+    zmsg_destroy (&encoded);
+}
+
 //  --------------------------------------------------------------------------
 //  Malformed messages
 
@@ -1053,7 +1119,7 @@ static void decode_rejects_a_missing_delimiter (void **state)
 static void decode_rejects_an_unsupported_protocol_header (void **state)
 {
     (void)state;
-    const char *headers[] = {"MDPW01", "MDPC02", "PFC2", "PFW", "pfc1", "PFC1 ", ""};
+    const char *headers[] = {"MDPX01", "MDPC02", "PFC2", "PFW", "pfc1", "PFC1 ", ""};
     for (size_t index = 0; index < sizeof (headers) / sizeof (headers[0]); index++) {
         zmsg_t *msg =
             with_frame (raw_client_request (), 1, headers[index], strlen (headers[index]));
@@ -1267,7 +1333,7 @@ static void decode_keeps_the_request_id_of_a_malformed_request (void **state)
     assert_true (out.request_id == 0);
 
     //  Nor can it before the command is known.
-    msg = with_frame (raw_client_request (), 1, "MDPW01", 6);
+    msg = with_frame (raw_client_request (), 1, "MDPX01", 6);
     assert_int_equal (pf_msg_decode (&out, &msg, 0, err, sizeof (err)), PF_BAD_REQUEST);
     assert_false (out.has_request_id);
     assert_int_equal (out.proto, 0);
@@ -1978,8 +2044,8 @@ static void recv_rejects_a_bad_head (void **state)
     sockets_t *sockets = *state;
     assert_recv_fails (sockets, without_frame (raw_client_request (), 0), 0, PF_BAD_REQUEST,
                        "missing empty delimiter (frame 0 has 4 bytes)");
-    assert_recv_fails (sockets, with_frame (raw_client_request (), 1, "MDPW01", 6), 0,
-                       PF_BAD_REQUEST, "unsupported protocol header \"MDPW01\"");
+    assert_recv_fails (sockets, with_frame (raw_client_request (), 1, "MDPX01", 6), 0,
+                       PF_BAD_REQUEST, "unsupported protocol header \"MDPX01\"");
     assert_recv_fails (sockets, with_frame (raw_client_request (), 2, "\x09", 1), 0, PF_BAD_REQUEST,
                        "PFC1: unknown command 0x09");
     assert_recv_fails (sockets, with_frame (raw_client_request (), 2, "\x01\x01", 2), 0,
@@ -2288,6 +2354,7 @@ int main (void)
         cmocka_unit_test (mdp_request_decodes_with_or_without_arguments),
         cmocka_unit_test (mdp_request_of_the_wrong_shape_is_refused_keeping_its_service),
         cmocka_unit_test (mdp_answers_encode_to_the_frames_of_rfc_7),
+        cmocka_unit_test (mdp_worker_messages_decode_and_encode_with_their_command_frame),
         cmocka_unit_test (decode_rejects_an_unknown_command_byte),
         cmocka_unit_test (decode_rejects_a_command_frame_of_two_bytes),
         cmocka_unit_test (decode_rejects_too_few_frames),
