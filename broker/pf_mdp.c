@@ -1,7 +1,6 @@
 /*  pf_mdp — see pf_mdp.h. */
 #include "pf_mdp.h"
 #include "pf_error.h"
-#include "pf_log.h"
 
 //  An MDP request on its way through the broker.
 typedef struct {
@@ -42,12 +41,6 @@ static void *id_duplicate (const void *key)
     return copy;
 }
 
-static void id_destroy (void **key)
-{
-    free (*key);
-    *key = NULL;
-}
-
 static void free_item (void **item)
 {
     free (*item);
@@ -74,7 +67,7 @@ pf_mdp_t *pf_mdp_new (void)
     zhashx_set_key_hasher (self->pending, id_hash);
     zhashx_set_key_comparator (self->pending, id_compare);
     zhashx_set_key_duplicator (self->pending, id_duplicate);
-    zhashx_set_key_destructor (self->pending, id_destroy);
+    zhashx_set_key_destructor (self->pending, free_item);
     zhashx_set_destructor (self->pending, pending_destroy);
     self->next_id = 1;
     return self;
