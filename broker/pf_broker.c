@@ -1016,7 +1016,8 @@ static void handle_ready (pf_broker_t *self, zframe_t *routing_id, const char *k
     agent->bridges = calloc (msg->capacity, sizeof *agent->bridges);
     agent->service = service_require (self, msg->service);
     agent->service_handle = zlistx_add_start (agent->service->agents, agent);
-    agent->expiry = now + (int64_t) self->config.heartbeat_ms * self->config.liveness;
+    agent->silence_ms = (int64_t) self->config.heartbeat_ms * self->config.liveness;
+    agent->expiry = now + agent->silence_ms;
     agent->last_sent = now;
     agent->joined = agent->last_heard = now;
     zhashx_insert (self->agents, agent->key, agent);
@@ -1089,7 +1090,7 @@ static void handle_agent (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg
             send_disconnect (self, routing_id, "not registered");
         return;
     }
-    agent->expiry = now + (int64_t) self->config.heartbeat_ms * self->config.liveness;
+    agent->expiry = now + agent->silence_ms;
     agent->last_heard = now;
     switch (msg->command) {
     case PF_W_HEARTBEAT:
@@ -1327,6 +1328,18 @@ static void handle_client_cancel (pf_broker_t *self, zframe_t *routing_id, pf_ms
         cancel.request_id = id;
         broker_send_to_agent (self, agent, &cancel, now);
         pf_msg_reset (&cancel);
+    }
+}
+
+void pf_broker_agent_silence (pf_broker_t *self, zframe_t *routing_id, uint32_t ms, int64_t now)
+{
+    char key[2 * 256 + 1];
+    routing_key (routing_id, key);
+    agent_t *agent = zhashx_lookup (self->agents, key);
+    int64_t own = (int64_t) self->config.heartbeat_ms * self->config.liveness;
+    if (agent) {
+        agent->silence_ms = ms > own ? ms : own;
+        agent->expiry = now + agent->silence_ms;
     }
 }
 

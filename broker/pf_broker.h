@@ -74,6 +74,11 @@ void pf_broker_shutdown (pf_broker_t *self);
 //  the ones they have not started). Returns how many.
 size_t pf_broker_client_gone (pf_broker_t *self, zframe_t *routing_id, int64_t now);
 
+//  Lets the agent at routing_id be silent for ms (never less than
+//  heartbeat x liveness) before it is dead: peers with heartbeats of their
+//  own (MDP workers: 2 500 ms x 3). No-op for an unknown peer.
+void pf_broker_agent_silence (pf_broker_t *self, zframe_t *routing_id, uint32_t ms, int64_t now);
+
 //  Whether an agent serves service now (8/MMI "mmi.service").
 bool pf_broker_serves (pf_broker_t *self, const char *service);
 

@@ -90,6 +90,7 @@ struct _agent_t {
     uint32_t bridge_count;
     uint32_t cursor;   //  where the next idle-bridge search starts (round robin)
     int64_t expiry;    //  dead unless heard from before this
+    int64_t silence_ms; //  how long it may be silent (heartbeat x liveness, or its own)
     int64_t last_sent; //  last message sent to it, for heartbeats
     int64_t joined;
     int64_t last_heard;

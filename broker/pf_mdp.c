@@ -22,6 +22,8 @@ struct pf_mdp_s {
 //  A worker that vanished without DISCONNECT is forgotten after this long
 //  (the broker dropped its agent after liveness x heartbeat already).
 #define WORKER_FORGET_MS 60000
+//  RFC 7's heartbeat and liveness: a worker may be silent 7.5 s.
+#define MDP_SILENCE_MS (2500 * 3)
 
 static size_t id_hash (const void *key)
 {
@@ -235,6 +237,7 @@ void pf_mdp_worker (pf_mdp_t *self, pf_broker_t *broker, zframe_t *routing_id, i
         out.capacity = 1;
         out.sessions = zframe_new (NULL, 0);
         hand (broker, routing_id, &out, now);
+        pf_broker_agent_silence (broker, routing_id, MDP_SILENCE_MS, now);
         pf_msg_init (&out);
         out.command = PF_W_HEARTBEAT;
         out.bridges = one_bridge ();

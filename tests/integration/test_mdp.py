@@ -150,16 +150,16 @@ class MdpAndPfc1Clients(unittest.TestCase):
 
 class MdpWorker(threading.Thread):
     """A Majordomo worker written from RFC 7 with pyzmq: READY, then it
-    answers each REQUEST (COMMAND ARGS) with {command, upper, seen} after
-    `delay` s, heartbeats every 0.2 s while `beating`, and leaves (DISCONNECT)
+    answers each REQUEST (COMMAND ARGS) with {command, upper} after `delay`
+    s, heartbeats every `beat` s while `beating`, and leaves (DISCONNECT)
     when stopped. It counts how many requests it held at once."""
 
-    def __init__(self, endpoint, service, delay=0.0, replying=True):
+    def __init__(self, endpoint, service, delay=0.0, replying=True, beat=0.2):
         super().__init__(daemon=True)
         self.socket = zmq.Context.instance().socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.connect(endpoint)
-        self.service, self.delay, self.replying = service, delay, replying
+        self.service, self.delay, self.replying, self.beat = service, delay, replying, beat
         self.beating = True
         self.stopping = threading.Event()
         self.requests = 0
@@ -192,7 +192,7 @@ class MdpWorker(threading.Thread):
                                                                "upper": text.upper()})])
             if self.beating and now >= beat_at:
                 self.socket.send_multipart([b"", b"MDPW01", b"\x04"])
-                beat_at = now + 0.2
+                beat_at = now + self.beat
         if not self.disconnected.is_set():
             self.socket.send_multipart([b"", b"MDPW01", b"\x05"])
         self.socket.close(0)
@@ -259,8 +259,20 @@ class MdpWorkers(unittest.TestCase):
         reply = client.call("mdp", "upper", {"text": "x"}, timeout_ms=500)
         self.assertEqual(reply["code"], "TIMEOUT", reply)
         worker.beating = False
+        # RFC 7's liveness: silent 2.5 s x 3, whatever the broker's own (0.6 s here).
+        started = time.monotonic()
         self.fleet.broker.wait_for(r"agent mdp-\w+ \(mdp pid 0\) removed: heartbeat expired",
-                                   timeout=10)
+                                   timeout=15)
+        self.assertGreater(time.monotonic() - started, 6.0)
+
+    def test_a_worker_beating_every_2_5_s_as_rfc_7_says_stays(self):
+        self.worker(beat=2.5)
+        client = RawClient(self.fleet.endpoint)
+        self.addCleanup(client.close)
+        for _ in range(3):
+            time.sleep(1.2)  # across at least two of its beats, far past 3 x 200 ms
+            self.assertTrue(client.call("mdp", "upper", {"text": "x"})["ok"])
+        self.assertEqual(self.fleet.broker.count(r"removed: heartbeat expired"), 0)
 
     def test_a_worker_that_leaves_says_so_and_the_broker_forgets_it(self):
         worker = self.worker()
