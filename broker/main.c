@@ -546,7 +546,9 @@ static int run (int argc, char *argv[], local_worker_t *local_storage, curve_t *
         for (int batch = 0; batch < 1000; batch++) {
             zframe_t *routing_id = NULL;
             char err[256];
-            int rc = pf_msg_recv (&msg, router_socket, ZMQ_DONTWAIT, &routing_id, config.max_body,
+            int rc = pf_msg_recv (&msg, router_socket,
+                                  ZMQ_DONTWAIT | (curve->cert ? PF_MSG_USER_ID : 0), &routing_id,
+                                  config.max_body,
                                   err, sizeof err);
             if (rc == -1)
                 break;

@@ -816,7 +816,7 @@ static void agent_remove (pf_broker_t *self, agent_t *agent, const char *why, in
     dispatch (self, service, now);
 }
 
-static void routing_key (zframe_t *routing_id, char *key)
+void pf_broker_routing_key (zframe_t *routing_id, char *key)
 {
     static const char hex[] = "0123456789abcdef";
     const byte *data = zframe_data (routing_id);
@@ -1078,7 +1078,7 @@ static void handle_agent_answer (pf_broker_t *self, agent_t *agent, pf_msg_t *ms
 static void handle_agent (pf_broker_t *self, zframe_t *routing_id, pf_msg_t *msg, int64_t now)
 {
     char key[2 * 256 + 1];
-    routing_key (routing_id, key);
+    pf_broker_routing_key (routing_id, key);
     if (msg->command == PF_W_READY) {
         handle_ready (self, routing_id, key, msg, now);
         return;
@@ -1147,7 +1147,7 @@ static request_t *request_new (pf_broker_t *self, zframe_t *routing_id, pf_msg_t
 #define CANCEL_KEY_SIZE (2 * 256 + 22)
 static void cancel_key (zframe_t *routing_id, uint64_t request_id, char *key)
 {
-    routing_key (routing_id, key);
+    pf_broker_routing_key (routing_id, key);
     char *end = key + strlen (key);
     *end++ = '/';
     char digits[20];
@@ -1334,7 +1334,7 @@ static void handle_client_cancel (pf_broker_t *self, zframe_t *routing_id, pf_ms
 void pf_broker_agent_silence (pf_broker_t *self, zframe_t *routing_id, uint32_t ms, int64_t now)
 {
     char key[2 * 256 + 1];
-    routing_key (routing_id, key);
+    pf_broker_routing_key (routing_id, key);
     agent_t *agent = zhashx_lookup (self->agents, key);
     int64_t own = (int64_t) self->config.heartbeat_ms * self->config.liveness;
     if (agent) {
@@ -1352,7 +1352,7 @@ bool pf_broker_serves (pf_broker_t *self, const char *service)
 size_t pf_broker_client_gone (pf_broker_t *self, zframe_t *routing_id, int64_t now)
 {
     char prefix[CANCEL_KEY_SIZE];
-    routing_key (routing_id, prefix);
+    pf_broker_routing_key (routing_id, prefix);
     size_t length = strlen (prefix);
     prefix[length++] = '/';
     //  The ids first: each cancel changes the index.

@@ -79,6 +79,10 @@ size_t pf_broker_client_gone (pf_broker_t *self, zframe_t *routing_id, int64_t n
 //  own (MDP workers: 2 500 ms x 3). No-op for an unknown peer.
 void pf_broker_agent_silence (pf_broker_t *self, zframe_t *routing_id, uint32_t ms, int64_t now);
 
+//  A routing id as lower-case hex in key (at most 2 * 256 + 1 bytes): the
+//  agents table's key.
+void pf_broker_routing_key (zframe_t *routing_id, char *key);
+
 //  Whether an agent serves service now (8/MMI "mmi.service").
 bool pf_broker_serves (pf_broker_t *self, const char *service);
 

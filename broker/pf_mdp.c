@@ -43,12 +43,6 @@ static void *id_duplicate (const void *key)
     return copy;
 }
 
-static void free_item (void **item)
-{
-    free (*item);
-    *item = NULL;
-}
-
 static void pending_destroy (void **item)
 {
     pending_t *pending = *item;
@@ -65,11 +59,11 @@ pf_mdp_t *pf_mdp_new (void)
         free (self);
         return NULL;
     }
-    zhashx_set_destructor (self->workers, free_item);
+    zhashx_set_destructor (self->workers, (zhashx_destructor_fn *) zstr_free);
     zhashx_set_key_hasher (self->pending, id_hash);
     zhashx_set_key_comparator (self->pending, id_compare);
     zhashx_set_key_duplicator (self->pending, id_duplicate);
-    zhashx_set_key_destructor (self->pending, free_item);
+    zhashx_set_key_destructor (self->pending, (zhashx_destructor_fn *) zstr_free);
     zhashx_set_destructor (self->pending, pending_destroy);
     self->next_id = 1;
     return self;
@@ -169,15 +163,6 @@ bool pf_mdp_answer (pf_mdp_t *self, zframe_t *routing_id, pf_msg_t *msg)
 //  --------------------------------------------------------------------------
 //  MDP workers
 
-static void routing_hex (zframe_t *routing_id, char *hex, size_t size)
-{
-    size_t length = zframe_size (routing_id);
-    if (length > (size - 1) / 2) length = (size - 1) / 2;
-    for (size_t i = 0; i < length; i++)
-        snprintf (hex + 2 * i, 3, "%02x", zframe_data (routing_id)[i]);
-    hex[2 * length] = 0;
-}
-
 size_t pf_mdp_workers (pf_mdp_t *self)
 {
     return self ? zhashx_size (self->workers) : 0;
@@ -202,7 +187,7 @@ void pf_mdp_worker (pf_mdp_t *self, pf_broker_t *broker, zframe_t *routing_id, i
                     pf_msg_t *msg, const char *err, int64_t now)
 {
     char hex[2 * 256 + 1];
-    routing_hex (routing_id, hex, sizeof hex);
+    pf_broker_routing_key (routing_id, hex);
     worker_t *worker = zhashx_lookup (self->workers, hex);
     if (!worker) {
         //  Forget the ones long silent first: they left without a word.
@@ -265,7 +250,7 @@ void pf_mdp_worker (pf_mdp_t *self, pf_broker_t *broker, zframe_t *routing_id, i
 int pf_mdp_to_worker (pf_mdp_t *self, zframe_t *routing_id, pf_msg_t *msg)
 {
     char hex[2 * 256 + 1];
-    routing_hex (routing_id, hex, sizeof hex);
+    pf_broker_routing_key (routing_id, hex);
     if (!zhashx_lookup (self->workers, hex)) return -1;
     msg->proto = PF_PROTO_MDPW;
     switch (msg->command) {

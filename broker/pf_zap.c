@@ -191,12 +191,6 @@ static void answer (zap_t *self, zsock_t *handler)
     zmsg_destroy (&request);
 }
 
-static void free_item (void **item)
-{
-    free (*item);
-    *item = NULL;
-}
-
 typedef struct {
     const char *dir; //  read by the thread before it signals
     bool started;    //  set by the thread before it signals
@@ -210,7 +204,7 @@ static void zap_actor (zsock_t *pipe, void *arg)
     zsock_t *handler = zsock_new (ZMQ_REP);
     bool started = (self.dir || !start->dir) && self.allowed && self.warned && handler &&
                    zsock_bind (handler, ZAP_ENDPOINT) == 0;
-    if (self.warned) zhashx_set_destructor (self.warned, free_item);
+    if (self.warned) zhashx_set_destructor (self.warned, (zhashx_destructor_fn *) zstr_free);
     if (started && self.dir) refresh (&self);
     start->started = started;
     zsock_signal (pipe, 0);

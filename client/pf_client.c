@@ -616,20 +616,15 @@ static void handshake_refused (pf_client_t *self, uint16_t event, uint32_t value
         why = "the broker and this client disagree on CurveZMQ (one side has no keys)";
     else if (value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
         why = "the CurveZMQ handshake failed (is the broker key right?)";
-    uint64_t *ids = calloc (zhashx_size (self->requests) + 1, sizeof *ids);
-    size_t count = 0;
-    for (request_t *request = zhashx_first (self->requests); ids && request;
-         request = zhashx_next (self->requests))
-        ids[count++] = request->id;
-    for (size_t i = 0; i < count; i++) {
-        request_t *request = request_find (self, ids[i]);
-        pf_reply_t *reply = reply_new_local (ids[i], PF_UNAUTHORIZED, why);
+    //  Every outstanding request is in the expiry heap (as in destroy).
+    while (self->expiry.size) {
+        request_t *request = self->expiry.items[0];
+        pf_reply_t *reply = reply_new_local (request->id, PF_UNAUTHORIZED, why);
         if (!reply) break;
         reply->attempts = request->attempts;
         request_forget (self, request);
         zlistx_add_end (self->ready, reply);
     }
-    free (ids);
 }
 
 //  Reads the socket monitor's events; acts on disconnections and refused

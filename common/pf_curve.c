@@ -9,6 +9,14 @@
 
 #define Z85_ZERO_KEY "0000000000000000000000000000000000000000"
 
+//  PATH_secret, where zcert_save puts a certificate's secret key.
+static int secret_path (const char *path, char secret[PATH_MAX], char *why, size_t whylen)
+{
+    if (snprintf (secret, PATH_MAX, "%s_secret", path) < PATH_MAX) return 0;
+    snprintf (why, whylen, "path too long");
+    return -1;
+}
+
 //  The ZPL text of a certificate file. Our own read: zconfig_load leaks on
 //  a file that is not ZPL (CZMQ 4.2), and bad input must cost nothing.
 static zconfig_t *read_zpl (const char *path, char *why, size_t whylen)
@@ -39,10 +47,7 @@ static bool get_key (zconfig_t *root, const char *path, uint8_t binary[32])
 static zcert_t *cert_load (const char *path, char *why, size_t whylen)
 {
     char secret[PATH_MAX];
-    if (snprintf (secret, sizeof secret, "%s_secret", path) >= (int) sizeof secret) {
-        snprintf (why, whylen, "path too long");
-        return NULL;
-    }
+    if (secret_path (path, secret, why, whylen) != 0) return NULL;
     const char *file = zsys_file_exists (secret) ? secret : path;
     if (!zsys_file_exists (file)) {
         snprintf (why, whylen, "no certificate at %s (make one with `pyfleet keygen %s`)", path,
@@ -118,10 +123,7 @@ void pf_curve_client_apply (zsock_t *socket, zcert_t *cert, const char *server_k
 int pf_curve_keygen (const char *path, const char *name, char *why, size_t whylen)
 {
     char secret[PATH_MAX];
-    if (snprintf (secret, sizeof secret, "%s_secret", path) >= (int) sizeof secret) {
-        snprintf (why, whylen, "path too long");
-        return -1;
-    }
+    if (secret_path (path, secret, why, whylen) != 0) return -1;
     if (zsys_file_exists (path) || zsys_file_exists (secret)) {
         snprintf (why, whylen, "%s or %s exists already; not replaced", path, secret);
         return -1;

@@ -782,7 +782,7 @@ int pf_msg_recv (pf_msg_t *self, void *socket, int flags, zframe_t **routing_id_
             *routing_id_p = zframe_new (data, size);
             //  The peer's properties come with the parts it sent (not always
             //  with the routing id the ROUTER adds): read at the next part.
-            source.user_id = self->user_id;
+            if (flags & PF_MSG_USER_ID) source.user_id = self->user_id;
         }
     }
     if (source.error)

@@ -146,8 +146,8 @@ typedef struct {
     zframe_t *sessions; //  READY: msgpack array of [session, bridge, generation]
     zframe_t *bridges; //  HEARTBEAT: msgpack array of [bridge, generation, state]
     bool has_request_id; //  decode: request_id was read (also after an error)
-    //  pf_msg_recv from a ROUTER: the peer's User-Id (CurveZMQ: its Z85
-    //  public key, broker/pf_zap.h), "" if none.
+    //  pf_msg_recv from a ROUTER with PF_MSG_USER_ID: the peer's User-Id
+    //  (CurveZMQ: its Z85 public key, broker/pf_zap.h), "" if none.
     char user_id[PF_CURVE_KEY_LEN + 1];
 } pf_msg_t;
 
@@ -217,6 +217,10 @@ int pf_msg_recv (pf_msg_t *self, void *socket, int flags, zframe_t **routing_id_
 //  For a send function that may batch (pf_outbox_send): the peer reads
 //  BATCH (a client that set PF_FLAG_BATCH_OK). pf_msg_send ignores it.
 #define PF_MSG_BATCHABLE 0x20000
+//  pf_msg_recv with PF_MSG_USER_ID in flags (and a routing id asked for):
+//  the peer's User-Id is read into user_id (a metadata lookup per message,
+//  so only where CurveZMQ gives one).
+#define PF_MSG_USER_ID 0x40000
 int pf_msg_send (pf_msg_t *self, void *socket, zframe_t *routing_id, int flags);
 
 //  The packed form of one message, as a BATCH carries it (docs/PROTOCOL.md

@@ -30,6 +30,7 @@ What it does differently from the DSPex pool it replaces
   the error type DspyUnavailable saying which interpreter lacks it.
 """
 
+import functools
 import os
 import sys
 import time
@@ -129,6 +130,7 @@ def _program(ctx, args):
 
 
 def _counted(function):
+    @functools.wraps(function)
     def handler(args, ctx):
         _counts["commands"] += 1
         try:
@@ -136,8 +138,6 @@ def _counted(function):
         except Exception:
             _counts["errors"] += 1
             raise
-    handler.__name__ = function.__name__
-    handler.__doc__ = function.__doc__
     return handler
 
 
